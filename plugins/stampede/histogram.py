@@ -1,0 +1,100 @@
+"""A sparse, mergeable latency histogram with bounded relative error.
+
+Values are recorded in microseconds into log-linear buckets that keep three
+significant digits (like HdrHistogram with 3 digits: relative error < 0.1 %
+at the bucket midpoint). Buckets are a plain ``{bucket: count}`` dict, so a
+histogram ships to the Locust master as msgpack and two histograms merge
+exactly by adding counts: percentiles across workers are computed from the
+merged distribution, never averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+_SIGNIFICANT = 1000  # keep 3 significant digits
+
+
+def bucket_of(value_us: int) -> int:
+    """Lower bound (µs) of the bucket that holds ``value_us``."""
+    return _bucket(value_us)
+
+
+class LatencyHistogram:
+    """Counts of response times (µs) per bucket; exact merges, percentile queries."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self, counts: Mapping[int, int] | None = None) -> None:
+        self.counts: dict[int, int] = {}
+        self.total = 0
+        if counts:
+            for bucket, count in counts.items():
+                self.counts[int(bucket)] = self.counts.get(int(bucket), 0) + int(count)
+                self.total += int(count)
+
+    def record_ms(self, value_ms: float) -> None:
+        self.record_us(int(value_ms * 1000))
+
+    def record_us(self, value_us: int) -> None:
+        bucket = _bucket(value_us)
+        self.counts[bucket] = self.counts.get(bucket, 0) + 1
+        self.total += 1
+
+    def merge(self, other: LatencyHistogram | Mapping[int, int]) -> LatencyHistogram:
+        counts = other.counts if isinstance(other, LatencyHistogram) else other
+        for bucket, count in counts.items():
+            bucket = int(bucket)
+            self.counts[bucket] = self.counts.get(bucket, 0) + int(count)
+            self.total += int(count)
+        return self
+
+    @classmethod
+    def merged(cls, histograms: Iterable[LatencyHistogram | Mapping[int, int]]) -> LatencyHistogram:
+        result = cls()
+        for histogram in histograms:
+            result.merge(histogram)
+        return result
+
+    def percentile_ms(self, fraction: float) -> float | None:
+        """Value at ``fraction`` (0..1) in ms: the midpoint of the bucket holding that rank."""
+        if self.total == 0:
+            return None
+        rank = max(1, -(-int(round(fraction * self.total * 1e6)) // 1_000_000))  # ceil, float-safe
+        seen = 0
+        for bucket in sorted(self.counts):
+            seen += self.counts[bucket]
+            if seen >= rank:
+                return (bucket + _width(bucket) / 2) / 1000 if _width(bucket) > 1 else bucket / 1000
+        return max(self.counts) / 1000
+
+    def max_ms(self) -> float | None:
+        if not self.counts:
+            return None
+        top = max(self.counts)
+        return (top + _width(top) - 1) / 1000
+
+    def mean_ms(self) -> float | None:
+        if self.total == 0:
+            return None
+        return sum((b + _width(b) / 2) * c for b, c in self.counts.items()) / self.total / 1000
+
+    def to_dict(self) -> dict[int, int]:
+        return dict(self.counts)
+
+    def __len__(self) -> int:
+        return self.total
+
+
+def _width(bucket: int) -> int:
+    width = 1
+    while bucket >= _SIGNIFICANT * width:
+        width *= 10
+    return width
+
+
+def _bucket(value_us: int) -> int:
+    if value_us < _SIGNIFICANT:
+        return value_us if value_us > 0 else 0
+    width = _width(value_us)
+    return value_us - value_us % width
