@@ -112,6 +112,7 @@ class RunAggregator:
         self.open_seconds: dict[int, list] = {}  # second -> [histogram, requests, failures]
         self.series: list[dict[str, Any]] = []
         self.phases: dict[str, dict[str, dict[str, Any]]] = {}
+        self.phase_seconds: dict[str, int] = defaultdict(int)  # whole seconds tagged per stage/phase
         self.created: dict[str, int] = defaultdict(int)
         self.workers_cpu: dict[str, float] = {}
         self.stop_reason: dict[str, Any] | None = None
@@ -138,7 +139,9 @@ class RunAggregator:
             if stage["steady_from"] is None and users >= stage["users"] and runner.state != "spawning":
                 stage["steady_from"] = second
             phase = "steady" if stage["steady_from"] is not None else "ramp"
-            self.timeline.setdefault(second, (index, phase, users))
+            if second not in self.timeline:
+                self.timeline[second] = (index, phase, users)
+                self.phase_seconds[f"{index}/{phase}"] += 1
         self.fold(upto=second)
         self.finalize(before=second - FINALIZE_AFTER_S)
         self.check_stop_file()
@@ -153,7 +156,7 @@ class RunAggregator:
         stage["start"] = now
         previous_users = self.stages[index - 1]["users"] if index > 0 else 0
         if stage["users"] <= previous_users:
-            stage["steady_from"] = int(now) + 1
+            stage["steady_from"] = int(now)
         logger.info("stampede: stage %s (%d users) starts", stage["name"], stage["users"])
 
     def fold(self, upto: int) -> None:
@@ -289,6 +292,7 @@ class RunAggregator:
                 }
                 for key, endpoints in self.phases.items()
             },
+            "phase_seconds": dict(self.phase_seconds),
             "created": dict(self.created),
             "stopped": self.stop_reason,
             "breaches": self.breaches,
@@ -334,6 +338,9 @@ def _on_init(environment, **_kw) -> None:
         environment._stampede_recorder = recorder
         environment.events.request.add_listener(recorder.on_request)
     if isinstance(runner, WorkerRunner):
+        # a worker learns the plan with the master's first spawn message, just before test_start
+        environment.events.test_start.add_listener(lambda environment, **_: _apply_journey_weights(environment, plan_of(environment)))
+
         def report(client_id, data):
             data[REPORT_KEY] = environment._stampede_recorder.drain()
 

@@ -50,6 +50,7 @@ class RunPlan:
     accounts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ACCOUNTS))
     password_env: str = PASSWORD_ENV
     progress_interval_s: float = 5.0
+    out_dir: str | None = None  # where the run's files go; default reports/<run tag>/
 
     @property
     def run_tag(self) -> str:
@@ -119,6 +120,7 @@ class RunPlan:
             "accounts": dict(self.accounts),
             "password_env": self.password_env,
             "progress_interval_s": self.progress_interval_s,
+            "out_dir": self.out_dir,
         }
 
     @classmethod
@@ -132,4 +134,5 @@ class RunPlan:
             accounts=dict(data.get("accounts") or DEFAULT_ACCOUNTS),
             password_env=data.get("password_env", PASSWORD_ENV),
             progress_interval_s=float(data.get("progress_interval_s", 5.0)),
+            out_dir=data.get("out_dir"),
         )

@@ -74,6 +74,9 @@ class Scenario:
         data = asdict(self)
         data["think_time_s"] = list(self.think_time_s)
         data["stages"] = [asdict(s) for s in self.stages]
+        data["thresholds"] = dict(self.thresholds.items())
+        if data["locustfile"] is None:
+            del data["locustfile"]
         return data
 
     @classmethod
@@ -85,6 +88,8 @@ class Scenario:
 
     def with_overrides(self, *, users: int | None = None, duration_s: int | None = None) -> Scenario:
         """Scale every stage to a new peak user count and/or total duration (manual runs)."""
+        if users is None and duration_s is None:
+            return self
         stages = list(self.stages)
         if users is not None:
             factor = users / self.peak_users

@@ -1,0 +1,52 @@
+"""
+### loadtest_nightly
+
+Every night: normal (1,000 users) → peak (5,000) → stress (ramp to 20,000) against
+**staging**, with local workers, then validation, report, test-data cleanup,
+worker teardown and a Slack summary. The run fails when a threshold is breached,
+the load generator saturated, or test data was left behind.
+
+Trigger by hand with a run conf to change what runs, e.g. the demo:
+`{"scenarios": ["demo"], "environment": "local", "target": "http://127.0.0.1:8000/v1"}`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag
+
+from stampede.airflow_tasks import wire_pipeline
+from stampede.notify import task_failure_callback
+
+NIGHTLY_SCENARIOS = ["normal", "peak", "stress"]
+
+
+@dag(
+    dag_id="loadtest_nightly",
+    schedule="0 2 * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["stampede", "loadtest", "nightly"],
+    default_args={
+        "owner": "platform-sre",
+        "retries": 0,
+        "retry_delay": timedelta(seconds=30),
+        "on_failure_callback": task_failure_callback,
+    },
+    params={
+        "scenarios": Param(NIGHTLY_SCENARIOS, type="array", description="Scenarios to chain, in order."),
+        "environment": Param("staging", type="string", description="Environment whose target receives the load."),
+        "target": Param("", type="string", description="Base URL incl. /v1; empty: the environment's first base URL."),
+        "workers": Param(None, type=["null", "integer"], minimum=0, maximum=64, description="Local worker processes."),
+        "users": Param(None, type=["null", "integer"], minimum=1, maximum=20000),
+        "duration_s": Param(None, type=["null", "integer"], minimum=10, maximum=86400),
+    },
+)
+def loadtest_nightly():
+    wire_pipeline(NIGHTLY_SCENARIOS)
+
+
+loadtest_nightly()

@@ -1,0 +1,94 @@
+"""``stampede``: run the pipeline's steps in order without Airflow.
+
+    stampede run --target URL --scenario NAME|PATH [--workers N] [--out DIR]
+
+Exit codes: 0 pass, 1 thresholds breached, 2 refused or bad input,
+3 run invalid (for example the load generator itself was saturated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+from datetime import datetime, timezone
+
+from stampede import killswitch, pipeline
+from stampede.results import RunResult
+
+EXIT_CODES = {"pass": 0, "fail": 1, "invalid": 3}
+EXIT_REFUSED = 2
+
+log = logging.getLogger("stampede")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stampede", description="Stampede load tests without Airflow.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run one or more scenarios against a target")
+    run.add_argument("--target", required=True, help="base URL including /v1, e.g. http://127.0.0.1:8000/v1")
+    run.add_argument("--scenario", required=True, action="append",
+                     help="scenario name (loadtests/scenarios/NAME.yaml) or path; repeat to chain scenarios")
+    run.add_argument("--workers", type=int, default=None, help="local worker processes (0: one process; default: by cores and users)")
+    run.add_argument("--out", default=None, help="folder for results.json and the report (default reports/<run tag>)")
+    run.add_argument("--users", type=int, default=None, help="scale the stages to this peak user count")
+    run.add_argument("--duration", type=int, default=None, help="scale the stages to this total duration (s)")
+    run.add_argument("--run-id", default=None, help="run id (default: cli-<timestamp>-<random>)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    run_id = args.run_id or f"cli-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+    try:
+        plan = pipeline.preflight(
+            scenarios=args.scenario, target=args.target, run_id=run_id, workers=args.workers,
+            users=args.users, duration_s=args.duration, out_dir=args.out,
+        )
+        reason = killswitch.local_reason()
+        if reason:
+            raise pipeline.RunRefused(f"{reason}; fix: remove {killswitch.kill_switch_file()} or unset STAMPEDE_KILL_SWITCH")
+    except pipeline.RunRefused as exc:
+        print(f"stampede: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    return execute(plan)
+
+
+def execute(plan) -> int:
+    """Every step in order; cleanup and teardown run whatever happened before them."""
+    result: RunResult | None = None
+    try:
+        pipeline.notify_start(plan)
+        pipeline.provision_workers(plan)
+        pipeline.run_stages(plan, stop_probe=killswitch.local_reason)
+        result = pipeline.validate(plan)
+        pipeline.report(plan)
+    finally:
+        cleanup = pipeline.cleanup_test_data(plan)
+        pipeline.teardown_workers(plan)
+        pipeline.notify_summary(plan)
+    print_summary(result, cleanup, pipeline.run_dir_for(plan))
+    if not cleanup.ok:
+        print(f"stampede: test data left on the target: {cleanup.left} ({cleanup.error})", file=sys.stderr)
+    return EXIT_CODES[result.verdict]
+
+
+def print_summary(result: RunResult, cleanup, run_dir) -> None:
+    print(f"\nverdict: {result.verdict.upper()}" + (f" (stopped: {result.stopped['reason']})" if result.stopped else ""))
+    print(f"{'stage':<22}{'users':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>9}  result")
+    for s in result.stages:
+        fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        outcome = "pass" if s.passed else ("not run" if s.judged_on == "not_run" else "FAIL")
+        print(f"{s.name:<22}{s.users:>7}{s.rps:>9.1f}{fmt(s.p50_ms):>9}{fmt(s.p95_ms):>9}{fmt(s.p99_ms):>9}"
+              f"{s.error_rate:>9.2%}  {outcome}")
+        for check in s.checks:
+            if not check.passed:
+                print(f"{'':<4}{check.metric} = {check.value} (must be {check.op} {check.threshold})")
+    g = result.generator
+    print(f"generator: max {g.cpu_max_pct:.0f}% of a core, {g.memory_max_mib:.0f} MiB" + (" — SATURATED" if g.saturated else ""))
+    print(f"cleanup: created {cleanup.created}, deleted {cleanup.deleted}, left {cleanup.left}")
+    print(f"results: {run_dir / 'results.json'}")
+    print(f"report:  {run_dir / 'report.html'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

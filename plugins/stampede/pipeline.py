@@ -1,0 +1,310 @@
+"""The pipeline's steps as plain functions, shared by the Airflow DAGs and the CLI.
+
+Each step is idempotent and keyed by the run id: its inputs and outputs live
+in the run's folder (``reports/<run tag>/``), so a retried or later task
+(another process under Airflow) picks up where the previous one left off.
+
+    preflight → provision_workers → run_stages → validate → report
+              → cleanup_test_data → teardown_workers → notify_summary → final verdict
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+from stampede.environments import TargetRefused, load_environments, resolve_target
+from stampede.locust_runner import GeneratorSample, LocustRun, locustfiles_for, run_master
+from stampede.metrics import generator_health, stage_results
+from stampede.plan import RunPlan
+from stampede.results import CleanupResult, RunResult, read_results, write_results
+from stampede.scenario import ScenarioError, load_scenario
+from stampede.workers import LocalWorkers, load_worker_set
+from stampede.workers.local import default_worker_count
+
+log = logging.getLogger(__name__)
+
+HEALTH_ATTEMPTS = 3
+WORKER_TTL_MARGIN_S = 1800
+
+
+class RunRefused(ValueError):
+    """Preflight refused the run; no load was sent."""
+
+
+class RunFailed(RuntimeError):
+    """The run finished and its verdict is not a pass (raised by the final step)."""
+
+
+def reports_root() -> Path:
+    return Path(os.environ.get("STAMPEDE_REPORTS_DIR") or Path(__file__).resolve().parents[2] / "reports")
+
+
+def run_dir_for(plan: RunPlan) -> Path:
+    path = Path(plan.out_dir) if plan.out_dir else reports_root() / plan.run_tag
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# -- preflight ------------------------------------------------------------------
+def preflight(
+    *,
+    scenarios: list[str],
+    target: str,
+    run_id: str,
+    environment: str | None = None,
+    users: int | None = None,
+    duration_s: int | None = None,
+    workers: int | None = None,
+    progress_interval_s: float = 5.0,
+    out_dir: str | None = None,
+) -> RunPlan:
+    """Check everything that can be checked before load is sent; return the run plan."""
+    if not scenarios:
+        raise RunRefused("scenario: none given; fix: name at least one scenario")
+    try:
+        loaded = [load_scenario(name) for name in scenarios]
+        loaded = [s.with_overrides(users=users, duration_s=duration_s) for s in loaded]
+    except ScenarioError as exc:
+        raise RunRefused(str(exc)) from exc
+    environments = load_environments()
+    if not target and environment in environments and environments[environment].base_urls:
+        target = environments[environment].base_urls[0]
+    if not target:
+        raise RunRefused("target: none given; fix: pass a base URL incl. /v1, or an environment that lists one")
+    target = target.rstrip("/")
+    try:
+        env = resolve_target(target, environments)
+    except TargetRefused as exc:
+        raise RunRefused(str(exc)) from exc
+    if environment and environment != env.name:
+        raise RunRefused(
+            f"environment: target {target} belongs to {env.name!r}, not {environment!r}; fix: pass environment={env.name}"
+        )
+    peak = max(s.peak_users for s in loaded)
+    if env.max_users and peak > env.max_users:
+        raise RunRefused(f"users: {peak} exceeds the {env.name} cap of {env.max_users}; fix: lower users")
+    if workers is not None and workers < 0:
+        raise RunRefused("workers: must be 0 (one process) or more; fix: pass --workers 2")
+    plan = RunPlan(
+        run_id=run_id, target=target, environment=env.name, scenarios=tuple(loaded),
+        workers=default_worker_count(peak) if workers is None else workers,
+        progress_interval_s=progress_interval_s, out_dir=out_dir,
+    )
+    try:
+        plan.locustfile  # noqa: B018 - validates that all scenarios share one locustfile
+    except ValueError as exc:
+        raise RunRefused(str(exc)) from exc
+    check_health(target)
+    return plan
+
+
+def check_health(target: str, attempts: int = HEALTH_ATTEMPTS) -> None:
+    last = ""
+    for attempt in range(attempts):
+        try:
+            response = httpx.get(f"{target}/health", timeout=5, follow_redirects=False)
+            if response.status_code == 200:
+                return
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        if attempt + 1 < attempts:
+            time.sleep(1)
+    raise RunRefused(f"target: {target}/health is not healthy ({last}); fix: start or repair the target first")
+
+
+# -- workers ----------------------------------------------------------------------
+def provision_workers(plan: RunPlan) -> dict:
+    run_dir = run_dir_for(plan)
+    if plan.workers == 0:
+        return {"provider": "none", "count": 0}
+    workers = LocalWorkers().provision(
+        run_id=plan.run_id, run_dir=run_dir, count=plan.workers, locustfiles=locustfiles_for(plan),
+        ttl_s=plan.load_duration_s + WORKER_TTL_MARGIN_S,
+    )
+    return {"provider": workers.provider, "count": workers.count, "master_port": workers.master_port}
+
+
+def teardown_workers(plan: RunPlan) -> dict:
+    """Stop every worker of the run and verify none is left; raises when one survives."""
+    run_dir = run_dir_for(plan)
+    workers = load_worker_set(run_dir)
+    if workers is None:
+        return {"stopped": 0, "left": 0}
+    (run_dir / "workers.stop").write_text("teardown")
+    left = LocalWorkers().teardown(workers)
+    if left:
+        raise RuntimeError(f"teardown: workers {left} of run {plan.run_id} are still alive")
+    return {"stopped": workers.count, "left": 0}
+
+
+# -- load -------------------------------------------------------------------------
+def run_stages(plan: RunPlan, *, stop_probe: Callable[[], str | None] = lambda: None) -> dict:
+    run_dir = run_dir_for(plan)
+    workers = load_worker_set(run_dir)
+    provider = LocalWorkers()
+    if plan.workers and (workers is None or len(provider.alive(workers)) < workers.count):
+        provision_workers(plan)  # a retry after the workers went away: bring them back
+        workers = load_worker_set(run_dir)
+    log.info(
+        "Running %d stages of %s against %s with %s", len(plan.stages), plan.scenario_name, plan.target,
+        f"{plan.workers} local workers" if plan.workers else "one local process",
+    )
+    run = run_master(
+        plan, run_dir,
+        master_port=workers.master_port if workers else None,
+        expect_workers=plan.workers,
+        worker_processes=(lambda: provider.processes(workers)) if workers else list,
+        stop_probe=stop_probe,
+    )
+    _save_samples(run, run_dir / "generator_samples.json")
+    output = run.output()
+    return {"exit_code": run.exit_code, "stopped": output.get("stopped"), "killed_by_timeout": run.killed_by_timeout}
+
+
+def _save_samples(run: LocustRun, path: Path) -> None:
+    path.write_text(json.dumps([s.__dict__ for s in run.samples]))
+
+
+# -- validate and report ------------------------------------------------------------
+def validate(plan: RunPlan) -> RunResult:
+    """Per-stage figures, generator health, Great Expectations verdict; writes results.json."""
+    from stampede.validate import apply_outcome, validate_stages
+
+    run_dir = run_dir_for(plan)
+    output = json.loads((run_dir / "locust_output.json").read_text())
+    samples = [GeneratorSample(**s) for s in json.loads((run_dir / "generator_samples.json").read_text())]
+    planned = [s.__dict__ for s in plan.stages]
+    stages = stage_results(output, planned)
+    health, saturated = generator_health(samples, output["stages"])
+    for index in saturated:
+        stages[index].valid = False
+    ran = [s for s, o in zip(stages, output["stages"]) if o.get("start") is not None]
+    for stage in stages:
+        if stage not in ran:  # never started: the run stopped before it
+            stage.passed, stage.judged_on = False, "not_run"
+    outcome = validate_stages(ran)
+    apply_outcome(ran, outcome)
+    stopped = output.get("stopped")
+    verdict = _verdict(ran, stopped, health.saturated)
+    result = RunResult(
+        run_id=plan.run_id, scenario=plan.scenario_name, target=plan.target, verdict=verdict,
+        started_at=_iso(output["started_at"]), finished_at=_iso(output["finished_at"]),
+        stages=stages, generator=health, environment=plan.environment, run_tag=plan.run_tag,
+        aborted=stopped is not None, stopped=stopped, breaches=output.get("breaches", []),
+        series=output.get("series", []), workers=plan.workers, validation=outcome.gx_result,
+    )
+    result.cleanup.created = sum(output.get("created", {}).values())
+    write_results(result, run_dir / "results.json")
+    return result
+
+
+def _verdict(stages, stopped: dict | None, saturated: bool) -> str:
+    if saturated or (stopped and stopped.get("kind") == "kill_switch") or not stages:
+        return "invalid"
+    if (stopped and stopped.get("kind") == "abort") or not all(s.passed for s in stages):
+        return "fail"
+    return "pass"
+
+
+def report(plan: RunPlan) -> str:
+    from stampede.report import render_report
+
+    run_dir = run_dir_for(plan)
+    result = read_results(run_dir / "results.json")
+    path = render_report(result, run_dir)
+    result.report_path = str(path)
+    write_results(result, run_dir / "results.json")
+    return str(path)
+
+
+# -- cleanup ------------------------------------------------------------------------
+def cleanup_test_data(plan: RunPlan) -> CleanupResult:
+    """Delete every entity the run created (by its run tag) and prove none is left."""
+    from cleanup.test_data import cleanup_run_data
+
+    run_dir = run_dir_for(plan)
+    password = os.environ.get(plan.password_env, "")
+    try:
+        outcome = cleanup_run_data(
+            base_url=plan.target, run_tag=plan.run_tag, email=plan.accounts["admin"], password=password,
+        )
+        cleanup = CleanupResult(
+            deleted=outcome.deleted, left=outcome.left, ok=outcome.left == 0 and not outcome.errors,
+            error="; ".join(outcome.errors) or None,
+        )
+    except Exception as exc:  # reported in results.json and Slack; the caller decides to fail
+        cleanup = CleanupResult(ok=False, left=-1, error=f"{type(exc).__name__}: {exc}")
+    path = run_dir / "results.json"
+    if path.exists():
+        result = read_results(path)
+        cleanup.created = result.cleanup.created
+        result.cleanup = cleanup
+        write_results(result, path)
+    (run_dir / "cleanup.json").write_text(json.dumps(cleanup.__dict__))
+    return cleanup
+
+
+# -- notify and verdict ---------------------------------------------------------------
+def slack_hook(plan: RunPlan):
+    from stampede.hooks.slack import StampedeSlackHook
+
+    return StampedeSlackHook(fallback_dir=run_dir_for(plan))
+
+
+def notify_start(plan: RunPlan) -> None:
+    from stampede.notify import start_message
+
+    message = start_message(plan.to_dict() | {"stages": [s.__dict__ for s in plan.stages]})
+    slack_hook(plan).post_message(text=message.text, blocks=message.blocks)
+
+
+def notify_summary(plan: RunPlan) -> dict:
+    from stampede.notify import summary_message
+
+    run_dir = run_dir_for(plan)
+    path = run_dir / "results.json"
+    if not path.exists():
+        return {"ok": False, "reason": "no results"}
+    results = json.loads(path.read_text())
+    report_path = results.get("report_path")
+    message = summary_message(results, report_url=_report_url(report_path))
+    return slack_hook(plan).post_message(text=message.text, blocks=message.blocks)
+
+
+def _report_url(report_path: str | None) -> str | None:
+    if not report_path:
+        return None
+    base = os.environ.get("STAMPEDE_REPORTS_BASE_URL")
+    if base:
+        return f"{base.rstrip('/')}/{Path(report_path).parent.name}/{Path(report_path).name}"
+    return Path(report_path).resolve().as_uri()
+
+
+def final_verdict(plan: RunPlan) -> dict:
+    """Fail loudly when the run did not pass or left test data behind."""
+    result = read_results(run_dir_for(plan) / "results.json")
+    summary = {"verdict": result.verdict, "cleanup_left": result.cleanup.left, "results": str(run_dir_for(plan) / "results.json")}
+    problems = []
+    if result.verdict != "pass":
+        why = result.stopped["reason"] if result.stopped else ", ".join(
+            f"{s.name}: {c.metric} {c.value} !{c.op} {c.threshold}" for s in result.stages for c in s.checks if not c.passed
+        )
+        problems.append(f"verdict {result.verdict}" + (f" ({why})" if why else ""))
+    if not result.cleanup.ok or result.cleanup.left != 0:
+        problems.append(f"test data left on the target: {result.cleanup.left} ({result.cleanup.error or 'see results'})")
+    if problems:
+        raise RunFailed("; ".join(problems))
+    return summary
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,27 @@
+"""Session-wide isolation: every test session gets its own AIRFLOW_HOME and reports folder.
+
+Set before anything imports Airflow, so no test touches the developer's
+Airflow or reports. Servers are started by fixtures on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="stampede-tests-"))
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ["GX_ANALYTICS_ENABLED"] = "False"
+os.environ["STAMPEDE_REPORTS_DIR"] = str(_SESSION_DIR / "reports")
+os.environ["STAMPEDE_KILL_SWITCH_FILE"] = str(_SESSION_DIR / "KILL_SWITCH")
+os.environ.setdefault("STAMPEDE_TARGET_PASSWORD", "LoadTest123!")
+os.environ.setdefault("STAMPEDE_DEMO_PASSWORD", os.environ["STAMPEDE_TARGET_PASSWORD"])
+for name in ("STAMPEDE_SLACK_TOKEN", "STAMPEDE_SLACK_BASE_URL", "AIRFLOW_CONN_SLACK_API_DEFAULT", "STAMPEDE_KILL_SWITCH"):
+    os.environ.pop(name, None)

@@ -1,0 +1,70 @@
+"""Every DAG file imports cleanly, follows the conventions, and wires the pipeline as designed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DAG_FILES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "dags").glob("*.py"))
+PIPELINE_DAGS = ["loadtest_nightly", "loadtest_manual"]
+
+
+def test_dag_files_import_without_errors(dag_bag):
+    assert dag_bag.import_errors == {}
+    assert len(dag_bag.dags) >= len(PIPELINE_DAGS)
+
+
+@pytest.mark.parametrize("file_name", DAG_FILES)
+def test_each_file_defines_a_dag_named_after_it(dag_bag, file_name):
+    dag = dag_bag.dags.get(file_name.removesuffix(".py"))
+    assert dag is not None, f"{file_name} must define the DAG {file_name.removesuffix('.py')}"
+
+
+@pytest.mark.parametrize("dag_id", PIPELINE_DAGS)
+def test_conventions(dag_bag, dag_id):
+    dag = dag_bag.dags.get(dag_id)
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert "stampede" in dag.tags
+    assert dag.doc_md and dag_id in dag.doc_md
+    for task in dag.tasks:
+        assert task.owner == "platform-sre"
+        assert task.on_failure_callback, f"{task.task_id} has no failure alert"
+
+
+@pytest.mark.parametrize("dag_id", PIPELINE_DAGS)
+def test_pipeline_wiring(dag_bag, dag_id):
+    dag = dag_bag.dags.get(dag_id)
+    downstream = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
+    assert downstream == {
+        "preflight": sorted([
+            "cost_check", "provision_workers", "run_stages", "validate", "report",
+            "cleanup_test_data", "teardown_workers", "notify_summary", "final_verdict",
+        ]),
+        "cost_check": ["provision_workers"],
+        "provision_workers": ["cleanup_test_data", "run_stages", "teardown_workers"],
+        "run_stages": ["validate"],
+        "validate": ["report"],
+        "report": ["cleanup_test_data"],
+        "cleanup_test_data": ["teardown_workers"],
+        "teardown_workers": ["notify_summary"],
+        "notify_summary": ["final_verdict"],
+        "final_verdict": [],
+    }
+    assert dag.get_task("provision_workers").is_setup
+    assert dag.get_task("cleanup_test_data").is_teardown
+    assert dag.get_task("teardown_workers").is_teardown
+    assert dag.get_task("run_stages").retries == 0  # never resend load by itself
+    assert dag.get_task("notify_summary").trigger_rule == "all_done"
+    assert dag.get_task("final_verdict").trigger_rule == "all_done"
+
+
+def test_manual_form_offers_every_scenario_and_bounds_overrides(dag_bag):
+    from stampede.scenario import available_scenarios
+
+    params = dag_bag.dags.get("loadtest_manual").params
+    assert params.get_param("scenario").schema["enum"] == available_scenarios()
+    assert "production" not in params.get_param("environment").schema["enum"]
+    assert params.get_param("users").schema["maximum"] == 20000
+    assert params.get_param("duration_s").schema["minimum"] == 10

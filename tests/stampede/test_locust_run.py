@@ -1,0 +1,96 @@
+"""Real Locust runs (master + worker processes) against a target with a known service time.
+
+The reported per-stage percentiles must match the truth: the target answers
+every request after exactly 20 ms, so p50 and p95 may exceed 20 ms only by
+loopback and client overhead (a few ms), never by the seconds a whole-run or
+averaged figure would show.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from infra.fixed_latency_target import FixedLatencyTarget
+from stampede import pipeline
+
+pytestmark = pytest.mark.integration
+
+DELAY_MS = 20.0
+
+LOCUSTFILE = """
+from locust import task
+from locust.contrib.fasthttp import FastHttpUser
+
+class PollingUser(FastHttpUser):
+    @task
+    def poll(self):
+        self.client.get("/escrows", name="/escrows")
+"""
+
+
+@pytest.fixture(scope="module")
+def fixed_target(tmp_path_factory):
+    with FixedLatencyTarget(DELAY_MS, tmp_path_factory.mktemp("target")) as target:
+        yield target
+
+
+def _scenario(tmp_path, stages: list[dict], thresholds: dict) -> str:
+    (tmp_path / "polling.py").write_text(LOCUSTFILE)
+    path = tmp_path / "known.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "known", "journeys": {"PollingUser": 1}, "think_time_s": [0.05, 0.15],
+        "locustfile": "polling.py", "stages": stages, "thresholds": thresholds,
+    }))
+    return str(path)
+
+
+def _run(plan):
+    try:
+        pipeline.provision_workers(plan)
+        pipeline.run_stages(plan)
+        return pipeline.validate(plan)
+    finally:
+        pipeline.teardown_workers(plan)
+
+
+def test_two_workers_report_the_true_service_time_per_stage(fixed_target, tmp_path):
+    scenario = _scenario(tmp_path, [
+        {"name": "ramp", "users": 20, "spawn_rate": 10, "duration_s": 6},
+        {"name": "hold", "users": 20, "spawn_rate": 10, "duration_s": 8},
+    ], {"p95_ms": 200, "error_rate": 0.01})
+    plan = pipeline.preflight(scenarios=[scenario], target=fixed_target.base_url, run_id="known-latency",
+                              workers=2, out_dir=str(tmp_path / "run"))
+    result = _run(plan)
+
+    assert result.verdict == "pass"
+    assert result.workers == 2
+    ramp, hold = result.stages
+    for stage in (ramp, hold):
+        assert stage.requests > 100
+        assert DELAY_MS <= stage.p50_ms <= DELAY_MS + 5, stage
+        assert DELAY_MS <= stage.p95_ms <= DELAY_MS + 10, stage
+        assert stage.failures == 0 and stage.error_rate == 0
+        assert [e.name for e in stage.endpoints] == ["GET /escrows"]
+    assert hold.judged_on == "steady" and hold.steady.requests == hold.requests
+    assert ramp.ramp is not None and ramp.ramp.requests > 0  # the ramp is reported apart
+    assert all(c.passed for s in result.stages for c in s.checks)
+
+    output = json.loads((tmp_path / "run" / "locust_output.json").read_text())
+    series_total = sum(row["requests"] for row in output["series"] if row["stage"])
+    assert series_total == sum(s.ramp.requests + s.steady.requests for s in result.stages)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {"run_id", "scenario", "target", "verdict", "started_at", "finished_at", "stages", "generator", "cleanup"} <= set(saved)
+
+
+def test_breached_threshold_fails_the_stage_with_the_observed_value(fixed_target, tmp_path):
+    scenario = _scenario(tmp_path, [{"name": "hold", "users": 5, "spawn_rate": 5, "duration_s": 6}], {"p95_ms": 10})
+    plan = pipeline.preflight(scenarios=[scenario], target=fixed_target.base_url, run_id="breach", workers=0,
+                              out_dir=str(tmp_path / "run"))
+    result = _run(plan)
+    assert result.verdict == "fail"
+    (check,) = result.stages[0].checks
+    assert (check.metric, check.op, check.threshold, check.passed) == ("p95_ms", "<", 10, False)
+    assert check.value >= DELAY_MS
