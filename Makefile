@@ -20,7 +20,7 @@ export STAMPEDE_REPORTS_DIR ?= $(CURDIR)/reports
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv
-	$(PY) -m uv pip install --quiet --python $(PY) -r requirements.txt
+	$(PY) -m uv pip install --quiet --compile-bytecode --python $(PY) -r requirements.txt
 	$(PY) -m uv pip install --quiet --python $(PY) --no-deps -e .
 	touch $@
 

@@ -28,7 +28,7 @@ def _plan(plan: dict) -> RunPlan:
 @task(**SAFE_RETRY)
 def preflight(default_scenarios: list[str]) -> dict:
     """Refuse unsafe or invalid runs before any load is sent; return the run plan."""
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
 
     context = get_current_context()
     params = context["params"]

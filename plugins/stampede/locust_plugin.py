@@ -1,6 +1,6 @@
 """Stampede's Locust plugin: stage shape, per-second histograms, stop and abort.
 
-Loaded by Locust (``-f stampede/locust_plugin.py,<journeys>``) in the master,
+Loaded by Locust through ``-f stampede/locust_entry.py,<journeys>`` in the master,
 the workers, or a standalone process; it never imports Airflow (gevent's
 monkey-patching and Airflow do not mix in one process).
 
@@ -157,6 +157,11 @@ class RunAggregator:
         previous_users = self.stages[index - 1]["users"] if index > 0 else 0
         if stage["users"] <= previous_users:
             stage["steady_from"] = int(now)
+        # the second this stage starts in is its own (the first stage's first second would belong to none)
+        if int(now) not in self.timeline:
+            phase = "steady" if stage["steady_from"] is not None else "ramp"
+            self.timeline[int(now)] = (index, phase, 0)
+            self.phase_seconds[f"{index}/{phase}"] += 1
         logger.info("stampede: stage %s (%d users) starts", stage["name"], stage["users"])
 
     def fold(self, upto: int) -> None:

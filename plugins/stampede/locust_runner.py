@@ -27,7 +27,7 @@ from stampede.plan import RunPlan
 
 log = logging.getLogger(__name__)
 
-PLUGIN_FILE = Path(__file__).resolve().parent / "locust_plugin.py"
+PLUGIN_FILE = Path(__file__).resolve().parent / "locust_entry.py"
 STOCK_LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
 STOCK_JOURNEYS = {"agent": "AgentUser", "broker": "BrokerUser", "admin": "AdminUser", "readonly": "ReadonlyUser"}
 EXPECT_WORKERS_WAIT_S = 60

@@ -70,7 +70,7 @@ _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 # key=value, key: value, "key": "value" where the key names a secret (password, db_password, api_key...).
 _KEY = re.compile(r"""(?<![\w.-])(["']?)([\w.-]+)\1\s*[=:]\s*""")
-_BARE_VALUE = re.compile(r"""[^\s&,;'"]+""")
+_BARE_VALUE = re.compile(r"""[^\s&,;'"`|<>()\[\]{}]+""")
 
 
 def _mask_pairs(text: str) -> str:
@@ -121,7 +121,8 @@ def _esc(value: Any) -> str:
 def _link(url: str | None, label: str) -> str:
     if not url:
         return label
-    return f"<{str(url).replace('|', '%7C').replace('>', '%3E')}|{label}>"
+    safe = str(url).replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E").replace("|", "%7C")
+    return f"<{safe}|{label}>"
 
 
 def _trim(text: str, limit: int) -> str:
@@ -257,11 +258,12 @@ def _redact_blocks(value: Any) -> Any:
 def start_message(plan: Mapping[str, Any]) -> Message:
     """The run is starting: scenarios, target, environment, peak users, planned duration, run id.
 
-    :param plan: A ``RunPlan.to_dict()``; ``peak_users`` / ``duration_s`` keys, if present, win.
+    :param plan: A ``RunPlan.to_dict()``; a top-level ``stages`` list (the planned stages) and
+        ``peak_users`` / ``duration_s`` keys, if present, win over the scenarios' own stages.
     """
     scenarios: Sequence[Mapping[str, Any]] = plan.get("scenarios") or []
     names = [str(s.get("name", "?")) for s in scenarios] or [str(plan.get("scenario", "?"))]
-    stages = [st for s in scenarios for st in s.get("stages") or []]
+    stages = plan.get("stages") or [st for s in scenarios for st in s.get("stages") or []]
     peak = plan.get("peak_users") or max((int(st.get("users", 0)) for st in stages), default=0)
     duration = plan.get("duration_s") or sum(float(st.get("duration_s", 0)) for st in stages)
     scenario, target = " → ".join(names), str(plan.get("target", "?"))

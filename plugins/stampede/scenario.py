@@ -93,12 +93,17 @@ class Scenario:
         stages = list(self.stages)
         if users is not None:
             factor = users / self.peak_users
+            # the ramps keep their length: spawn rates scale with the users
             stages = [
-                Stage(s.name, max(1, round(s.users * factor)), s.spawn_rate, s.duration_s) for s in stages
+                Stage(s.name, max(1, round(s.users * factor)) if s.users else 0, max(0.1, s.spawn_rate * factor), s.duration_s)
+                for s in stages
             ]
         if duration_s is not None:
             factor = duration_s / self.duration_s
-            stages = [Stage(s.name, s.users, s.spawn_rate, max(1, round(s.duration_s * factor))) for s in stages]
+            # the ramps keep their share of the run: spawn rates scale inversely with the time
+            stages = [
+                Stage(s.name, s.users, s.spawn_rate / factor, max(1, round(s.duration_s * factor))) for s in stages
+            ]
         data = self.to_dict()
         data["stages"] = [asdict(s) for s in stages]
         return Scenario.from_dict(data)

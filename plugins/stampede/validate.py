@@ -48,7 +48,8 @@ class ValidationOutcome:
     :param success: GX's overall verdict: every expectation of every stage held.
     :param checks: per stage name, one ``Check`` per judged metric (``requests`` first, then
         the stage's thresholds), each with the value GX observed and GX's verdict.
-    :param gx_result: GX's ``ExpectationSuiteValidationResult.to_json_dict()`` (JSON-serialisable).
+    :param gx_result: GX's ``ExpectationSuiteValidationResult.to_json_dict()`` (JSON-serialisable;
+        empty when there was nothing to validate).
     :param duration_s: wall time of the whole validation, including the GX import on a first call.
     """
 
@@ -61,12 +62,15 @@ class ValidationOutcome:
 def validate_stages(stages: list[StageResult]) -> ValidationOutcome:
     """Judge every stage against its own thresholds in one Great Expectations suite.
 
-    :param stages: the run's stages; names must be unique (they key the row conditions and
-        ``ValidationOutcome.checks``).
-    :raises ValueError: no stages, a duplicate stage name or an unknown threshold key.
+    :param stages: the stages that ran; names must be unique (they key the row conditions and
+        ``ValidationOutcome.checks``). No stages (the run stopped before its first) is not a
+        pass: the outcome is unsuccessful, with no checks and an empty ``gx_result``.
+    :raises ValueError: a duplicate stage name or an unknown threshold key.
     """
     started = time.perf_counter()
     _check_input(stages)
+    if not stages:
+        return ValidationOutcome(success=False, checks={}, gx_result={}, duration_s=time.perf_counter() - started)
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
@@ -152,8 +156,6 @@ def apply_outcome(stages: list[StageResult], outcome: ValidationOutcome) -> None
 
 
 def _check_input(stages: list[StageResult]) -> None:
-    if not stages:
-        raise ValueError("validate: no stages to validate; fix: validate the stages the run produced")
     names = [stage.name for stage in stages]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate is not None:

@@ -164,12 +164,16 @@ class StampedeSlackHook:
             self.log.warning("Airflow connection %r has no token in its password field", self.conn_id)
             return None
         extra = conn.extra_dejson or {}
-        timeout = _extra(extra, "timeout")
+        try:
+            timeout = float(_extra(extra, "timeout") or 0) or None
+        except (TypeError, ValueError):
+            self.log.warning("Airflow connection %r: ignoring a timeout that is not a number", self.conn_id)
+            timeout = None
         return _SlackConfig(
             token=conn.password,
             base_url=_extra(extra, "base_url"),
             channel=_extra(extra, "channel"),
-            timeout=float(timeout) if timeout is not None else None,
+            timeout=timeout,
             proxy=_extra(extra, "proxy"),
             source=f"Airflow connection {self.conn_id!r}",
         )
@@ -237,8 +241,8 @@ class StampedeSlackHook:
         :param blocks: Block Kit blocks, if any; secrets are masked.
         :return: Slack's answer (``ok`` True), or ``{"ok": False, "error": ..., "fallback_path": ...}``.
         """
-        text = redact(text)
-        blocks = _redact_value(blocks) if blocks else None
+        text = redact(str(text))
+        blocks = _redact_value(list(blocks)) if blocks else None
         record = {"kind": "message", "text": text, "blocks": blocks}
         return self._send(record, lambda client, channel: client.chat_postMessage(
             channel=channel, text=text, **({"blocks": blocks} if blocks else {}),
@@ -253,14 +257,18 @@ class StampedeSlackHook:
         :return: Slack's answer (``ok`` True), or ``{"ok": False, "error": ..., "fallback_path": ...}``.
         """
         path = Path(path)
-        comment = redact(comment) if comment else None
+        comment = redact(str(comment)) if comment else None
         record = {"kind": "file", "path": str(path), "title": title, "text": comment}
-        if not path.is_file():
-            return self._fallback(record, error="file_not_found", detail=f"no such file: {path}")
-        return self._send(record, lambda client, channel: client.files_upload_v2(
-            channel=channel, file=str(path), filename=path.name, title=title,
-            **({"initial_comment": comment} if comment else {}),
-        ))
+
+        def upload(client: WebClient, channel: str) -> Any:
+            if not path.is_file():
+                raise FileNotFoundError(f"no such file: {path}")
+            return client.files_upload_v2(
+                channel=channel, file=str(path), filename=path.name, title=title,
+                **({"initial_comment": comment} if comment else {}),
+            )
+
+        return self._send(record, upload)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -281,6 +289,8 @@ class StampedeSlackHook:
             answer = exc.response.data if exc.response is not None and isinstance(exc.response.data, dict) else {}
             error = str(answer.get("error") or "slack_api_error")
             return self._fallback(record, error=error, detail=f"Slack answered {error}")
+        except FileNotFoundError as exc:
+            return self._fallback(record, error="file_not_found", detail=str(exc))
         except OSError as exc:  # refused, reset, DNS, timeout (URLError and TimeoutError are OSErrors)
             return self._fallback(record, error="unreachable", detail=f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # bad configuration, bad answer: a Slack problem must not fail the run
@@ -298,11 +308,12 @@ class StampedeSlackHook:
 
     def _fallback(self, record: dict[str, Any], *, error: str, detail: str, quiet: bool = False) -> dict:
         """Log the undelivered message and append it to the fallback file; never raises."""
-        if quiet:
-            self.log.info("Slack %s not sent (%s): %s", record["kind"], detail, self._scrub(str(record.get("text") or record.get("title"))))
+        content = self._scrub(str(record.get("text") or record.get("title")))
+        if quiet:  # not configured: the log is where the message is meant to be read
+            self.log.info("Slack %s not sent (%s): %s", record["kind"], detail, content)
         else:
             self.log.warning("Slack %s not sent (%s); kept locally", record["kind"], self._scrub(detail))
-            self.log.info("Undelivered Slack %s: %s", record["kind"], self._scrub(str(record.get("text") or record.get("title"))))
+            self.log.info("Undelivered Slack %s: %s", record["kind"], content)
         path = None
         if self.fallback_dir is not None:
             entry = {

@@ -1,0 +1,247 @@
+"""``CrmUser``: the shared base of the stock CRM journeys (login, token, checked requests).
+
+A journey user logs in once with its role's account, keeps the bearer token and
+logs in again once when a request comes back 401. Every request:
+
+- is named by its route template (``/escrows/{id}``), so endpoints aggregate;
+- is judged on status *and* body shape: a 200/201 whose body is not what the
+  target API promises counts as a failure;
+- never follows a redirect: a 3xx is a failure, so a misconfigured target can
+  never bounce the load to another host.
+
+The run plan (``stampede.locust_plugin.plan_of``) supplies the run tag, the
+accounts and the *name* of the environment variable that holds the password;
+the password itself is read from the environment and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from typing import Any, Callable, ClassVar
+
+from locust import FastHttpUser
+from locust.exception import RescheduleTask
+
+from stampede.plan import DEFAULT_ACCOUNTS, PASSWORD_ENV
+
+logger = logging.getLogger("stampede.journeys")
+
+# A run tag for a plain ``locust -f loadtests/locustfile.py`` without a plan:
+# still tagged, so ``cleanup_run_data(run_tag="LT-adhoc")`` removes the data.
+RUN_TAG_ENV = "STAMPEDE_RUN_TAG"
+ADHOC_RUN_TAG = "LT-adhoc"
+
+Check = Callable[[Any], "str | None"]  # body -> problem, or None when the body is as expected
+
+
+class CrmUser(FastHttpUser):
+    """Base of the CRM journeys: one logged-in user of one role driving the target API.
+
+    Subclasses set ``journey`` (the key in the plan's journey weights and
+    accounts) and ``tasks``.
+    """
+
+    abstract = True
+    journey: ClassVar[str] = ""
+    # geventhttpclient returns a 3xx as-is when it may follow no redirect; each
+    # request also passes allow_redirects=False (belt and braces).
+    max_redirects = 0
+    connection_timeout = 10.0
+    network_timeout = 30.0
+
+    # Escrows this process's agents created and have finished with: the admin
+    # journey deletes only these, so it never touches data that is not the run's
+    # and never deletes an escrow another user is still looking at.
+    finished_escrows: ClassVar[deque[str]] = deque(maxlen=10_000)
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        self.token: str | None = None
+
+    # -- the plan ------------------------------------------------------------
+    @property
+    def plan(self) -> dict[str, Any]:
+        return _plugin().plan_of(self.environment)
+
+    @property
+    def run_tag(self) -> str:
+        return self.plan.get("run_tag") or os.environ.get(RUN_TAG_ENV) or ADHOC_RUN_TAG
+
+    def _credentials(self) -> tuple[str | None, str | None, str]:
+        plan = self.plan
+        accounts = plan.get("accounts") or DEFAULT_ACCOUNTS
+        password_env = plan.get("password_env") or PASSWORD_ENV
+        return accounts.get(self.journey), os.environ.get(password_env), password_env
+
+    # -- login ---------------------------------------------------------------
+    def on_start(self) -> None:
+        self.login()
+
+    def login(self) -> bool:
+        """Log in with this role's account; ``False`` (and a recorded failure) when that fails."""
+        self.token = None
+        email, password, password_env = self._credentials()
+        if not email or not password:
+            problem = (
+                f"no account for role {self.journey!r} in the plan" if not email
+                else f"the password variable {password_env} is not set"
+            )
+            _log_once(logging.ERROR, "stampede journeys: cannot log in: %s", problem)
+            self.environment.events.request.fire(
+                request_type="POST", name="/auth/login", response_time=0.0, response_length=0,
+                exception=LoginError(problem), context={}, response=None,
+            )
+            return False
+        with self.client.post(
+            "/auth/login", json={"email": email, "password": password}, name="/auth/login",
+            catch_response=True, allow_redirects=False,
+        ) as response:
+            body = _judge(response, 200, _has_token)
+            if body is not None:
+                self.token = body["token"]
+        return self.token is not None
+
+    # -- requests ------------------------------------------------------------
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        name: str,
+        expect: int = 200,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        check: Check | None = None,
+        may_be_gone: bool = False,
+    ) -> Any:
+        """Send one authenticated request; the parsed body when it is as expected, else ``None``.
+
+        A 204 returns ``{}``. With ``may_be_gone`` a 404 is a correct answer
+        (``None``, no failure): for an entity picked from a list, which another
+        user may have deleted since. A 401 logs in again once and repeats the
+        request (the 401 itself is recorded as a failure: the user did have to
+        redo it). Without a token (login keeps failing) the step is skipped
+        until the user's next think time, so a target outage is not hammered.
+        """
+        if self.token is None and not self.login():
+            raise RescheduleTask()
+        for attempt in (1, 2):
+            with self.client.request(
+                method, path, name=name, json=json, params=params,
+                headers={"Authorization": f"Bearer {self.token}"},
+                catch_response=True, allow_redirects=False,
+            ) as response:
+                if response.status_code == 401 and attempt == 1:
+                    response.failure("HTTP 401: token refused, logging in again")
+                    unauthorized = True
+                else:
+                    unauthorized = False
+                    body = _judge(response, expect, check, may_be_gone=may_be_gone)
+            if not unauthorized:
+                return body
+            if not self.login():
+                raise RescheduleTask()
+        return None  # unreachable: the second attempt always returns
+
+    def created(self, kind: str) -> None:
+        """Count one created entity for the run's results (what cleanup must delete)."""
+        _plugin().mark_created(self.environment, kind)
+
+
+def _plugin():
+    """``stampede.locust_plugin``, imported on first use rather than at module scope.
+
+    Locust loads the plugin *file* (``-f plugins/stampede/locust_plugin.py``) as a
+    module named ``locust_plugin``; importing ``stampede.locust_plugin`` while the
+    locustfiles load would run it a second time and register its command-line
+    options twice (argparse: "conflicting option string: --stampede-plan"). By
+    the time a user starts, Locust's init events have fired, so the second copy's
+    listeners stay idle and only its stateless helpers are used.
+    """
+    from stampede import locust_plugin
+
+    return locust_plugin
+
+
+class LoginError(Exception):
+    """The journey could not log in before sending anything (missing account or password)."""
+
+
+# -- response checks ---------------------------------------------------------
+def _judge(response, expect: int, check: Check | None, *, may_be_gone: bool = False) -> Any:
+    """Mark ``response`` as success or failure; the parsed body on success, else ``None``."""
+    status = response.status_code
+    if status == 404 and may_be_gone:
+        response.success()
+        return None
+    if status == 0:  # connection error, timeout: geventhttpclient's exception says which
+        response.failure(getattr(response, "error", None) or "no response")
+        return None
+    if 300 <= status < 400:
+        response.failure(f"HTTP {status}: redirect not followed")
+        return None
+    if status != expect:
+        response.failure(f"HTTP {status} (expected {expect})")
+        return None
+    if status == 204:
+        response.success()
+        return {}
+    try:
+        body = response.json()
+    except (ValueError, TypeError):
+        response.failure(f"HTTP {status}: body is not JSON")
+        return None
+    problem = check(body) if check else None
+    if problem:
+        response.failure(f"HTTP {status}: {problem}")
+        return None
+    response.success()
+    return body
+
+
+def _has_token(body: Any) -> str | None:
+    if not isinstance(body, dict) or not isinstance(body.get("token"), str) or not body["token"]:
+        return "no token in the body"
+    return None
+
+
+def check_page(body: Any) -> str | None:
+    """``{items: [{id, ...}], total}`` as every list endpoint returns."""
+    if not isinstance(body, dict):
+        return "body is not an object"
+    items, total = body.get("items"), body.get("total")
+    if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i for i in items):
+        return "items is not a list of entities with an id"
+    # total is not compared with the page: a target that counts and pages in two
+    # statements may see rows created in between, which is a race, not a wrong shape
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        return "total is not a count"
+    return None
+
+
+def check_entity(expected_id: Any = None, **fields: Any) -> Check:
+    """An entity with an ``id`` (equal to ``expected_id`` when given) and the given field values."""
+
+    def check(body: Any) -> str | None:
+        if not isinstance(body, dict) or "id" not in body:
+            return "body is not an entity with an id"
+        if expected_id is not None and str(body["id"]) != str(expected_id):
+            return f"id {body['id']!r} is not the one requested"
+        for key, value in fields.items():
+            if key in body and body[key] != value:
+                return f"{key} is {body[key]!r}, sent {value!r}"
+        return None
+
+    return check
+
+
+_logged: set[str] = set()
+
+
+def _log_once(level: int, message: str, *args: Any) -> None:
+    key = message % args
+    if key not in _logged:
+        _logged.add(key)
+        logger.log(level, message, *args)

@@ -1,0 +1,73 @@
+"""``loadtest_nightly`` end to end under ``dag.test()``: real Locust, real demo target, real Slack client.
+
+The run conf swaps the nightly scenarios for the tiny smoke scenario and the
+staging target for a demo target on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from infra.demo_target.server import DemoTarget
+from infra.slack_standin import SlackStandin
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "xoxb-e2e-secret-token"
+
+
+@pytest.fixture
+def slack(monkeypatch):
+    with SlackStandin(token=TOKEN) as standin:
+        monkeypatch.setenv("AIRFLOW_CONN_SLACK_API_DEFAULT", json.dumps({
+            "conn_type": "slack", "password": TOKEN,
+            "extra": {"base_url": standin.base_url, "channel": "#loadtests"},
+        }))
+        yield standin
+
+
+@pytest.fixture
+def demo_target(tmp_path):
+    with DemoTarget(workdir=tmp_path / "target") as target:
+        yield target
+
+
+def _tagged_left(target: DemoTarget, run_tag: str, password: str) -> int:
+    token = httpx.post(f"{target.base_url}/auth/login",
+                       json={"email": "admin@demo.stampede.local", "password": password}).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    return sum(
+        httpx.get(f"{target.base_url}/{kind}", params={"search": run_tag, "limit": 1}, headers=headers).json()["total"]
+        for kind in ("escrows", "listings")
+    )
+
+
+def test_nightly_dag_runs_every_task_and_leaves_nothing_behind(airflow_db, dag_bag, demo_target, slack, caplog):
+    import os
+
+    dag = dag_bag.dags["loadtest_nightly"]
+    run = dag.test(run_conf={
+        "scenarios": ["smoke"], "environment": "local", "target": demo_target.base_url, "workers": 1,
+    })
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {task.task_id: "success" for task in dag.tasks}, states
+    assert run.state == "success"
+
+    results_files = list(Path(os.environ["STAMPEDE_REPORTS_DIR"]).glob("*/results.json"))
+    results = next(json.loads(p.read_text()) for p in results_files if json.loads(p.read_text())["run_id"] == run.run_id)
+    assert results["verdict"] == "pass"
+    assert results["stages"][0]["requests"] > 0 and results["stages"][0]["p95_ms"] is not None
+    assert results["cleanup"]["left"] == 0 and results["cleanup"]["deleted"] >= results["cleanup"]["created"] > 0
+    assert Path(results["report_path"]).exists()
+    assert _tagged_left(demo_target, results["run_tag"], os.environ["STAMPEDE_TARGET_PASSWORD"]) == 0
+
+    texts = [m.get("text", "") for m in slack.messages()]
+    assert any(results["run_tag"] in t or run.run_id in t for t in texts)
+    assert any("PASS" in t.upper() and "smoke" in t for t in texts), texts
+    assert all(m.get("channel") == "#loadtests" for m in slack.messages())
+    assert TOKEN not in caplog.text

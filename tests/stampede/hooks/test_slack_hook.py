@@ -1,0 +1,297 @@
+"""StampedeSlackHook: real slack-sdk client against the real Slack stand-in.
+
+Slack must never fail a run: without configuration, on Slack errors and during
+an outage, the hook logs, writes the fallback file and returns ``ok: False``.
+The token never reaches a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from infra.slack_standin import SlackStandin
+from stampede.hooks.slack import FALLBACK_FILE, StampedeSlackHook
+
+TOKEN = "xoxb-1234567890-hook-test-SECRET"
+CHANNEL = "#loadtests"
+CONN_ENV = "AIRFLOW_CONN_SLACK_API_DEFAULT"
+
+
+def tiny_png() -> bytes:
+    """A valid 1x1 PNG."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def read_fallback(directory: Path) -> list[dict]:
+    return [json.loads(line) for line in (directory / FALLBACK_FILE).read_text().splitlines()]
+
+
+@pytest.fixture(autouse=True)
+def no_slack_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("STAMPEDE_SLACK_TOKEN", "STAMPEDE_SLACK_BASE_URL", "STAMPEDE_SLACK_CHANNEL", CONN_ENV):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+@pytest.fixture
+def standin():
+    with SlackStandin(token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def env_config(monkeypatch: pytest.MonkeyPatch, standin: SlackStandin) -> SlackStandin:
+    monkeypatch.setenv("STAMPEDE_SLACK_TOKEN", TOKEN)
+    monkeypatch.setenv("STAMPEDE_SLACK_BASE_URL", standin.base_url)
+    monkeypatch.setenv("STAMPEDE_SLACK_CHANNEL", CHANNEL)
+    return standin
+
+
+@pytest.fixture
+def airflow_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Airflow reads AIRFLOW_HOME on first import; the session's own (tests/conftest.py) is kept.
+
+    Reading a connection from ``AIRFLOW_CONN_*`` needs no metadata DB (no ``airflow db migrate``).
+    """
+    if "airflow" not in sys.modules and not os.environ.get("AIRFLOW_HOME"):
+        monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow_home")))
+    return Path(os.environ["AIRFLOW_HOME"])
+
+
+def test_importing_the_hook_does_not_import_airflow() -> None:
+    code = (
+        "import sys, stampede.hooks.slack, stampede.notify\n"
+        "loaded = [m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.integration
+def test_post_via_env_config(env_config: SlackStandin) -> None:
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*p95* 180 ms"}}]
+
+    answer = StampedeSlackHook().post_message(text="Load test passed", blocks=blocks)
+
+    assert answer["ok"] is True
+    assert answer["channel"] == CHANNEL
+    assert env_config.messages() == [{"channel": CHANNEL, "text": "Load test passed", "blocks": blocks}]
+
+
+@pytest.mark.integration
+def test_constructor_channel_wins(env_config: SlackStandin) -> None:
+    StampedeSlackHook(channel="C0OTHER").post_message(text="x")
+
+    assert env_config.messages() == [{"channel": "C0OTHER", "text": "x"}]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "extra_of",
+    [
+        pytest.param(lambda url: {"base_url": url, "channel": CHANNEL}, id="extra"),
+        pytest.param(
+            lambda url: {"extra__slack__base_url": url, "extra__slack__channel": CHANNEL},
+            id="extra__slack__prefixed",
+        ),
+    ],
+)
+def test_post_via_airflow_connection_from_env(
+    monkeypatch: pytest.MonkeyPatch, airflow_home: Path, standin: SlackStandin, extra_of, all_logs
+) -> None:
+    conn = {"conn_type": "slack", "password": TOKEN, "extra": extra_of(standin.base_url)}
+    monkeypatch.setenv(CONN_ENV, json.dumps(conn))
+
+    hook = StampedeSlackHook()
+    answer = hook.post_message(text="from the connection")
+
+    assert answer["ok"] is True, answer
+    assert hook.config.source == "Airflow connection 'slack_api_default'"
+    assert standin.messages() == [{"channel": CHANNEL, "text": "from the connection"}]
+    assert TOKEN not in all_logs.text
+
+
+@pytest.mark.integration
+def test_airflow_connection_without_channel_takes_it_from_env(
+    monkeypatch: pytest.MonkeyPatch, airflow_home: Path, standin: SlackStandin
+) -> None:
+    conn = {"conn_type": "slack", "password": TOKEN, "extra": {"base_url": standin.base_url}}
+    monkeypatch.setenv(CONN_ENV, json.dumps(conn))
+    monkeypatch.setenv("STAMPEDE_SLACK_CHANNEL", "C0FROMENV")
+
+    StampedeSlackHook().post_message(text="x")
+
+    assert standin.messages() == [{"channel": "C0FROMENV", "text": "x"}]
+
+
+@pytest.mark.integration
+def test_upload_png(env_config: SlackStandin, tmp_path: Path) -> None:
+    png = tmp_path / "p95.png"
+    png.write_bytes(tiny_png())
+
+    answer = StampedeSlackHook(channel="C0LOADTEST").upload_file(path=png, title="p95 per stage", comment="chart")
+
+    assert answer["ok"] is True
+    assert [c.method for c in env_config.calls] == [
+        "files.getUploadURLExternal", "upload", "files.completeUploadExternal",
+    ]
+    (uploaded,) = env_config.files()
+    assert uploaded["filename"] == "p95.png"
+    assert uploaded["title"] == "p95 per stage"
+    assert uploaded["uploaded_bytes"] == png.stat().st_size
+    assert uploaded["channel"] == "C0LOADTEST"
+    assert uploaded["initial_comment"] == "chart"
+    assert uploaded["completed"] is True
+    assert env_config.file_bytes(uploaded["file_id"]) == png.read_bytes()
+
+
+@pytest.mark.integration
+def test_secrets_are_masked_before_sending(env_config: SlackStandin) -> None:
+    StampedeSlackHook().post_message(
+        text="login failed: password=hunter2 with xoxp-999-leaked",
+        blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "Authorization: Bearer abcdef123456"}}],
+    )
+
+    (message,) = env_config.messages()
+    assert message["text"] == "login failed: password=*** with xoxp-***"
+    assert message["blocks"][0]["text"]["text"] == "Authorization: Bearer ***"
+
+
+def test_no_configuration_logs_and_writes_fallback(tmp_path: Path, all_logs) -> None:
+    answer = StampedeSlackHook(fallback_dir=tmp_path).post_message(text="nobody listens", blocks=[{"type": "divider"}])
+
+    assert answer == {"ok": False, "error": "not_configured", "fallback_path": str(tmp_path / FALLBACK_FILE)}
+    (entry,) = read_fallback(tmp_path)
+    assert entry["kind"] == "message"
+    assert entry["error"] == "not_configured"
+    assert entry["text"] == "nobody listens"
+    assert entry["blocks"] == [{"type": "divider"}]
+    assert any(r.name == "stampede.slack" and "nobody listens" in r.getMessage() for r in all_logs.records)
+
+
+def test_no_configuration_without_fallback_dir_only_logs(all_logs) -> None:
+    answer = StampedeSlackHook().upload_file(path=Path(__file__), title="t")
+
+    assert answer == {"ok": False, "error": "not_configured", "fallback_path": None}
+
+
+def test_no_channel_goes_to_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STAMPEDE_SLACK_TOKEN", TOKEN)
+
+    answer = StampedeSlackHook(fallback_dir=tmp_path).post_message(text="where to?")
+
+    assert answer["error"] == "no_channel"
+    assert read_fallback(tmp_path)[0]["text"] == "where to?"
+
+
+@pytest.mark.integration
+def test_missing_file_goes_to_fallback(env_config: SlackStandin, tmp_path: Path) -> None:
+    answer = StampedeSlackHook(fallback_dir=tmp_path).upload_file(path=tmp_path / "nope.png", title="t")
+
+    assert answer["ok"] is False
+    assert answer["error"] == "file_not_found"
+    assert env_config.calls == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("forced", "token"),
+    [
+        pytest.param("channel_not_found", TOKEN, id="slack-error"),
+        pytest.param(None, "xoxb-wrong-token-value", id="invalid-auth"),
+    ],
+)
+def test_slack_error_never_raises(
+    monkeypatch: pytest.MonkeyPatch, env_config: SlackStandin, tmp_path: Path, all_logs, forced, token
+) -> None:
+    if forced:
+        env_config.errors["chat.postMessage"] = forced
+    monkeypatch.setenv("STAMPEDE_SLACK_TOKEN", token)
+
+    answer = StampedeSlackHook(fallback_dir=tmp_path).post_message(text="summary")
+
+    expected = forced or "invalid_auth"
+    assert answer == {"ok": False, "error": expected, "fallback_path": str(tmp_path / FALLBACK_FILE)}
+    assert read_fallback(tmp_path)[0]["error"] == expected
+    assert any(r.levelno == logging.WARNING and expected in r.getMessage() for r in all_logs.records)
+    assert token not in all_logs.text
+    assert token not in (tmp_path / FALLBACK_FILE).read_text()
+
+
+@pytest.mark.integration
+def test_outage_never_raises_and_is_bounded(env_config: SlackStandin, tmp_path: Path, all_logs) -> None:
+    env_config.stop()
+    hook = StampedeSlackHook(fallback_dir=tmp_path)
+    png = tmp_path / "chart.png"
+    png.write_bytes(tiny_png())
+
+    started = time.monotonic()
+    message = hook.post_message(text="final summary")
+    upload = hook.upload_file(path=png, title="chart", comment="see chart")
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 15
+    assert message["ok"] is False and message["error"] == "unreachable"
+    assert upload["ok"] is False and upload["error"] == "unreachable"
+    assert [(e["kind"], e["error"]) for e in read_fallback(tmp_path)] == [
+        ("message", "unreachable"), ("file", "unreachable"),
+    ]
+    assert not [r for r in all_logs.records if r.levelno >= logging.ERROR]  # an outage is a warning
+    assert TOKEN not in all_logs.text
+
+
+@pytest.mark.integration
+def test_hanging_slack_is_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, all_logs) -> None:
+    with socket.socket() as silent:  # accepts connections (backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setenv("STAMPEDE_SLACK_TOKEN", TOKEN)
+        monkeypatch.setenv("STAMPEDE_SLACK_BASE_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/api/")
+        monkeypatch.setenv("STAMPEDE_SLACK_CHANNEL", CHANNEL)
+
+        started = time.monotonic()
+        answer = StampedeSlackHook(fallback_dir=tmp_path).post_message(text="anyone?")
+        elapsed = time.monotonic() - started
+
+    assert answer["ok"] is False and answer["error"] == "unreachable"
+    assert elapsed < 15
+    assert TOKEN not in all_logs.text
+
+
+@pytest.mark.integration
+def test_token_never_logged(env_config: SlackStandin, tmp_path: Path, all_logs) -> None:
+    hook = StampedeSlackHook(fallback_dir=tmp_path)
+    hook.post_message(text="ok")
+    png = tmp_path / "c.png"
+    png.write_bytes(tiny_png())
+    hook.upload_file(path=png, title="c")
+    env_config.errors["chat.postMessage"] = "internal_error"
+    hook.post_message(text="slack error")
+    env_config.stop()
+    hook.post_message(text="outage")
+
+    assert all_logs.records, "expected log lines to inspect"
+    assert TOKEN not in all_logs.text
+    assert TOKEN not in repr(hook.config)
+    assert TOKEN not in (tmp_path / FALLBACK_FILE).read_text()
