@@ -24,6 +24,8 @@ from typing import Any, Callable, ClassVar
 from locust import FastHttpUser
 from locust.exception import RescheduleTask
 
+from stampede.locust_plugin import mark_created, plan_of
+
 from stampede.plan import DEFAULT_ACCOUNTS, PASSWORD_ENV
 
 logger = logging.getLogger("stampede.journeys")
@@ -63,7 +65,7 @@ class CrmUser(FastHttpUser):
     # -- the plan ------------------------------------------------------------
     @property
     def plan(self) -> dict[str, Any]:
-        return _plugin().plan_of(self.environment)
+        return plan_of(self.environment)
 
     @property
     def run_tag(self) -> str:
@@ -147,22 +149,7 @@ class CrmUser(FastHttpUser):
 
     def created(self, kind: str) -> None:
         """Count one created entity for the run's results (what cleanup must delete)."""
-        _plugin().mark_created(self.environment, kind)
-
-
-def _plugin():
-    """``stampede.locust_plugin``, imported on first use rather than at module scope.
-
-    Locust loads the plugin *file* (``-f plugins/stampede/locust_plugin.py``) as a
-    module named ``locust_plugin``; importing ``stampede.locust_plugin`` while the
-    locustfiles load would run it a second time and register its command-line
-    options twice (argparse: "conflicting option string: --stampede-plan"). By
-    the time a user starts, Locust's init events have fired, so the second copy's
-    listeners stay idle and only its stateless helpers are used.
-    """
-    from stampede import locust_plugin
-
-    return locust_plugin
+        mark_created(self.environment, kind)
 
 
 class LoginError(Exception):
