@@ -91,6 +91,6 @@ def test_breached_threshold_fails_the_stage_with_the_observed_value(fixed_target
                               out_dir=str(tmp_path / "run"))
     result = _run(plan)
     assert result.verdict == "fail"
-    (check,) = result.stages[0].checks
+    (check,) = [c for c in result.stages[0].checks if c.metric == "p95_ms"]
     assert (check.metric, check.op, check.threshold, check.passed) == ("p95_ms", "<", 10, False)
     assert check.value >= DELAY_MS
