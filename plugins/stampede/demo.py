@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,27 @@ from stampede.results import read_results
 DEMO_SCENARIO = "demo"
 
 
+_TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\w+)")
+_PROGRESS = re.compile(r"(\[stampede\] stage=.*?)\s+\[stampede\.")
+
+
+def _run_filtered(command: list[str], log_path: Path) -> int:
+    """Run ``command``; keep its whole output in ``log_path``, show task starts, progress and errors."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log, subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as process:
+        for line in process.stdout:  # type: ignore[union-attr]
+            log.write(line)
+            if match := _TASK_START.search(line):
+                print(f"  task {match.group(1)}", flush=True)
+            elif match := _PROGRESS.search(line):
+                print(f"    {match.group(1)}", flush=True)
+            elif "[error" in line or "Task failed" in line:
+                print(f"  ! {line.strip()[:300]}", flush=True)
+    return process.returncode
+
+
 def main() -> int:
     started = time.time()
     os.environ.setdefault("STAMPEDE_TARGET_PASSWORD", os.environ.get("STAMPEDE_DEMO_PASSWORD", "LoadTest123!"))
@@ -32,10 +54,12 @@ def main() -> int:
         conf = {"scenarios": [DEMO_SCENARIO], "environment": "local", "target": target.base_url}
         airflow = Path(sys.executable).with_name("airflow")
         print(f"running: airflow dags test loadtest_nightly -c '{json.dumps(conf)}'", flush=True)
-        completed = subprocess.run([str(airflow), "dags", "test", "loadtest_nightly", "-c", json.dumps(conf)], check=False)
+        log_path = reports_root() / "demo-airflow.log"
+        print(f"(the full Airflow log goes to {log_path}; task starts and load progress follow)", flush=True)
+        returncode = _run_filtered([str(airflow), "dags", "test", "loadtest_nightly", "-c", json.dumps(conf)], log_path)
     new = sorted(set(reports_root().glob("*/results.json")) - before, key=lambda p: p.stat().st_mtime)
     if not new:
-        print(f"demo: the DAG run wrote no results (airflow exit code {completed.returncode})", file=sys.stderr)
+        print(f"demo: the DAG run wrote no results (airflow exit code {returncode}); see {log_path}", file=sys.stderr)
         return 1
     results_path = new[-1]
     result = read_results(results_path)

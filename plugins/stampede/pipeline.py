@@ -13,14 +13,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
-
-from stampede.environments import TargetRefused, load_environments, resolve_target
+from stampede import killswitch, target_lock
+from stampede.capacity import capacity_of_stages
+from stampede.environments import (
+    EnvironmentsError, TargetRefused, check_allowed_hours, load_environments, resolve_target,
+)
+from stampede.health import probe
 from stampede.locust_runner import GeneratorSample, LocustRun, locustfiles_for, run_master
 from stampede.metrics import generator_health, stage_results
 from stampede.plan import RunPlan
@@ -65,8 +67,23 @@ def preflight(
     workers: int | None = None,
     progress_interval_s: float = 5.0,
     out_dir: str | None = None,
+    kill_switch: Callable[[], str | None] = killswitch.local_reason,
+    environments_text: str | None = None,
+    lease_pid: int | None = -1,
+    now: datetime | None = None,
 ) -> RunPlan:
-    """Check everything that can be checked before load is sent; return the run plan."""
+    """Check everything that can be checked before load is sent; return the run plan.
+
+    The checks run cheapest and safest first; every one before the health check
+    sends nothing to the target. Passing takes the target's lease (one run per
+    target), given back by :func:`teardown_workers`.
+
+    :param kill_switch: why the kill switch is on, or None (Airflow passes the Variable's check).
+    :param environments_text: the environments config (the Airflow Variable); default the file.
+    :param lease_pid: the process that holds the target's lease: -1 this one (the CLI),
+        None a DAG run (held until teardown or expiry).
+    :param now: the time judged against the environment's allowed hours (default: now).
+    """
     if not scenarios:
         raise RunRefused("scenario: none given; fix: name at least one scenario")
     try:
@@ -74,7 +91,10 @@ def preflight(
         loaded = [s.with_overrides(users=users, duration_s=duration_s) for s in loaded]
     except ScenarioError as exc:
         raise RunRefused(str(exc)) from exc
-    environments = load_environments()
+    try:
+        environments = load_environments(environments_text)
+    except EnvironmentsError as exc:
+        raise RunRefused(str(exc)) from exc
     if not target and environment in environments and environments[environment].base_urls:
         target = environments[environment].base_urls[0]
     if not target:
@@ -82,6 +102,7 @@ def preflight(
     target = target.rstrip("/")
     try:
         env = resolve_target(target, environments)
+        check_allowed_hours(env, now)
     except TargetRefused as exc:
         raise RunRefused(str(exc)) from exc
     if environment and environment != env.name:
@@ -102,23 +123,35 @@ def preflight(
         plan.locustfile  # noqa: B018 - validates that all scenarios share one locustfile
     except ValueError as exc:
         raise RunRefused(str(exc)) from exc
-    check_health(target)
+    reason = kill_switch()
+    if reason:
+        raise RunRefused(
+            f"{reason}; fix: clear the Airflow Variable {killswitch.VARIABLE}, unset STAMPEDE_KILL_SWITCH "
+            f"and remove {killswitch.kill_switch_file()}"
+        )
+    try:
+        target_lock.acquire(
+            locks_dir(), target, run_id=run_id, ttl_s=plan.load_duration_s + WORKER_TTL_MARGIN_S,
+            pid=os.getpid() if lease_pid == -1 else lease_pid,
+        )
+    except target_lock.TargetBusy as exc:
+        raise RunRefused(str(exc)) from exc
+    try:
+        check_health(target)
+    except RunRefused:
+        target_lock.release(locks_dir(), target, run_id=run_id)
+        raise
     return plan
 
 
+def locks_dir() -> Path:
+    return reports_root() / "locks"
+
+
 def check_health(target: str, attempts: int = HEALTH_ATTEMPTS) -> None:
-    last = ""
-    for attempt in range(attempts):
-        try:
-            response = httpx.get(f"{target}/health", timeout=5, follow_redirects=False)
-            if response.status_code == 200:
-                return
-            last = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            last = type(exc).__name__
-        if attempt + 1 < attempts:
-            time.sleep(1)
-    raise RunRefused(f"target: {target}/health is not healthy ({last}); fix: start or repair the target first")
+    problem = probe(target, timeout_s=5, attempts=attempts, pause_s=1)
+    if problem:
+        raise RunRefused(f"target: {problem}; fix: start or repair the target first")
 
 
 # -- workers ----------------------------------------------------------------------
@@ -138,12 +171,22 @@ def teardown_workers(plan: RunPlan) -> dict:
     run_dir = run_dir_for(plan)
     workers = load_worker_set(run_dir)
     if workers is None:
+        release_target(plan)
         return {"stopped": 0, "left": 0}
     (run_dir / "workers.stop").write_text("teardown")
     left = LocalWorkers().teardown(workers)
     if left:
         raise RuntimeError(f"teardown: workers {left} of run {plan.run_id} are still alive")
+    release_target(plan)
     return {"stopped": workers.count, "left": 0}
+
+
+def release_target(plan: RunPlan) -> bool:
+    """Give the target's lease back (idempotent); only once no worker of the run is alive."""
+    released = target_lock.release(locks_dir(), plan.target, run_id=plan.run_id)
+    if released:
+        log.info("Released the lease on %s held by run %s", plan.target, plan.run_id)
+    return released
 
 
 # -- load -------------------------------------------------------------------------
@@ -158,13 +201,18 @@ def run_stages(plan: RunPlan, *, stop_probe: Callable[[], str | None] = lambda: 
         "Running %d stages of %s against %s with %s", len(plan.stages), plan.scenario_name, plan.target,
         f"{plan.workers} local workers" if plan.workers else "one local process",
     )
-    run = run_master(
-        plan, run_dir,
-        master_port=workers.master_port if workers else None,
-        expect_workers=plan.workers,
-        worker_processes=(lambda: provider.processes(workers)) if workers else list,
-        stop_probe=stop_probe,
-    )
+    from stampede.locust_runner import EXPECT_WORKERS_WAIT_S, GRACE_S
+    from stampede.server_metrics import sampling
+
+    with sampling(environment=plan.environment, target=plan.target, run_dir=run_dir,
+                  max_s=plan.load_duration_s + GRACE_S + EXPECT_WORKERS_WAIT_S):  # the target's own metrics
+        run = run_master(
+            plan, run_dir,
+            master_port=workers.master_port if workers else None,
+            expect_workers=plan.workers,
+            worker_processes=(lambda: provider.processes(workers)) if workers else list,
+            stop_probe=stop_probe,
+        )
     _save_samples(run, run_dir / "generator_samples.json")
     output = run.output()
     return {"exit_code": run.exit_code, "stopped": output.get("stopped"), "killed_by_timeout": run.killed_by_timeout}
@@ -191,6 +239,13 @@ def validate(plan: RunPlan) -> RunResult:
     for stage in stages:
         if stage not in ran:  # never started: the run stopped before it
             stage.passed, stage.judged_on = False, "not_run"
+    for stage, planned_stage in zip(stages, plan.stages):
+        if stage in ran and not planned_stage.judged:
+            stage.judged_on = "ramp_down"  # reported, not held to the thresholds
+    ran = [s for s in ran if s.judged_on != "ramp_down"]
+    for stage in ran:
+        if stage.judged_on == "whole":  # all ramp, no steady part: throughput is still climbing
+            stage.thresholds.pop("min_rps", None)
     outcome = validate_stages(ran)
     apply_outcome(ran, outcome)
     stopped = output.get("stopped")
@@ -203,14 +258,43 @@ def validate(plan: RunPlan) -> RunResult:
         series=output.get("series", []), workers=plan.workers, validation=outcome.gx_result,
     )
     result.cleanup.created = sum(output.get("created", {}).values())
+    capacity = capacity_of_stages(ran)  # three or more user levels: fit the USL
+    result.capacity = capacity.to_dict() if capacity else None
     write_results(result, run_dir / "results.json")
+    notify_stages(plan, result)
     return result
+
+
+def notify_stages(plan: RunPlan, result: RunResult) -> None:
+    """One Slack message per stage that ran, and one for an abort; once per run (a retry does not repeat).
+
+    Never raises: Slack must not block validation, cleanup or teardown.
+    """
+    marker = run_dir_for(plan) / "slack_stages.sent"
+    if marker.exists():
+        return
+    try:
+        from stampede.notify import abort_message, stage_message
+
+        hook = slack_hook(plan)
+        for stage in result.to_dict()["stages"]:
+            if stage.get("judged_on") != "not_run":
+                message = stage_message(stage)
+                hook.post_message(text=message.text, blocks=message.blocks)
+        if result.stopped:
+            kind = result.stopped.get("kind", "stop")
+            message = abort_message(plan.run_id, f"{kind}: {result.stopped.get('reason', 'no reason recorded')}")
+            hook.post_message(text=message.text, blocks=message.blocks)
+        marker.write_text("sent")
+    except Exception as exc:  # noqa: BLE001 - a Slack problem is logged, never fatal here
+        log.warning("Slack stage messages not sent: %s: %s", type(exc).__name__, exc)
 
 
 def _verdict(stages, stopped: dict | None, saturated: bool) -> str:
     if saturated or (stopped and stopped.get("kind") == "kill_switch") or not stages:
         return "invalid"
-    if (stopped and stopped.get("kind") == "abort") or not all(s.passed for s in stages):
+    # a target that went down under load is a finding about the target, not a broken run
+    if (stopped and stopped.get("kind") in ("abort", "target_unhealthy")) or not all(s.passed for s in stages):
         return "fail"
     return "pass"
 

@@ -38,6 +38,9 @@ class PlannedStage:
     duration_s: int
     thresholds: dict[str, float] = field(default_factory=dict)
     abort: bool = False
+    abort_delay_s: int | None = None  # None: the plugin's default (twice the window)
+    abort_window_s: int | None = None  # None: the plugin's default (10 s)
+    judged: bool = True  # False for a ramp-down: reported, not held to the thresholds
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class RunPlan:
     password_env: str = PASSWORD_ENV
     progress_interval_s: float = 5.0
     out_dir: str | None = None  # where the run's files go; default reports/<run tag>/
+    worker_provider: str = "local"  # local | ecs | ec2 (stampede.workers.provider_for)
+    worker_spot: bool = False  # FARGATE_SPOT / EC2 spot for cloud workers
+    worker_size: str = ""  # override: a Fargate size (fargate-1vcpu-2gb) or an instance type; empty: derived
 
     @property
     def run_tag(self) -> str:
@@ -65,15 +71,27 @@ class RunPlan:
         planned = []
         many = len(self.scenarios) > 1
         for scenario in self.scenarios:
+            previous_users = 0
             for stage in scenario.stages:
+                # A stage that lowers the load (ramp-down, recovery) is reported but not judged, and the
+                # throughput floor applies only at the scenario's peak: the seed's "> 100 req/s" is a
+                # figure for 1,000 users, not for the 100-user warm-up on the way there.
+                judged = stage.users > 0 and stage.users >= previous_users
+                thresholds = dict(scenario.thresholds.items()) if judged else {}
+                if stage.users < scenario.peak_users:
+                    thresholds.pop("min_rps", None)
+                previous_users = stage.users
                 planned.append(PlannedStage(
                     name=f"{scenario.name}/{stage.name}" if many else stage.name,
                     scenario=scenario.name,
                     users=stage.users,
                     spawn_rate=stage.spawn_rate,
                     duration_s=stage.duration_s,
-                    thresholds=dict(scenario.thresholds.items()),
-                    abort=scenario.abort_on_breach,
+                    thresholds=thresholds,
+                    abort=scenario.abort_on_breach and judged,
+                    abort_delay_s=scenario.abort.delay_s,
+                    abort_window_s=scenario.abort.window_s,
+                    judged=judged,
                 ))
         return planned
 
@@ -121,6 +139,9 @@ class RunPlan:
             "password_env": self.password_env,
             "progress_interval_s": self.progress_interval_s,
             "out_dir": self.out_dir,
+            "worker_provider": self.worker_provider,
+            "worker_spot": self.worker_spot,
+            "worker_size": self.worker_size,
         }
 
     @classmethod
@@ -135,4 +156,7 @@ class RunPlan:
             password_env=data.get("password_env", PASSWORD_ENV),
             progress_interval_s=float(data.get("progress_interval_s", 5.0)),
             out_dir=data.get("out_dir"),
+            worker_provider=data.get("worker_provider") or "local",
+            worker_spot=bool(data.get("worker_spot", False)),
+            worker_size=data.get("worker_size") or "",
         )
