@@ -45,6 +45,9 @@ ENVIRONMENTS = [name for name, env in load_environments().items() if env.allow_l
         "users": Param(None, type=["null", "integer"], minimum=1, maximum=20000, title="Peak users (override)"),
         "duration_s": Param(None, type=["null", "integer"], minimum=10, maximum=86400, title="Total duration in s (override)"),
         "workers": Param(None, type=["null", "integer"], minimum=0, maximum=64, title="Local worker processes"),
+        "worker_provider": Param("local", type="string", enum=["local", "ecs", "ec2"], title="Worker provider",
+                                 description="local processes (default), ECS Fargate tasks or EC2 instances."),
+        "worker_spot": Param(False, type="boolean", title="Spot workers", description="FARGATE_SPOT / EC2 spot."),
     },
 )
 def loadtest_manual():

@@ -43,6 +43,9 @@ NIGHTLY_SCENARIOS = ["normal", "peak", "stress"]
         "workers": Param(None, type=["null", "integer"], minimum=0, maximum=64, description="Local worker processes."),
         "users": Param(None, type=["null", "integer"], minimum=1, maximum=20000),
         "duration_s": Param(None, type=["null", "integer"], minimum=10, maximum=86400),
+        "worker_provider": Param("local", type="string", enum=["local", "ecs", "ec2"], title="Worker provider",
+                                 description="local processes (default), ECS Fargate tasks or EC2 instances."),
+        "worker_spot": Param(False, type="boolean", title="Spot workers", description="FARGATE_SPOT / EC2 spot."),
     },
 )
 def loadtest_nightly():

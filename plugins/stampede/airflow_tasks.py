@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from airflow.sdk import TriggerRule, get_current_context, task
 
-from stampede import killswitch, pipeline
+from stampede import environments, killswitch, pipeline
 from stampede.plan import RunPlan
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,7 @@ def preflight(default_scenarios: list[str]) -> dict:
     context = get_current_context()
     params = context["params"]
     scenarios = params.get("scenarios") or ([params["scenario"]] if params.get("scenario") else default_scenarios)
-    reason = killswitch.airflow_reason()
     try:
-        if reason:
-            raise pipeline.RunRefused(f"{reason}; fix: clear the Airflow Variable {killswitch.VARIABLE}")
         plan = pipeline.preflight(
             scenarios=list(scenarios),
             target=params.get("target") or "",
@@ -45,6 +42,12 @@ def preflight(default_scenarios: list[str]) -> dict:
             users=params.get("users"),
             duration_s=params.get("duration_s"),
             workers=params.get("workers"),
+            kill_switch=killswitch.airflow_reason,
+            environments_text=environments.airflow_override(),  # the Variable, read at run time only
+            lease_pid=None,  # tasks are separate processes: the lease lasts until teardown or expiry
+            worker_provider=params.get("worker_provider") or "local",
+            worker_spot=bool(params.get("worker_spot") or False),
+            worker_size=params.get("worker_size") or "",
         )
     except pipeline.RunRefused as exc:
         raise AirflowFailException(f"refused: {exc}") from exc  # a refusal is final: no retry
@@ -52,10 +55,24 @@ def preflight(default_scenarios: list[str]) -> dict:
     return plan.to_dict()
 
 
-@task
+@task(**SAFE_RETRY)
 def cost_check(plan: dict) -> dict:
-    """Local workers cost nothing; cloud providers estimate here (issue: cloud workers)."""
-    return {"provider": "local", "estimate_usd": 0.0}
+    """Estimate the workers' cost; refuse the run, before any worker starts, when over a budget."""
+    from airflow.sdk import Variable
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from stampede import cost
+
+    budgets = cost.Budgets(
+        run_usd=float(Variable.get("stampede_budget_run_usd", default=None) or cost.DEFAULT_RUN_BUDGET_USD),
+        month_usd=float(Variable.get("stampede_budget_month_usd", default=None) or cost.DEFAULT_MONTH_BUDGET_USD),
+    )
+    run_plan = _plan(plan)
+    try:
+        return cost.cost_check(run_plan, budgets=budgets, prices_override=Variable.get("stampede_prices", default=None))
+    except cost.BudgetExceeded as exc:
+        pipeline.release_target(run_plan)  # nothing starts, so no teardown will give the lease back
+        raise AirflowFailException(f"refused: {exc}") from exc
 
 
 @task(**SAFE_RETRY)
@@ -75,7 +92,11 @@ def validate(plan: dict) -> str:
 
 @task(retries=1)
 def report(plan: dict) -> str:
-    return pipeline.report(_plan(plan))
+    path = pipeline.report(_plan(plan))
+    url = pipeline._report_url(path)
+    if url:  # read by the "Load test report" extra link (plugins/stampede_report_link.py)
+        get_current_context()["ti"].xcom_push(key="report_url", value=url)
+    return path
 
 
 @task(retries=3, retry_delay=timedelta(seconds=5))
@@ -92,14 +113,49 @@ def teardown_workers(plan: dict) -> dict:
 
 
 @task(trigger_rule=TriggerRule.ALL_DONE, retries=1)
-def notify_summary(plan: dict) -> dict:
+def notify_summary(plan: dict | None) -> dict:
+    if not plan:  # refused in preflight: its failure callback already told Slack why
+        return {"ok": False, "reason": "no run plan: preflight refused or failed"}
     return pipeline.notify_summary(_plan(plan))
 
 
 @task(trigger_rule=TriggerRule.ALL_DONE)
-def final_verdict(plan: dict) -> dict:
+def final_verdict(plan: dict | None) -> dict:
     """The run's outcome as the DAG run's state: fails on a breach, an invalid run or data left behind."""
+    if not plan:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("no run: preflight refused or failed (see the preflight task's log); no load was sent")
     return pipeline.final_verdict(_plan(plan))
+
+
+@task(retries=0)  # a retry would send the load again; the operator decides
+def search_breaking_point(plan: dict) -> dict:
+    """Step the load up until a threshold breaks or throughput stops growing, then narrow down."""
+    from stampede import breaking_point
+
+    run_plan = _plan(plan)
+    cap = breaking_point.user_cap_for(run_plan, environments.airflow_override())
+    result = breaking_point.search(run_plan, stop_probe=killswitch.airflow_reason, user_cap=cap)
+    return {"verdict": result.verdict, "breaking_point": result.breaking_point}
+
+
+def wire_breaking_point(default_scenario: str) -> None:
+    """preflight → cost → [workers] → search → report → {cleanup, teardown} → notify → verdict."""
+    plan = preflight([default_scenario])
+    cost = cost_check(plan)
+    workers = provision_workers(plan)
+    searched = search_breaking_point(plan)
+    reported = report(plan)
+    cleaned = cleanup_test_data(plan)
+    torn_down = teardown_workers(plan)
+    summary = notify_summary(plan)
+    verdict = final_verdict(plan)
+
+    cost >> workers >> searched >> reported
+    reported >> cleaned.as_teardown(setups=workers)
+    cleaned >> torn_down.as_teardown(setups=workers)
+    torn_down >> summary >> verdict
 
 
 def wire_pipeline(default_scenarios: list[str]) -> None:

@@ -1,6 +1,8 @@
 """``stampede``: run the pipeline's steps in order without Airflow.
 
     stampede run --target URL --scenario NAME|PATH [--workers N] [--out DIR]
+    stampede breaking-point --target URL --scenario NAME|PATH [--out DIR] [--workers N]
+    stampede baseline pin|unpin|show RUN_ID [--by NAME]
 
 Exit codes: 0 pass, 1 thresholds breached, 2 refused or bad input,
 3 run invalid (for example the load generator itself was saturated).
@@ -35,18 +37,30 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--users", type=int, default=None, help="scale the stages to this peak user count")
     run.add_argument("--duration", type=int, default=None, help="scale the stages to this total duration (s)")
     run.add_argument("--run-id", default=None, help="run id (default: cli-<timestamp>-<random>)")
+    search = commands.add_parser("breaking-point", help="step the load up until the target breaks (scenario's search block)")
+    search.add_argument("--target", required=True, help="base URL including /v1")
+    search.add_argument("--scenario", required=True, help="scenario name or path; it must have a search block")
+    search.add_argument("--workers", type=int, default=None, help="local worker processes (0: one process)")
+    search.add_argument("--out", default=None, help="folder for results.json and the report")
+    search.add_argument("--run-id", default=None, help="run id (default: cli-<timestamp>-<random>)")
+    baseline = commands.add_parser("baseline", help="pin or unpin the baseline run of a scenario and target")
+    baseline.add_argument("action", choices=["pin", "unpin", "show"])
+    baseline.add_argument("run_id", help="pin/show: the run id; unpin: any run of that scenario and target")
+    baseline.add_argument("--by", default=None, help="who pins it (shown in the report)")
     args = parser.parse_args(argv)
+    if args.command == "baseline":
+        return baseline_main(args)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     run_id = args.run_id or f"cli-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+    if args.command == "breaking-point":
+        return breaking_point_main(args, run_id)
     try:
         plan = pipeline.preflight(
             scenarios=args.scenario, target=args.target, run_id=run_id, workers=args.workers,
             users=args.users, duration_s=args.duration, out_dir=args.out,
+            kill_switch=killswitch.local_reason,  # checked before the health check: a refusal sends nothing
         )
-        reason = killswitch.local_reason()
-        if reason:
-            raise pipeline.RunRefused(f"{reason}; fix: remove {killswitch.kill_switch_file()} or unset STAMPEDE_KILL_SWITCH")
     except pipeline.RunRefused as exc:
         print(f"stampede: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -72,6 +86,70 @@ def execute(plan) -> int:
     return EXIT_CODES[result.verdict]
 
 
+def breaking_point_main(args, run_id: str) -> int:
+    """Preflight once, provision once, search, report; cleanup and teardown whatever happened."""
+    from stampede import breaking_point
+    from stampede.scenario import ScenarioError, load_scenario
+    from stampede.workers.local import default_worker_count
+
+    try:
+        scenario = load_scenario(args.scenario)
+        if scenario.search is None:
+            raise pipeline.RunRefused(f"scenario {scenario.name}: search: missing; fix: add a search block (see stampede.scenario)")
+        workers = args.workers
+        if workers is None:  # sized for the search's top, not the scenario's own stages
+            workers = 1 if scenario.model == "open" else default_worker_count(int(scenario.search.maximum))
+        plan = pipeline.preflight(
+            scenarios=[args.scenario], target=args.target, run_id=run_id, workers=workers, out_dir=args.out,
+            kill_switch=killswitch.local_reason,
+        )
+    except (pipeline.RunRefused, ScenarioError) as exc:
+        print(f"stampede: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    result: RunResult | None = None
+    try:
+        pipeline.notify_start(plan)
+        pipeline.provision_workers(plan)
+        result = breaking_point.search(plan, stop_probe=killswitch.local_reason,
+                                       user_cap=breaking_point.user_cap_for(plan))
+        pipeline.report(plan)
+    finally:
+        cleanup = pipeline.cleanup_test_data(plan)
+        pipeline.teardown_workers(plan)
+        pipeline.notify_summary(plan)
+    print_summary(result, cleanup, pipeline.run_dir_for(plan))
+    point = result.breaking_point or {}
+    print(f"breaking point: {point.get('users')} users, {point.get('rps')} req/s, p95 {point.get('p95_ms')} ms"
+          f" — {point.get('reason')}")
+    return EXIT_CODES[result.verdict]
+
+
+def baseline_main(args) -> int:
+    """``stampede baseline pin|unpin|show RUN_ID``: the run later runs of its scenario and target compare with."""
+    from stampede.history import RunStore
+
+    store = RunStore()
+    try:
+        run = store.get(args.run_id)
+        if run is None:
+            print(f"stampede: no run {args.run_id!r} in the history ({store.url_redacted})", file=sys.stderr)
+            return EXIT_REFUSED
+        if args.action == "pin":
+            store.pin(args.run_id, by=args.by)
+            print(f"baseline of {run['scenario']} on {run['target_key']}: {args.run_id} (pinned)")
+        elif args.action == "unpin":
+            done = store.unpin(run["scenario"], run["target"])
+            print(f"baseline of {run['scenario']} on {run['target_key']}: "
+                  + ("unpinned; the last passing run applies" if done else "was not pinned"))
+        else:
+            baseline, why = store.baseline_for({**run, "run_id": "", "started_at": "9999"})
+            print(f"baseline of {run['scenario']} on {run['target_key']}: "
+                  f"{baseline['run_id'] if baseline else 'none'} ({why})")
+    finally:
+        store.close()
+    return 0
+
+
 def print_summary(result: RunResult, cleanup, run_dir) -> None:
     print(f"\nverdict: {result.verdict.upper()}" + (f" (stopped: {result.stopped['reason']})" if result.stopped else ""))
     print(f"{'stage':<22}{'users':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>9}  result")
@@ -85,6 +163,8 @@ def print_summary(result: RunResult, cleanup, run_dir) -> None:
                 print(f"{'':<4}{check.metric} = {check.value} (must be {check.op} {check.threshold})")
     g = result.generator
     print(f"generator: max {g.cpu_max_pct:.0f}% of a core, {g.memory_max_mib:.0f} MiB" + (" — SATURATED" if g.saturated else ""))
+    if g.advice:
+        print(f"generator: {g.advice}")
     print(f"cleanup: created {cleanup.created}, deleted {cleanup.deleted}, left {cleanup.left}")
     print(f"results: {run_dir / 'results.json'}")
     print(f"report:  {run_dir / 'report.html'}")

@@ -29,13 +29,28 @@ import gevent
 from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 
+from stampede import open_model
 from stampede.histogram import LatencyHistogram
 
 logger = logging.getLogger("stampede")
 
 REPORT_KEY = "stampede"
 FINALIZE_AFTER_S = 8  # workers report every 3 s; a second older than this is complete
-ABORT_WINDOW_S = 10  # a breach must hold this long (and past the first window of steady load)
+ABORT_WINDOW_S = 10  # a breach must hold this long (default; a scenario's abort.window_s overrides it)
+SETTLE_MAX_S = 5  # at most this long after a spawn ends before the steady part starts
+KEEP_CLOSED_S = 300  # finalized seconds kept for the abort window (bounded memory)
+STAGE_START_MARK = "[stampede] stage-start"  # the supervisor health-checks the target on this line
+
+
+def settle_s(stage: dict[str, Any]) -> int:
+    """Seconds after a stage's users are all spawned that still count as its ramp.
+
+    Spawning N users sends N first requests and opens N connections within seconds;
+    at 1,000 users the next seconds' p95 was 1 s against a 20 ms target. A tenth
+    of the stage, at least 1 s and at most SETTLE_MAX_S, keeps that out of the
+    steady part the stage is judged on.
+    """
+    return int(min(SETTLE_MAX_S, max(1, round(0.1 * float(stage.get("duration_s") or 0)))))
 
 
 def plan_of(environment) -> dict[str, Any]:
@@ -70,6 +85,7 @@ class RequestRecorder:
     def __init__(self) -> None:
         self.buffer: dict[int, dict[str, list]] = {}
         self.created: dict[str, int] = defaultdict(int)
+        self.environment = None  # set by _on_init: the open model's iteration counts ship with the requests
 
     def on_request(self, request_type, name, response_time, response_length, exception=None, **_kw) -> None:
         second = int(time.time())
@@ -95,6 +111,7 @@ class RequestRecorder:
                 for sec, endpoints in buffer.items()
             },
             "created": created,
+            open_model.REPORT_KEY: open_model.drain(self.environment) if self.environment is not None else {},
         }
 
 
@@ -110,6 +127,7 @@ class RunAggregator:
         self.timeline: dict[int, tuple[int, str, int]] = {}  # second -> (stage index, phase, users)
         self.pending: dict[int, list[dict[str, list]]] = defaultdict(list)
         self.open_seconds: dict[int, list] = {}  # second -> [histogram, requests, failures]
+        self.closed_seconds: dict[int, list] = {}  # finalized seconds, kept KEEP_CLOSED_S for the abort window
         self.series: list[dict[str, Any]] = []
         self.phases: dict[str, dict[str, dict[str, Any]]] = {}
         self.phase_seconds: dict[str, int] = defaultdict(int)  # whole seconds tagged per stage/phase
@@ -119,6 +137,8 @@ class RunAggregator:
         self.breaches: list[dict[str, Any]] = []
         self.started_at = time.time()
         self.current_stage: int | None = None
+        self.iterations = open_model.IterationCounts()  # open model: started / dropped per second
+        self.load_ended: float | None = None  # when the shape ended the load (its last stage's end)
         self.last_progress = 0.0
 
     # -- data in -----------------------------------------------------------
@@ -127,18 +147,20 @@ class RunAggregator:
             self.pending[int(sec)].append(endpoints)
         for kind, count in report.get("created", {}).items():
             self.created[kind] += count
+        self.iterations.add(report.get(open_model.REPORT_KEY))
 
     # -- the master's 1-second tick ----------------------------------------
     def tick(self, now: float) -> None:
         second = int(now)
         runner = self.environment.runner
         index = self.current_stage
-        if index is not None:
+        if index is not None and self.load_ended is None:  # seconds after the load ended belong to no stage
             stage = self.stages[index]
             users = runner.user_count if runner else 0
             if stage["steady_from"] is None and users >= stage["users"] and runner.state != "spawning":
-                stage["steady_from"] = second
-            phase = "steady" if stage["steady_from"] is not None else "ramp"
+                # the spawn's transient (a burst of first requests and new connections) settles first
+                stage["steady_from"] = second + settle_s(stage)
+            phase = "steady" if stage["steady_from"] is not None and second >= stage["steady_from"] else "ramp"
             if second not in self.timeline:
                 self.timeline[second] = (index, phase, users)
                 self.phase_seconds[f"{index}/{phase}"] += 1
@@ -163,6 +185,8 @@ class RunAggregator:
             self.timeline[int(now)] = (index, phase, 0)
             self.phase_seconds[f"{index}/{phase}"] += 1
         logger.info("stampede: stage %s (%d users) starts", stage["name"], stage["users"])
+        print(f"{STAGE_START_MARK} index={index} users={stage['users']} name={stage['name']}", flush=True)
+        open_model.stage_started(self.environment, self.plan, stage, now)
 
     def fold(self, upto: int) -> None:
         for sec in sorted(s for s in self.pending if s <= upto):
@@ -185,6 +209,8 @@ class RunAggregator:
 
     def phase_at(self, sec: int) -> tuple[int | None, str]:
         entry = self.timeline.get(sec)
+        if entry is None and self.load_ended is not None and sec > int(self.load_ended):
+            return None, "ramp"  # after the load ended: requests cut short by the stop belong to no stage
         if entry is None:
             earlier = [s for s in self.timeline if s <= sec]
             if not earlier:
@@ -195,6 +221,7 @@ class RunAggregator:
     def finalize(self, before: int) -> None:
         for sec in sorted(s for s in self.open_seconds if s < before):
             histogram, requests, failures = self.open_seconds.pop(sec)
+            self.closed_seconds[sec] = [histogram, requests, failures]
             stage_index, phase = self.phase_at(sec)
             users = self.timeline.get(sec, (None, None, None))[2]
             self.series.append({
@@ -211,7 +238,9 @@ class RunAggregator:
 
     def recent(self, now: int, window_s: int) -> tuple[LatencyHistogram, int, int]:
         histogram, requests, failures = LatencyHistogram(), 0, 0
-        for sec, (h, r, f) in self.open_seconds.items():
+        for old in [s for s in self.closed_seconds if s < now - KEEP_CLOSED_S]:
+            del self.closed_seconds[old]
+        for sec, (h, r, f) in [*self.closed_seconds.items(), *self.open_seconds.items()]:
             if now - window_s <= sec < now:
                 histogram.merge(h)
                 requests += r
@@ -231,17 +260,31 @@ class RunAggregator:
                 text = open(path).read().strip()
             except OSError:
                 text = ""
+            if text.startswith("{"):  # {"reason": ..., "kind": ...} from the supervisor (e.g. target_unhealthy)
+                try:
+                    request = json.loads(text)
+                    self.request_stop(str(request.get("reason") or "stop requested"), kind=str(request.get("kind") or "kill_switch"))
+                    return
+                except (ValueError, AttributeError):
+                    pass
             self.request_stop(text or "stop requested", kind="kill_switch")
 
     def check_abort(self, second: int) -> None:
         if self.current_stage is None or self.stop_reason is not None:
             return
         stage = self.stages[self.current_stage]
-        thresholds = stage.get("thresholds") or {}
-        if not thresholds or stage["steady_from"] is None or second - stage["steady_from"] < 2 * ABORT_WINDOW_S:
+        # min_rps is never judged here: req/s follows users x think time, the freshest seconds are
+        # still incomplete (workers report every 3 s), and a low rate harms no one, so stopping for it
+        # protects nothing; the stage's verdict judges it over the whole stage instead
+        thresholds = {k: v for k, v in (stage.get("thresholds") or {}).items() if k != "min_rps"}
+        window = int(stage.get("abort_window_s") or ABORT_WINDOW_S)
+        delay = stage.get("abort_delay_s")
+        # judged from delay_s into steady load on, and never over a window that reaches into the ramp
+        delay = max(2 * window if delay is None else int(delay), window + 3)
+        if not thresholds or stage["steady_from"] is None or second - stage["steady_from"] < delay:
             return
         # only complete seconds (every worker has reported) are judged
-        histogram, requests, failures = self.recent(second - 3, ABORT_WINDOW_S)
+        histogram, requests, failures = self.recent(second - 3, window)
         if requests == 0:
             return
         observed = {
@@ -251,12 +294,15 @@ class RunAggregator:
         }
         for metric, limit in thresholds.items():
             value = observed.get(metric)
-            if value is None or value <= limit:
+            if value is None or value < limit:  # strict, as validation: "p95 < 200" means 200 breaches
                 continue
-            breach = {"stage": stage["name"], "metric": metric, "threshold": limit, "value": value, "at": second}
+            breach = {
+                "stage": stage["name"], "metric": metric, "threshold": limit, "value": value, "at": second,
+                "window_s": window,
+            }
             if not any(b["stage"] == stage["name"] and b["metric"] == metric for b in self.breaches):
                 self.breaches.append(breach)
-                logger.warning("stampede: %s breached %s: %.4g > %.4g", stage["name"], metric, value, limit)
+                logger.warning("stampede: %s breached %s: %.4g >= %.4g", stage["name"], metric, value, limit)
             if stage.get("abort"):
                 self.request_stop(f"threshold {metric} breached in stage {stage['name']}", kind="abort", breach=breach)
 
@@ -278,6 +324,48 @@ class RunAggregator:
             flush=True,
         )
 
+    def end_load(self, now: float) -> None:
+        """The shape ended the load: the last stage ends now, and no later second is tagged."""
+        if self.load_ended is None:
+            self.load_ended = now
+            open_model.load_ended(self.environment, self.plan)
+            if self.current_stage is not None and self.stages[self.current_stage]["end"] is None:
+                self.stages[self.current_stage]["end"] = now
+
+    def phase_durations(self, now: float) -> dict[str, float]:
+        """Seconds per stage/phase: whole tagged seconds, but the run's first and last second only
+        as far as load ran in them (a 6 s stage that starts at x.9 and stops at x+6.9 has 6 s, not 7)."""
+        durations = {key: float(n) for key, n in self.phase_seconds.items()}
+        starts = [s["start"] for s in self.stages if s["start"] is not None]
+        end = self.load_ended if self.load_ended is not None else now
+        if starts:
+            first = self.timeline.get(int(min(starts)))
+            if first is not None:
+                durations[f"{first[0]}/{first[1]}"] -= min(starts) % 1.0
+            last = self.timeline.get(int(end))
+            if last is not None:
+                durations[f"{last[0]}/{last[1]}"] -= 1.0 - end % 1.0
+        return {key: round(max(0.0, value), 3) for key, value in durations.items()}
+
+    def fill_series(self, now: float) -> None:
+        """One row for every second of the load, also those in which no request completed."""
+        starts = [s["start"] for s in self.stages if s["start"] is not None]
+        if not starts:
+            return
+        seen = {row["t"] for row in self.series}
+        end = self.load_ended if self.load_ended is not None else now
+        for sec in range(int(min(starts)), int(end) + 1):
+            if sec in seen:
+                continue
+            stage_index, phase = self.phase_at(sec)
+            self.series.append({
+                "t": sec, "stage": self.stages[stage_index]["name"] if stage_index is not None else None,
+                "phase": phase if stage_index is not None else None,
+                "users": self.timeline.get(sec, (None, None, None))[2], "requests": 0, "failures": 0,
+                "p50_ms": None, "p95_ms": None, "p99_ms": None,
+            })
+        self.series.sort(key=lambda row: row["t"])
+
     # -- output --------------------------------------------------------------
     def write(self, path: str) -> None:
         now = time.time()
@@ -285,6 +373,7 @@ class RunAggregator:
             self.stages[self.current_stage]["end"] = now
         self.fold(upto=int(now) + 60)
         self.finalize(before=int(now) + 60)
+        self.fill_series(now)
         output = {
             "started_at": self.started_at,
             "finished_at": now,
@@ -297,7 +386,9 @@ class RunAggregator:
                 }
                 for key, endpoints in self.phases.items()
             },
-            "phase_seconds": dict(self.phase_seconds),
+            "phase_seconds": self.phase_durations(now),
+            "load_ended": self.load_ended,
+            "iterations": self.iterations.by_phase(self.timeline),
             "created": dict(self.created),
             "stopped": self.stop_reason,
             "breaches": self.breaches,
@@ -319,6 +410,7 @@ class StageShape(LoadTestShape):
         if aggregator is None:
             return None
         if aggregator.stop_reason is not None:
+            aggregator.end_load(time.time())
             return None
         run_time = self.get_run_time()
         elapsed = 0.0
@@ -328,6 +420,7 @@ class StageShape(LoadTestShape):
                 if aggregator.current_stage != index:
                     aggregator.enter_stage(index, time.time())
                 return stage["users"], stage["spawn_rate"]
+        aggregator.end_load(time.time())
         return None
 
 
@@ -340,9 +433,11 @@ def _on_init(environment, **_kw) -> None:
     _apply_journey_weights(environment, plan)
     if not isinstance(runner, MasterRunner):
         recorder = RequestRecorder()
+        recorder.environment = environment
         environment._stampede_recorder = recorder
         environment.events.request.add_listener(recorder.on_request)
     if isinstance(runner, WorkerRunner):
+        open_model.listen(environment)
         # a worker learns the plan with the master's first spawn message, just before test_start
         environment.events.test_start.add_listener(lambda environment, **_: _apply_journey_weights(environment, plan_of(environment)))
 
@@ -401,6 +496,7 @@ def _apply_journey_weights(environment, plan: dict[str, Any]) -> None:
         for user_class in environment.user_classes:
             if getattr(user_class, "stampede_think_time", True):
                 user_class.wait_time = between(float(think[0]), float(think[1]))
+    open_model.setup_process(environment, plan)  # open model: users wait for their planned start instead
 
 
 def _error_text(exception: BaseException) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 
 from stampede.plan import RunPlan
+from stampede.stage_health import StageHealthWatch
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class GeneratorSample:
     pid: int
     cpu_pct: float
     rss_mib: float
+    wait_pct: float = 0.0  # time runnable but waiting for a core (run queue), % of wall time: starvation
 
 
 @dataclass
@@ -84,8 +86,15 @@ def run_master(
     worker_processes: Callable[[], list[psutil.Process]] = list,
     stop_probe: Callable[[], str | None] = lambda: None,
     on_line: Callable[[str], None] | None = None,
+    stage_health: Callable[[], str | None] | None = None,
+    master_bind_host: str = "127.0.0.1",
 ) -> LocustRun:
-    """Start the master (or a standalone process when ``expect_workers`` is 0) and wait for it."""
+    """Start the master (or a standalone process when ``expect_workers`` is 0) and wait for it.
+
+    :param stop_probe: polled twice a second; a reason stops the load (kill switch).
+    :param stage_health: probes the target as each stage after the first starts; a reason
+        stops the run with kind ``target_unhealthy``.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     output_path = run_dir / "locust_output.json"
     output_path.unlink(missing_ok=True)
@@ -104,7 +113,7 @@ def run_master(
     ]
     if expect_workers > 0:
         command += [
-            "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
+            "--master", "--master-bind-host", master_bind_host, "--master-bind-port", str(master_port),
             "--expect-workers", str(expect_workers), "--expect-workers-max-wait", str(EXPECT_WORKERS_WAIT_S),
         ]
     command += user_classes_for(plan)
@@ -116,7 +125,14 @@ def run_master(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env=env, text=True, bufsize=1, start_new_session=True,
     )
-    relay = threading.Thread(target=_relay, args=(process, log_path, on_line), daemon=True)
+    watch = StageHealthWatch(stage_health) if stage_health else None
+
+    def relay_line(line: str) -> None:
+        if watch is not None:
+            watch.on_line(line)
+        (on_line or log.info)(line)
+
+    relay = threading.Thread(target=_relay, args=(process, log_path, relay_line), daemon=True)
     relay.start()
 
     run = LocustRun(output_path=output_path, exit_code=-1, log_path=log_path)
@@ -132,6 +148,10 @@ def run_master(
                     stop_file.write_text(reason)
                     stop_written = True
                     log.warning("Stop requested: %s (the master stops the load within seconds)", reason)
+                elif watch is not None and watch.problem:
+                    stop_file.write_text(json.dumps({"reason": watch.problem, "kind": "target_unhealthy"}))
+                    stop_written = True
+                    log.error("Stopping the run: %s", watch.problem)
             if time.time() - started > wall_limit_s:
                 log.error("Locust master exceeded its wall-clock limit of %.0f s; terminating it", wall_limit_s)
                 run.killed_by_timeout = True
@@ -173,6 +193,7 @@ class _Sampler:
         self.master_pid = master_pid
         self.worker_processes = worker_processes
         self.known: dict[int, psutil.Process] = {}
+        self.waited: dict[int, tuple[float, float]] = {}  # pid -> (time, run-queue wait in s) at the last sample
         self.last = 0.0
 
     def sample(self) -> list[GeneratorSample]:
@@ -192,12 +213,36 @@ class _Sampler:
             if tracked is None:
                 self.known[process.pid] = process
                 process.cpu_percent(None)  # first call primes the counter
+                self.waited[process.pid] = (now, run_queue_wait_s(process.pid))
                 continue
             try:
+                waited, previous = run_queue_wait_s(process.pid), self.waited.get(process.pid, (now, 0.0))
+                self.waited[process.pid] = (now, waited)
                 samples.append(GeneratorSample(
                     t=now, role=role, pid=process.pid, cpu_pct=tracked.cpu_percent(None),
                     rss_mib=tracked.memory_info().rss / 2**20,
+                    wait_pct=round(100.0 * max(0.0, waited - previous[1]) / max(now - previous[0], 1e-3), 1),
                 ))
             except psutil.NoSuchProcess:
                 self.known.pop(process.pid, None)
         return samples
+
+
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a core (Linux schedstat; 0 elsewhere).
+
+    CPU use alone misses a starved generator: a process that shares its core with
+    another gets about half of it and shows ~50 % CPU while it is late all the time.
+    Running plus waiting to run is what it *wanted*; that is what saturation means.
+    """
+    total_ns = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as handle:
+                    total_ns += int(handle.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    except OSError:
+        return 0.0
+    return total_ns / 1e9

@@ -400,7 +400,7 @@ def summary_message(results: Mapping[str, Any], *, report_url: str | None) -> Me
     blocks: list[dict[str, Any]] = [_header(headline), _section("\n".join(lines))]
     if stages:
         blocks.append({"type": "divider"})
-    room = MAX_BLOCKS - len(blocks) - 5  # keep room for generator, cleanup, report, context
+    room = MAX_BLOCKS - len(blocks) - 6  # keep room for generator, cleanup, cost, report, context
     shown = stages if len(stages) <= room else stages[: room - 1]
     blocks.extend(_section(_stage_line(s)) for s in shown)
     if len(shown) < len(stages):
@@ -415,6 +415,11 @@ def summary_message(results: Mapping[str, Any], *, report_url: str | None) -> Me
             f":warning: *Load generator saturated* (CPU max {_num(generator.get('cpu_max_pct'), 0)}%): "
             "latencies include the generator's own delay and are not trustworthy."
         )
+        if generator.get("recommended_workers"):
+            gen_line += (
+                f" The load generator, not the target, was the limit: use {generator['recommended_workers']} workers"
+                f" ({generator['recommended_workers'] - (generator.get('workers') or 1)} more)."
+            )
         blocks.append(_section(gen_line))
         text_tail.append(f"generator saturated (CPU max {_num(generator.get('cpu_max_pct'), 0)}%)")
     cleanup = results.get("cleanup") or {}
@@ -422,6 +427,14 @@ def summary_message(results: Mapping[str, Any], *, report_url: str | None) -> Me
     blocks.append(_section(cleanup_line))
     if loud:
         text_tail.append(f"CLEANUP INCOMPLETE ({_users(cleanup.get('left', 0))} left)")
+    cost = results.get("cost") or {}
+    if cost.get("provider") not in (None, "local"):
+        cost_text = _cost_line(cost)
+        blocks.append(_section(f":moneybag: {cost_text}"))
+        text_tail.append(cost_text)
+    for line in _analysis_lines(results):  # baseline comparison and top bottleneck (stampede.analyse)
+        blocks.append(_section(line))
+        text_tail.append(re.sub(r"[*_`]|:[a-z_]+: ", "", line).split("\n")[0])
     blocks.append(_section(
         f":bar_chart: {_link(report_url, 'Open the report')}" if report_url else "_No report link available._"
     ))
@@ -449,6 +462,48 @@ def summary_message(results: Mapping[str, Any], *, report_url: str | None) -> Me
         text += f". {_link(report_url, 'Report')}"
     text += f". Run {_esc(run_id)}"
     return _message(text, blocks)
+
+
+def _cost_line(cost: Mapping[str, Any]) -> str:
+    """``Cost: 0.42 USD actual (estimate 0.55 USD), 2 ecs workers fargate-0.5vcpu-1gb``."""
+    def usd(value: Any) -> str:
+        if value is None:
+            return "–"
+        return f"{_num(value, 2 if abs(float(value)) >= 1 else 4)} USD"  # cents hide a short run's cost
+
+    spot = " spot" if cost.get("spot") else ""
+    return (
+        f"Cost: {usd(cost.get('actual_usd'))} actual (estimate {usd(cost.get('estimate_usd'))}), "
+        f"{_users(cost.get('workers'))} {_esc(cost.get('provider', '?'))}{spot} workers {_esc(cost.get('size', ''))}"
+    ).rstrip()
+
+
+def _analysis_lines(results: Mapping[str, Any]) -> list[str]:
+    """The baseline comparison and the top bottleneck, one section each (nothing when not analysed)."""
+    lines = []
+    comparison = results.get("comparison") or {}
+    if comparison.get("baseline_run_id"):
+        verdict = str(comparison.get("verdict", "?"))
+        emoji = ":chart_with_upwards_trend:" if verdict == "regressed" else ":straight_ruler:"
+        line = f"{emoji} *Baseline*: {_esc(verdict.upper() if verdict == 'regressed' else verdict)} vs run `{_esc(comparison['baseline_run_id'])}`"
+        regressions = comparison.get("regressions") or []
+        if regressions:
+            line += "\n" + "\n".join(
+                f"      • regressed: *{_esc(r.get('endpoint'))}* in {_esc(r.get('stage'))}: {_esc(r.get('why', ''))}"
+                for r in regressions[:5])
+        for stage in (comparison.get("stages") or [])[:5]:
+            if stage.get("baseline_p95_ms") is not None and stage.get("p95_ms") is not None:
+                line += (f"\n      {_esc(stage.get('name'))}: p95 {_ms(stage['baseline_p95_ms'])} → {_ms(stage['p95_ms'])}, "
+                         f"{_num(stage.get('baseline_rps'))} → {_num(stage.get('rps'))} req/s")
+        lines.append(line)
+    elif comparison.get("why"):
+        lines.append(f":straight_ruler: *Baseline*: {_esc(comparison['why'])}")
+    bottlenecks = results.get("bottlenecks") or []
+    if bottlenecks:
+        top = bottlenecks[0]
+        evidence = (top.get("evidence") or [""])[0]
+        lines.append(f":mag: *Top bottleneck*: {_esc(top.get('title', '?'))}" + (f": {_esc(evidence)}" if evidence else ""))
+    return lines
 
 
 # -- Airflow callback ----------------------------------------------------------------------

@@ -28,7 +28,8 @@ from stampede.metrics import generator_health, stage_results
 from stampede.plan import RunPlan
 from stampede.results import CleanupResult, RunResult, read_results, write_results
 from stampede.scenario import ScenarioError, load_scenario
-from stampede.workers import LocalWorkers, load_worker_set
+from stampede.workers import LocalWorkers, load_worker_set, provider_for
+from stampede.workers.lifecycle import master_bind_host, teardown_problem, worker_sampler
 from stampede.workers.local import default_worker_count
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ def preflight(
     environments_text: str | None = None,
     lease_pid: int | None = -1,
     now: datetime | None = None,
+    worker_provider: str = "local",
+    worker_spot: bool = False,
+    worker_size: str = "",
 ) -> RunPlan:
     """Check everything that can be checked before load is sent; return the run plan.
 
@@ -114,10 +118,20 @@ def preflight(
         raise RunRefused(f"users: {peak} exceeds the {env.name} cap of {env.max_users}; fix: lower users")
     if workers is not None and workers < 0:
         raise RunRefused("workers: must be 0 (one process) or more; fix: pass --workers 2")
+    if worker_provider not in ("local", "ecs", "ec2"):
+        raise RunRefused(f"worker_provider: {worker_provider!r} is unknown; fix: local, ecs or ec2")
+    if worker_provider != "local":  # cloud workers: count and size from the peak users (stampede.workers.sizing)
+        from stampede.workers.sizing import plan_workers
+
+        try:
+            workers = plan_workers(peak, provider=worker_provider, count=workers or None, size=worker_size or None).count
+        except ValueError as exc:
+            raise RunRefused(str(exc)) from exc
     plan = RunPlan(
         run_id=run_id, target=target, environment=env.name, scenarios=tuple(loaded),
         workers=default_worker_count(peak) if workers is None else workers,
         progress_interval_s=progress_interval_s, out_dir=out_dir,
+        worker_provider=worker_provider, worker_spot=worker_spot, worker_size=worker_size,
     )
     try:
         plan.locustfile  # noqa: B018 - validates that all scenarios share one locustfile
@@ -159,6 +173,10 @@ def provision_workers(plan: RunPlan) -> dict:
     run_dir = run_dir_for(plan)
     if plan.workers == 0:
         return {"provider": "none", "count": 0}
+    if plan.worker_provider not in ("", "local"):  # ECS / EC2 (stampede.workers.lifecycle)
+        from stampede.workers.lifecycle import provision_cloud_workers
+
+        return provision_cloud_workers(plan, run_dir, ttl_s=plan.load_duration_s + WORKER_TTL_MARGIN_S)
     workers = LocalWorkers().provision(
         run_id=plan.run_id, run_dir=run_dir, count=plan.workers, locustfiles=locustfiles_for(plan),
         ttl_s=plan.load_duration_s + WORKER_TTL_MARGIN_S,
@@ -169,6 +187,12 @@ def provision_workers(plan: RunPlan) -> dict:
 def teardown_workers(plan: RunPlan) -> dict:
     """Stop every worker of the run and verify none is left; raises when one survives."""
     run_dir = run_dir_for(plan)
+    if plan.worker_provider not in ("", "local"):  # stops all tagged with the run id, verifies, records cost
+        from stampede.workers.lifecycle import teardown_cloud_workers
+
+        summary = teardown_cloud_workers(plan, run_dir)
+        release_target(plan)
+        return summary
     workers = load_worker_set(run_dir)
     if workers is None:
         release_target(plan)
@@ -193,13 +217,13 @@ def release_target(plan: RunPlan) -> bool:
 def run_stages(plan: RunPlan, *, stop_probe: Callable[[], str | None] = lambda: None) -> dict:
     run_dir = run_dir_for(plan)
     workers = load_worker_set(run_dir)
-    provider = LocalWorkers()
+    provider = provider_for(plan.worker_provider)
     if plan.workers and (workers is None or len(provider.alive(workers)) < workers.count):
         provision_workers(plan)  # a retry after the workers went away: bring them back
         workers = load_worker_set(run_dir)
     log.info(
         "Running %d stages of %s against %s with %s", len(plan.stages), plan.scenario_name, plan.target,
-        f"{plan.workers} local workers" if plan.workers else "one local process",
+        f"{plan.workers} {plan.worker_provider} workers" if plan.workers else "one local process",
     )
     from stampede.locust_runner import EXPECT_WORKERS_WAIT_S, GRACE_S
     from stampede.server_metrics import sampling
@@ -210,8 +234,10 @@ def run_stages(plan: RunPlan, *, stop_probe: Callable[[], str | None] = lambda: 
             plan, run_dir,
             master_port=workers.master_port if workers else None,
             expect_workers=plan.workers,
-            worker_processes=(lambda: provider.processes(workers)) if workers else list,
+            worker_processes=worker_sampler(plan, run_dir, workers),
             stop_probe=stop_probe,
+            master_bind_host=master_bind_host(plan),
+            stage_health=lambda: probe(plan.target, timeout_s=2.0, attempts=2, pause_s=0.5),
         )
     _save_samples(run, run_dir / "generator_samples.json")
     output = run.output()
@@ -300,13 +326,16 @@ def _verdict(stages, stopped: dict | None, saturated: bool) -> str:
 
 
 def report(plan: RunPlan) -> str:
+    from stampede.analyse import analyse, publish
     from stampede.report import render_report
 
     run_dir = run_dir_for(plan)
     result = read_results(run_dir / "results.json")
+    analyse(result, run_dir)  # server metrics, bottlenecks, history and baseline, recommendations
     path = render_report(result, run_dir)
     result.report_path = str(path)
     write_results(result, run_dir / "results.json")
+    publish(result, run_dir, report_url=_report_url(str(path)))  # S3 copy when configured; report link in history
     return str(path)
 
 
@@ -361,7 +390,15 @@ def notify_summary(plan: RunPlan) -> dict:
     results = json.loads(path.read_text())
     report_path = results.get("report_path")
     message = summary_message(results, report_url=_report_url(report_path))
-    return slack_hook(plan).post_message(text=message.text, blocks=message.blocks)
+    hook = slack_hook(plan)
+    answer = hook.post_message(text=message.text, blocks=message.blocks)
+    chart = run_dir / "charts" / "load.png"
+    if chart.exists():  # the main chart as an image (files_upload_v2)
+        answer["chart"] = hook.upload_file(
+            path=chart, title=f"{results.get('scenario')} {results.get('verdict', '').upper()}: users, req/s, errors",
+            comment=f"Load over time, run {results.get('run_id')}",
+        )
+    return answer
 
 
 def _report_url(report_path: str | None) -> str | None:
@@ -374,7 +411,10 @@ def _report_url(report_path: str | None) -> str | None:
 
 
 def final_verdict(plan: RunPlan) -> dict:
-    """Fail loudly when the run did not pass or left test data behind."""
+    """Fail loudly when the run did not pass, left test data behind or left cloud workers running."""
+    left_behind = teardown_problem(run_dir_for(plan))
+    if left_behind and not (run_dir_for(plan) / "results.json").exists():
+        raise RunFailed(left_behind)
     result = read_results(run_dir_for(plan) / "results.json")
     summary = {"verdict": result.verdict, "cleanup_left": result.cleanup.left, "results": str(run_dir_for(plan) / "results.json")}
     problems = []
@@ -385,6 +425,8 @@ def final_verdict(plan: RunPlan) -> dict:
         problems.append(f"verdict {result.verdict}" + (f" ({why})" if why else ""))
     if not result.cleanup.ok or result.cleanup.left != 0:
         problems.append(f"test data left on the target: {result.cleanup.left} ({result.cleanup.error or 'see results'})")
+    if left_behind:
+        problems.append(left_behind)
     if problems:
         raise RunFailed("; ".join(problems))
     return summary

@@ -41,6 +41,8 @@ class PlannedStage:
     abort_delay_s: int | None = None  # None: the plugin's default (twice the window)
     abort_window_s: int | None = None  # None: the plugin's default (10 s)
     judged: bool = True  # False for a ramp-down: reported, not held to the thresholds
+    rate: float | None = None  # open model: iterations/s at the stage's end (users = pre-allocated users)
+    start_rate: float | None = None  # open model: iterations/s at its start (None: constant rate)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class RunPlan:
                     abort_delay_s=scenario.abort.delay_s,
                     abort_window_s=scenario.abort.window_s,
                     judged=judged,
+                    rate=stage.rate,
+                    start_rate=stage.start_rate,
                 ))
         return planned
 
@@ -125,6 +129,7 @@ class RunPlan:
             "accounts": dict(self.accounts),
             "password_env": self.password_env,
             "stages": [asdict(s) for s in self.stages],
+            "model": self.scenarios[0].model,  # closed | open (one model per run: they share the workers)
             "progress_interval_s": self.progress_interval_s,
         }
 

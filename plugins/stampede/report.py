@@ -22,7 +22,10 @@ from stampede.results import Check, RunResult, StageResult
 __all__ = ["render_report", "KeyFigures"]
 
 TEMPLATES = Path(__file__).parent / "templates"
-STOP_KINDS = {"abort": "a threshold marked abort was breached", "kill_switch": "the kill switch was set"}
+STOP_KINDS = {
+    "abort": "a threshold marked abort was breached", "kill_switch": "the kill switch was set",
+    "target_unhealthy": "the target failed its health check between stages (it went down under load: a finding)",
+}
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,17 @@ def render_report(result: RunResult, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     charts = render_charts(result.series, result.stages, out_dir / "charts")
+    from stampede.analysis_charts import render_analysis_charts
+    from stampede.server_metrics import load as load_server_metrics
+
+    analysis = {c.name: c for c in render_analysis_charts(result.to_dict(), load_server_metrics(out_dir), out_dir / "charts")}
     html = _environment().get_template("report.html.j2").render(
         run=result,
         key=KeyFigures.of(result),
         headline=_headline(result),
         reasons=_reasons(result),
         charts=charts,
+        analysis_charts=analysis,
         target=_redact(result.target),
     )
     path = out_dir / "report.html"
@@ -95,6 +103,8 @@ def _reasons(result: RunResult) -> list[str]:
         reasons.append(
             f"The load generator was saturated (CPU peaked at {gen.cpu_max_pct:.0f} %, limit "
             f"{gen.limit_pct:.0f} %): the generator, not the target, was the limit."
+            + (f" Use {gen.recommended_workers} workers ({gen.recommended_workers - (gen.workers or 1)} more)."
+               if gen.recommended_workers else "")
         )
     reasons += [f"Stage {s.name} is marked invalid." for s in result.stages if not s.valid]
     if result.aborted:

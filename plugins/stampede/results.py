@@ -6,11 +6,12 @@ results.json keys are a public contract (DESIGN.md §2): add keys, never rename.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 Verdict = Literal["pass", "fail", "invalid"]
+LONG_SERIES = 4 * 3600  # seconds of series beyond which results.json is written compact
 
 
 @dataclass
@@ -74,6 +75,10 @@ class StageResult:
     thresholds: dict[str, float] = field(default_factory=dict)
     abort_on_breach: bool = False
     valid: bool = True
+    # open model (arrival rate) only: planned iterations/s, iterations started, iterations that found no free user
+    target_rate: float | None = None
+    iterations: int | None = None
+    dropped_iterations: int | None = None
 
 
 @dataclass
@@ -83,6 +88,10 @@ class GeneratorHealth:
     saturated: bool = False
     limit_pct: float = 85.0
     processes: int = 0
+    demand_max_pct: float = 0.0  # peak sustained CPU + run-queue wait (what a generator wanted), % of a core
+    workers: int = 0  # load-generating processes the run used (1 for a single local process)
+    recommended_workers: int | None = None  # how many to use so each stays under the limit with headroom
+    advice: str = ""  # one line for people: who was the limit, and what to do
 
 
 @dataclass
@@ -114,9 +123,26 @@ class RunResult:
     workers: int = 0
     validation: dict[str, Any] = field(default_factory=dict)
     report_path: str | None = None
+    # capacity model (stampede.capacity) and breaking-point search (stampede.breaking_point)
+    capacity: dict[str, Any] | None = None
+    breaking_point: dict[str, Any] | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    # analysis (stampede.analyse): server metrics summary, ranked findings, baseline comparison,
+    # the last runs of the same scenario and target, scaling recommendations
+    server: dict[str, Any] = field(default_factory=dict)
+    bottlenecks: list[dict[str, Any]] = field(default_factory=list)
+    comparison: dict[str, Any] = field(default_factory=dict)
+    trend: list[dict[str, Any]] = field(default_factory=list)
+    recommendations: dict[str, Any] = field(default_factory=dict)
+    # cloud cost (stampede.cost): {provider, workers, size, estimate_usd, actual_usd, ...}; None for no record
+    cost: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # asdict deep-copies recursively: on a 24-hour series (86,400 plain dicts) that takes
+        # tens of seconds, so the series, already plain data, is copied one level only
+        data = asdict(replace(self, series=[]))
+        data["series"] = [dict(row) for row in self.series]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
@@ -139,7 +165,9 @@ class RunResult:
 def write_results(result: RunResult, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    # indented for people, except a long run's results: indent forces json's pure-Python encoder
+    indent = 2 if len(result.series) <= LONG_SERIES else None
+    tmp.write_text(json.dumps(result.to_dict(), indent=indent, default=str))
     tmp.replace(path)
     return path
 

@@ -25,3 +25,22 @@ def dag_bag():
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+
+
+# -- AWS (cloud workers): moto's server on a free loopback port, the workers stack deployed once ----------
+@pytest.fixture(scope="session")
+def moto_server():
+    from infra.moto_standin import MotoStandin
+
+    with MotoStandin() as server:
+        server.reset()
+        server.stack_env = server.deploy_workers_stack()
+        yield server
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):
+    for name, value in (moto_server.env() | moto_server.stack_env).items():
+        monkeypatch.setenv(name, value)
+    moto_server.keep_tasks_running()
+    return moto_server

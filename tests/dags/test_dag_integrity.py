@@ -21,7 +21,7 @@ def test_each_file_defines_a_dag_named_after_it(dag_bag, file_name):
     assert dag is not None, f"{file_name} must define the DAG {file_name.removesuffix('.py')}"
 
 
-@pytest.mark.parametrize("dag_id", PIPELINE_DAGS)
+@pytest.mark.parametrize("dag_id", [*PIPELINE_DAGS, "loadtest_reaper"])
 def test_conventions(dag_bag, dag_id):
     dag = dag_bag.dags.get(dag_id)
     assert dag.catchup is False

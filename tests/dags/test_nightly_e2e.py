@@ -71,3 +71,16 @@ def test_nightly_dag_runs_every_task_and_leaves_nothing_behind(airflow_db, dag_b
     assert any("PASS" in t.upper() and "smoke" in t for t in texts), texts
     assert all(m.get("channel") == "#loadtests" for m in slack.messages())
     assert TOKEN not in caplog.text
+
+    # the morning report's extras: the main chart reached Slack, and the report task links to the report
+    charts = [f for f in slack.files() if f["filename"] == "load.png"]
+    assert charts and charts[-1]["completed"] and slack.file_bytes(charts[-1]["file_id"])[:4] == b"\x89PNG"
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stampede_report_link", Path(dag.fileloc).parents[1] / "plugins" / "stampede_report_link.py")
+    link_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(link_module)
+    link = link_module.LoadTestReportLink()
+    keys = {ti.task_id: ti.key for ti in run.get_task_instances()}
+    assert link.get_link(dag.get_task("report"), ti_key=keys["report"]) == Path(results["report_path"]).resolve().as_uri()
+    assert link.get_link(dag.get_task("validate"), ti_key=keys["validate"]) == ""

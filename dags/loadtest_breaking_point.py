@@ -1,0 +1,55 @@
+"""
+### loadtest_breaking_point
+
+Find where the target breaks: the scenario's `search` block steps the load up
+(users, or the arrival rate in the open model) from `start_users` to `max_users`
+(clamped to the environment's user cap), each step a short stage judged on its
+steady part, until a threshold breaks or throughput stops growing with the users
+(the knee); then it bisects between the last good and the first bad step.
+`results.json` gets `breaking_point {users, rps, p95_ms, error_rate, reason}`,
+every step's figures (`steps`) and a Universal Scalability Law fit (`capacity`).
+The kill switch stops the search between and during steps. A saturated load
+generator makes the run invalid: beyond it, the figures measure the generator.
+
+Trigger by hand ("Trigger DAG" shows the form), e.g. against the demo target:
+`{"scenario": "breaking_point", "environment": "local", "target": "http://127.0.0.1:8000/v1"}`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag
+
+from stampede.airflow_tasks import wire_breaking_point
+from stampede.notify import task_failure_callback
+
+
+@dag(
+    dag_id="loadtest_breaking_point",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["stampede", "loadtest", "breaking-point"],
+    default_args={
+        "owner": "platform-sre",
+        "retries": 0,
+        "retry_delay": timedelta(seconds=30),
+        "on_failure_callback": task_failure_callback,
+    },
+    params={
+        "scenario": Param("breaking_point", type="string", title="Scenario",
+                          description="A scenario with a search block (loadtests/scenarios/ name or path)."),
+        "environment": Param("staging", type="string", title="Environment"),
+        "target": Param("", type="string", title="Target base URL",
+                        description="Incl. /v1. Empty: the environment's first base URL."),
+        "workers": Param(None, type=["null", "integer"], minimum=0, maximum=64, title="Local worker processes"),
+    },
+)
+def loadtest_breaking_point():
+    wire_breaking_point("breaking_point")
+
+
+loadtest_breaking_point()

@@ -1,0 +1,61 @@
+"""
+### loadtest_reaper
+
+Every hour: the safety net behind each run's own cleanup.
+
+1. Deletes every `LT-`-tagged entity older than `older_than_s` (default 6 h) from
+   each environment that allows load and lists base URLs (plus `reaper_targets`),
+   never from production, and never the data of a run that holds a target lease now.
+2. Terminates load-test workers past their time-to-live (when the worker provider
+   offers `reap_expired_workers`).
+
+The task fails when stale data could not be removed, so the failure reaches Slack.
+Trigger by hand with e.g. `{"older_than_s": 0, "reaper_targets": ["http://127.0.0.1:8000/v1"]}`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from stampede.notify import task_failure_callback
+
+DEFAULT_AGE_S = 6 * 3600
+
+
+@task(retries=2, retry_delay=timedelta(seconds=30))
+def reap() -> dict:
+    """Stale test data and expired workers; a plain function call each (cleanup.reaper, stampede.workers)."""
+    from stampede.reaping import reap_everything
+
+    params = get_current_context()["params"]
+    return reap_everything(
+        older_than_s=float(params["older_than_s"]), extra_targets=list(params.get("reaper_targets") or []),
+    )
+
+
+@dag(
+    dag_id="loadtest_reaper",
+    schedule="@hourly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["stampede", "loadtest", "reaper"],
+    default_args={
+        "owner": "platform-sre",
+        "retries": 0,
+        "retry_delay": timedelta(seconds=30),
+        "on_failure_callback": task_failure_callback,
+    },
+    params={
+        "older_than_s": Param(DEFAULT_AGE_S, type="integer", minimum=0, description="Age past which tagged data is stale (s)."),
+        "reaper_targets": Param([], type="array", description="Extra target base URLs (incl. /v1) to reap."),
+    },
+)
+def loadtest_reaper():
+    reap()
+
+
+loadtest_reaper()

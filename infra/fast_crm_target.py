@@ -1,0 +1,438 @@
+"""A fast in-memory CRM target with a fixed service time, for benchmarking the load generators.
+
+The demo target (FastAPI + SQLite) serves a few hundred requests a second on
+one core: far too slow to find the limits of the generators. This target
+speaks enough of the Target API contract (DESIGN.md §2) for the stock
+journeys to succeed, from one asyncio process (uvloop when installed):
+
+- ``POST /v1/auth/login {email, password}`` → ``{token}`` for the demo accounts;
+  every other ``/v1`` call needs ``Authorization: Bearer <token>`` (else 401);
+- ``GET /v1/{escrows,listings}?search=&limit=&offset=`` → ``{items, total}``
+  (search: case-insensitive substring of the address; limit 1..100);
+- ``POST`` → 201 ``{id, …}``; ``GET|PATCH|DELETE /v1/{kind}/{id}`` → 200 / 200 / 204, 404 when gone;
+- ``GET /v1/health`` and ``GET /health`` → 200 at once (never delayed); ``GET /metrics``:
+  the process's CPU and memory as Prometheus text, for the pipeline's server metrics.
+
+Every other ``/v1`` answer is written exactly ``delay_ms`` after its request
+arrived, in one ``write`` (no Nagle or delayed-ACK pause). The server measures
+its own service time (arrival → write) per second; ``GET /stats?since=&until=``
+returns its percentiles over that window, the truth a generator's report is
+compared with. Storage is in memory; pages are positional, so an entity
+deleted since the last compaction can leave one item short in a page.
+
+    python -m infra.fast_crm_target --delay-ms 20 --port-file F [--seed 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import resource
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from stampede.histogram import LatencyHistogram
+
+PASSWORD_ENV = "STAMPEDE_DEMO_PASSWORD"
+DEFAULT_PASSWORD = "LoadTest123!"  # demo only, as the demo target's
+ACCOUNTS = {
+    "agent@demo.stampede.local": "agent",
+    "broker@demo.stampede.local": "broker",
+    "admin@demo.stampede.local": "admin",
+    "readonly@demo.stampede.local": "readonly",
+}
+MAX_LIMIT = 100
+STATS_KEEP_S = 3600
+_REASONS = {200: b"OK", 201: b"Created", 204: b"No Content", 400: b"Bad Request", 401: b"Unauthorized",
+            404: b"Not Found", 405: b"Method Not Allowed", 422: b"Unprocessable Entity"}
+_STREETS = ("Maple Ave", "Oak St", "Cedar Ln", "Pine Rd", "Elm St", "Willow Way", "Birch Ct", "Park Pl")
+_CITIES = ("Springfield", "Riverside", "Fairview", "Madison", "Austin", "Portland", "Boulder", "Salem")
+
+
+class Collection:
+    """One entity kind in memory: JSON bodies by id, and incremental search results per term."""
+
+    def __init__(self, name: str, search_field: str, fields: dict[str, type | tuple[type, ...]]) -> None:
+        self.name = name
+        self.search_field = search_field
+        self.fields = fields
+        self.items: dict[int, dict[str, Any]] = {}
+        self.bodies: dict[int, bytes] = {}
+        self.texts: dict[int, str] = {}
+        self.last_id = 0
+        # term -> [matching ids in id order (may hold deleted ids), highest id scanned, deleted among them]
+        self.searches: dict[str, list] = {}
+
+    def validate(self, body: Any, *, partial: bool) -> dict[str, Any] | None:
+        if not isinstance(body, dict) or any(k not in self.fields for k in body):
+            return None
+        if not partial and any(k not in body for k in self.fields):
+            return None
+        for key, value in body.items():
+            if value is None or isinstance(value, bool) or not isinstance(value, self.fields[key]):
+                return None
+        return body
+
+    def create(self, values: dict[str, Any], owner: str) -> bytes:
+        self.last_id += 1
+        item = {"id": self.last_id, **values, "created_by": owner, "created_at": _now()}
+        return self._store(item)
+
+    def _store(self, item: dict[str, Any]) -> bytes:
+        body = json.dumps(item, separators=(",", ":")).encode()
+        self.items[item["id"]] = item
+        self.bodies[item["id"]] = body
+        self.texts[item["id"]] = str(item[self.search_field]).lower()
+        return body
+
+    def update(self, item_id: int, changes: dict[str, Any]) -> bytes | None:
+        item = self.items.get(item_id)
+        if item is None:
+            return None
+        if self.search_field in changes:  # the old text may sit in cached searches: forget them
+            self.searches.clear()
+        return self._store({**item, **changes})
+
+    def delete(self, item_id: int) -> bool:
+        if self.items.pop(item_id, None) is None:
+            return False
+        self.bodies.pop(item_id)
+        text = self.texts.pop(item_id)
+        for term, entry in self.searches.items():
+            if item_id <= entry[1] and term in text:
+                entry[2] += 1
+        return True
+
+    def page(self, search: str, limit: int, offset: int) -> bytes:
+        term = search.lower()
+        entry = self.searches.get(term)
+        if entry is None:
+            if len(self.searches) >= 1000:
+                self.searches.clear()
+            entry = self.searches[term] = [[], 0, 0]
+        ids, scanned, _dead = entry
+        if scanned < self.last_id:
+            texts = self.texts
+            ids.extend(i for i in range(scanned + 1, self.last_id + 1) if i in texts and term in texts[i])
+            entry[1] = self.last_id
+        if entry[2] > 64 and entry[2] * 4 > len(ids):
+            entry[0] = ids = [i for i in ids if i in self.items]
+            entry[2] = 0
+        bodies = self.bodies
+        items = [bodies[i] for i in ids[offset:offset + limit] if i in bodies]
+        total = len(ids) - entry[2]
+        return b'{"items":[' + b",".join(items) + b'],"total":' + str(total).encode() + b"}"
+
+
+class Store:
+    def __init__(self, seed: int = 0, rng: random.Random | None = None) -> None:
+        self.tokens: dict[str, str] = {}  # token -> email
+        self.kinds = {
+            "escrows": Collection("escrows", "property_address", {
+                "property_address": str, "closing_date": str, "purchase_price": (int, float)}),
+            "listings": Collection("listings", "address", {"address": str, "list_price": (int, float), "status": str}),
+        }
+        rng = rng or random.Random(7)
+        for _ in range(seed):
+            address = f"SEED-{rng.randint(1, 9999)} {rng.choice(_STREETS)}, {rng.choice(_CITIES)}"
+            price = rng.randint(600, 2600) * 500
+            self.kinds["escrows"].create(
+                {"property_address": address, "closing_date": "2026-06-30", "purchase_price": price}, "seed")
+            self.kinds["listings"].create(
+                {"address": address, "list_price": price, "status": rng.choice(("active", "pending"))}, "seed")
+
+
+class Stats:
+    """Service time (arrival → write) per second, as mergeable histograms."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, LatencyHistogram] = {}
+
+    def record(self, arrived: float, done: float) -> None:
+        second = int(done)
+        histogram = self.seconds.get(second)
+        if histogram is None:
+            histogram = self.seconds[second] = LatencyHistogram()
+            for old in [s for s in self.seconds if s < second - STATS_KEEP_S]:
+                del self.seconds[old]
+        histogram.record_us(int((done - arrived) * 1e6))
+
+    def summary(self, since: float, until: float) -> dict[str, Any]:
+        merged = LatencyHistogram.merged(h for s, h in self.seconds.items() if since <= s < until)
+        return {
+            "requests": merged.total, "p50_ms": merged.percentile_ms(0.50), "p95_ms": merged.percentile_ms(0.95),
+            "p99_ms": merged.percentile_ms(0.99), "max_ms": merged.max_ms(),
+        }
+
+
+def handle(store: Store, stats: Stats, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    """Answer one request: ``(status, JSON body)`` (204 has an empty body)."""
+    path, _, query = target.partition("?")
+    if path in ("/v1/health", "/health"):
+        return 200, b'{"status":"ok"}'
+    if path == "/metrics":
+        return 200, _prometheus(stats)
+    if path == "/stats":
+        params = dict(parse_qsl(query))
+        since, until = float(params.get("since", 0)), float(params.get("until", time.time() + 1))
+        return 200, json.dumps(stats.summary(since, until)).encode()
+    if not path.startswith("/v1/"):
+        return 404, b'{"error":"not found"}'
+    parts = path[4:].split("/")
+    if parts == ["auth", "login"] and method == "POST":
+        data = _json(body)
+        email = str(data.get("email", "")).strip().lower() if isinstance(data, dict) else ""
+        password = data.get("password") if isinstance(data, dict) else None
+        if email not in ACCOUNTS or password != os.environ.get(PASSWORD_ENV, DEFAULT_PASSWORD):
+            return 401, b'{"error":"invalid email or password"}'
+        token = secrets.token_urlsafe(24)
+        store.tokens[token] = email
+        return 200, b'{"token":"' + token.encode() + b'"}'
+    auth = headers.get("authorization", "")
+    caller = store.tokens.get(auth[7:]) if auth[:7].lower() == "bearer " else None
+    if caller is None:
+        return 401, b'{"error":"missing or invalid bearer token"}'
+    kind = store.kinds.get(parts[0])
+    if kind is None or len(parts) > 2:
+        return 404, b'{"error":"not found"}'
+    if len(parts) == 1:
+        if method == "GET":
+            params = dict(parse_qsl(query))
+            try:
+                limit, offset = int(params.get("limit", 20)), int(params.get("offset", 0))
+            except ValueError:
+                return 422, b'{"error":"limit and offset are integers"}'
+            if not 1 <= limit <= MAX_LIMIT or offset < 0:
+                return 422, b'{"error":"limit 1..100, offset >= 0"}'
+            return 200, kind.page(unquote(params.get("search", "")), limit, offset)
+        if method == "POST":
+            values = kind.validate(_json(body), partial=False)
+            if values is None:
+                return 422, b'{"error":"invalid body"}'
+            return 201, kind.create(values, caller)
+        return 405, b'{"error":"method not allowed"}'
+    try:
+        item_id = int(parts[1])
+    except ValueError:
+        return 404, b'{"error":"not found"}'
+    if method == "GET":
+        found = kind.bodies.get(item_id)
+        return (200, found) if found is not None else (404, b'{"error":"not found"}')
+    if method == "PATCH":
+        changes = kind.validate(_json(body), partial=True)
+        if changes is None:
+            return 422, b'{"error":"invalid body"}'
+        updated = kind.update(item_id, changes)
+        return (200, updated) if updated is not None else (404, b'{"error":"not found"}')
+    if method == "DELETE":
+        return (204, b"") if kind.delete(item_id) else (404, b'{"error":"not found"}')
+    return 405, b'{"error":"method not allowed"}'
+
+
+class HttpProtocol(asyncio.Protocol):
+    """HTTP/1.1 keep-alive, one request at a time per connection, each answer in one write."""
+
+    def __init__(self, store: Store, stats: Stats, delay_s: float) -> None:
+        self.store, self.stats, self.delay_s = store, stats, delay_s
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.busy = False
+        self.loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.busy:
+            self._next(time.time())
+
+    def _next(self, arrived: float) -> None:
+        while self.transport is not None and not self.busy:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = self.buffer[:end].decode("latin-1").split("\r\n")
+            try:
+                method, target, _version = lines[0].split(" ", 2)
+            except ValueError:
+                self._write(400, b'{"error":"bad request"}', arrived, close=True)
+                return
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            length = int(headers.get("content-length") or 0)
+            if len(self.buffer) < end + 4 + length:
+                return
+            body = self.buffer[end + 4:end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length:]
+            status, payload = handle(self.store, self.stats, method, target, headers, body)
+            close = headers.get("connection", "").lower() == "close"
+            if self.delay_s > 0 and target.startswith("/v1/") and not target.startswith("/v1/health"):
+                self.busy = True
+                self.loop.call_at(self.loop.time() + self.delay_s - (time.time() - arrived),
+                                  self._delayed, status, payload, arrived, close)
+                return
+            self._write(status, payload, arrived, close=close)
+
+    def _delayed(self, status: int, payload: bytes, arrived: float, close: bool) -> None:
+        self.busy = False
+        self._write(status, payload, arrived, close=close)
+        if self.buffer:
+            self._next(time.time())
+
+    def _write(self, status: int, payload: bytes, arrived: float, *, close: bool) -> None:
+        if self.transport is None:
+            return
+        head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error"))
+        if status == 204:
+            head += b"\r\n"
+        else:
+            head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(payload)
+        self.transport.write(head + payload)
+        self.stats.record(arrived, time.time())
+        if close:
+            self.transport.close()
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (one socket per user); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+async def serve(sock: socket.socket, delay_ms: float, seed: int) -> None:
+    store, stats = Store(seed=seed), Stats()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: HttpProtocol(store, stats, delay_ms / 1000), sock=sock, backlog=8192)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fast-crm-target")
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--port-file", required=True)
+    parser.add_argument("--seed", type=int, default=500, help="escrows and listings to start with")
+    parser.add_argument("--no-uvloop", action="store_true")
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    tmp = f"{args.port_file}.tmp"
+    Path(tmp).write_text(str(sock.getsockname()[1]))
+    os.replace(tmp, args.port_file)
+    run = asyncio.run
+    if not args.no_uvloop:
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            run = uvloop.run
+    with contextlib.suppress(KeyboardInterrupt):
+        run(serve(sock, args.delay_ms, args.seed))
+    return 0
+
+
+class FastCrmTarget:
+    """Runs the fast CRM target in a subprocess on a free loopback port (context manager).
+
+    :param delay_ms: the fixed service time of every ``/v1`` answer but health.
+    :param workdir: where the port file goes.
+    :param seed: escrows and listings the store starts with.
+    """
+
+    def __init__(self, *, delay_ms: float = 0.0, workdir: Path, seed: int = 500) -> None:
+        self.delay_ms = delay_ms
+        self.seed = seed
+        self.port_file = Path(workdir) / f"fast-crm-{time.time_ns()}.port"
+        self.process: subprocess.Popen | None = None
+        self.base_url = ""
+        self.root_url = ""
+
+    def __enter__(self) -> FastCrmTarget:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "infra.fast_crm_target", "--delay-ms", str(self.delay_ms),
+             "--port-file", str(self.port_file), "--seed", str(self.seed)],
+            cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 30
+        while not self.port_file.exists():
+            if time.time() > deadline or self.process.poll() is not None:
+                self.__exit__()
+                raise RuntimeError("fast CRM target did not start")
+            time.sleep(0.05)
+        self.root_url = f"http://127.0.0.1:{self.port_file.read_text()}"
+        self.base_url = f"{self.root_url}/v1"
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process else 0
+
+    def stats(self, since: float, until: float) -> dict[str, Any]:
+        """The target's own service-time percentiles over ``[since, until)`` (epoch seconds)."""
+        import httpx
+
+        response = httpx.get(f"{self.root_url}/stats", params={"since": since, "until": until}, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _prometheus(stats: Stats) -> bytes:
+    """The few process series the pipeline's server-metrics sampler understands (Prometheus text)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    requests = sum(h.total for h in stats.seconds.values())
+    return (
+        "# TYPE process_cpu_seconds_total counter\n"
+        f"process_cpu_seconds_total {usage.ru_utime + usage.ru_stime:.3f}\n"
+        "# TYPE process_resident_memory_bytes gauge\n"
+        f"process_resident_memory_bytes {usage.ru_maxrss * 1024}\n"
+        "# TYPE fast_crm_requests_total counter\n"
+        f"fast_crm_requests_total {requests}\n"
+    ).encode()
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

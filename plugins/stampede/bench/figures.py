@@ -1,0 +1,69 @@
+"""The benchmark's figures, their goals, and the table and JSON they end up in."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# figure -> (comparison, goal, unit): a figure passes when ``value <op> goal``
+GOALS: dict[str, tuple[str, float, str]] = {
+    "journey_rps_ratio": (">=", 0.9, ""),
+    "users_held": (">=", 10_000, "users"),
+    "mib_per_1000_users": ("<=", 20.0, "MiB"),
+    "cpu_pct_per_1000_users": ("<=", float("inf"), "% core"),  # reported, no goal
+    "p95_error_ms": ("<=", 5.0, "ms"),
+    "pipeline_overhead_s": ("<=", 30.0, "s"),
+    "analysis_s_24h": ("<", 30.0, "s"),
+}
+_OPS = {">=": operator.ge, "<=": operator.le, "<": operator.lt, ">": operator.gt}
+
+
+@dataclass
+class Figure:
+    """One measured figure, judged against its goal; ``details`` say how it was measured."""
+
+    name: str
+    value: float | None
+    measured_at: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    lower_bound: bool = False  # the true value is at least this (the bench stopped climbing)
+
+    @property
+    def goal(self) -> tuple[str, float, str]:
+        return GOALS.get(self.name, ("", float("nan"), ""))
+
+    @property
+    def passed(self) -> bool | None:
+        op, goal, _unit = self.goal
+        if self.value is None or not op:
+            return None
+        return bool(_OPS[op](self.value, goal))
+
+    def to_dict(self) -> dict[str, Any]:
+        op, goal, unit = self.goal
+        data = asdict(self)
+        data.update(goal=None if goal == float("inf") else goal, op=op, unit=unit, passed=self.passed)
+        return data
+
+
+def table(figures: list[Figure]) -> str:
+    rows = [("figure", "value", "goal", "result")]
+    for figure in figures:
+        op, goal, unit = figure.goal
+        value = "-" if figure.value is None else _fmt(figure.value) + (" (at least)" if figure.lower_bound else "")
+        goal_text = "-" if goal == float("inf") else f"{op} {_fmt(goal)} {unit}".strip()
+        result = {True: "pass", False: "FAIL", None: "n/a"}[figure.passed if goal != float("inf") else None]
+        rows.append((figure.name, f"{value} {unit}".strip() if figure.value is not None else value, goal_text, result))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}" if value else "0"

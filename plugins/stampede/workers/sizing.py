@@ -1,0 +1,108 @@
+"""How many cloud workers, and how big, a run needs: derived from its peak users.
+
+The capacity comes from the project's own benchmark (DESIGN.md §3): one Locust
+process with FastHttpUser held 10,000 users at 3–8 s think time with about half a
+core and ~210 MiB. A worker runs one Locust process (the agent), so a worker is
+planned at ``SAFETY_MARGIN`` (60 %) of that measured capacity: 6,000 users, and
+its size holds that share with the same margin again as head-room
+(0.5 core × 0.6 / 0.6 → 0.5 vCPU; 21 MiB per 1,000 users × 6 / 0.6 + base → 1 GiB
+on Fargate). Heavier journeys or shorter think times need a smaller
+``users_per_worker``: pass ``workers`` to override the count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+# Measured (DESIGN.md §3, FastHttpUser, 3–8 s think time, one process).
+MEASURED_USERS_PER_PROCESS = 10_000
+MEASURED_CORES = 0.5
+MEASURED_MEMORY_MIB = 210
+USERS_PER_VCPU = MEASURED_USERS_PER_PROCESS / MEASURED_CORES  # 20,000
+MIB_PER_1000_USERS = MEASURED_MEMORY_MIB / (MEASURED_USERS_PER_PROCESS / 1000)  # 21
+SAFETY_MARGIN = 0.6  # plan at 60 % of the measured capacity
+BASE_MEMORY_MIB = 256  # Python, Locust and the agent before any user
+
+USERS_PER_WORKER = int(MEASURED_USERS_PER_PROCESS * SAFETY_MARGIN)  # 6,000
+
+# Fargate's valid (vCPU, memory GiB) pairs, smallest first (only the sizes we plan with).
+FARGATE_SIZES: tuple[tuple[float, int], ...] = ((0.25, 1), (0.5, 1), (0.5, 2), (1, 2), (1, 4), (2, 4), (2, 8), (4, 8))
+# Instance types with their (vCPU, memory GiB), cheapest first per family; the price table has them all.
+EC2_SIZES: dict[str, tuple[int, int]] = {
+    "c7i.large": (2, 4), "c6i.large": (2, 4), "m6i.large": (2, 8),
+    "c7i.xlarge": (4, 8), "c6i.xlarge": (4, 8), "m6i.xlarge": (4, 16),
+}
+DEFAULT_INSTANCE_TYPE = "c6i.large"
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """The workers a run gets: provider, count and size (``size`` names it for prices and tags)."""
+
+    provider: str
+    count: int
+    vcpu: float
+    memory_gib: float
+    size: str  # "fargate-0.5vcpu-1gb" | an instance type | "local"
+    spot: bool = False
+    users_per_worker: int = USERS_PER_WORKER
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def needed_per_worker(users_per_worker: int = USERS_PER_WORKER) -> tuple[float, float]:
+    """(vCPU, memory MiB) one worker needs for its users, with the safety margin as head-room."""
+    vcpu = users_per_worker / USERS_PER_VCPU / SAFETY_MARGIN
+    memory_mib = BASE_MEMORY_MIB + users_per_worker / 1000 * MIB_PER_1000_USERS / SAFETY_MARGIN
+    return vcpu, memory_mib
+
+
+def worker_count(peak_users: int, users_per_worker: int = USERS_PER_WORKER) -> int:
+    return max(1, math.ceil(peak_users / users_per_worker))
+
+
+def plan_workers(
+    peak_users: int, *, provider: str, count: int | None = None, spot: bool = False, size: str | None = None,
+) -> WorkerPlan:
+    """The worker plan for a run's peak users; ``count`` and ``size`` override the derived ones."""
+    n = count if count else worker_count(peak_users)
+    per_worker = max(1, math.ceil(peak_users / n))
+    if provider == "local":
+        return WorkerPlan(provider="local", count=n, vcpu=0, memory_gib=0, size="local", users_per_worker=per_worker)
+    vcpu, memory_mib = needed_per_worker(per_worker)
+    if provider == "ecs":
+        if size:
+            cpu, memory = parse_fargate_size(size)
+        else:
+            cpu, memory = next(
+                ((c, m) for c, m in FARGATE_SIZES if c >= vcpu and m * 1024 >= memory_mib), FARGATE_SIZES[-1],
+            )
+        return WorkerPlan(provider="ecs", count=n, vcpu=cpu, memory_gib=memory, size=fargate_size_name(cpu, memory),
+                          spot=spot, users_per_worker=per_worker)
+    if provider == "ec2":
+        instance_type = size or DEFAULT_INSTANCE_TYPE
+        if instance_type not in EC2_SIZES:
+            raise ValueError(f"workers.size: unknown instance type {instance_type!r}; fix: one of {sorted(EC2_SIZES)}")
+        cpu, memory = EC2_SIZES[instance_type]
+        return WorkerPlan(provider="ec2", count=n, vcpu=cpu, memory_gib=memory, size=instance_type,
+                          spot=spot, users_per_worker=per_worker)
+    raise ValueError(f"workers.provider: unknown provider {provider!r}; fix: use local, ecs or ec2")
+
+
+def fargate_size_name(vcpu: float, memory_gib: float) -> str:
+    return f"fargate-{vcpu:g}vcpu-{memory_gib:g}gb"
+
+
+def parse_fargate_size(name: str) -> tuple[float, int]:
+    """``fargate-0.5vcpu-1gb`` → (0.5, 1); only Fargate's valid pairs."""
+    try:
+        _, cpu, memory = name.split("-")
+        pair = (float(cpu.removesuffix("vcpu")), int(memory.removesuffix("gb")))
+    except ValueError:
+        pair = None
+    if pair not in FARGATE_SIZES:
+        valid = ", ".join(fargate_size_name(c, m) for c, m in FARGATE_SIZES)
+        raise ValueError(f"workers.size: {name!r} is not a Fargate size; fix: one of {valid}")
+    return pair
