@@ -39,7 +39,9 @@ def capacity_markdown(bench: dict, prices: dict, region: str = "us-east-1") -> s
     mib_per_1000 = figures["mib_per_1000_users"]["value"]
     held = figures["users_held"]["value"]
     workers = figures["users_held"]["details"].get("workers") or 1
-    users_per_vcpu = math.floor(CPU_LIMIT_PCT / cpu_per_1000 * 1000) if cpu_per_1000 else 0
+    by_cpu = math.floor(CPU_LIMIT_PCT / cpu_per_1000 * 1000) if cpu_per_1000 else 0
+    # the slope alone overstates a vCPU when the fit ran into starved levels: never more than a worker held
+    users_per_vcpu = min(by_cpu, held // workers) if held else by_cpu
     table = prices["regions"][region]
     lines = [
         f"Measured by `make bench` ({bench.get('finished_at', '?')}, {bench['environment']['cpu_count']} cores, "

@@ -335,9 +335,11 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
                              "rate, errors under 1 %; steady part minus the first settle_s seconds"}),
         Figure("mib_per_1000_users", round(mem_slope * 1000, 2), stamp, details={
             "fit_users": [lv.users for lv in fit_levels], "base_mib": round(mem_base, 1),
+            "fit_includes_levels_not_held": any(not lv.held for lv in fit_levels),
             "how": "least-squares slope of the workers' summed RSS over the levels"}),
         Figure("cpu_pct_per_1000_users", round(cpu_slope * 1000, 2), stamp, details={
             "fit_users": [lv.users for lv in fit_levels], "base_pct": round(cpu_base, 1),
+            "fit_includes_levels_not_held": any(not lv.held for lv in fit_levels),
             "how": "least-squares slope of the workers' summed CPU (% of one core) over the levels"}),
         Figure("p95_error_ms", None if at.p95_ms is None or target_p95 is None else round(at.p95_ms - target_p95, 2), stamp,
                details={"users": at.users, "reported_p95_ms": at.p95_ms, "target_p95_ms": target_p95, "delay_ms": delay_ms,
