@@ -17,28 +17,19 @@ Trigger by hand ("Trigger DAG" shows the form), e.g. against the demo target:
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag
 
 from stampede.airflow_tasks import wire_breaking_point
-from stampede.notify import task_failure_callback
+from stampede.dag_defaults import dag_defaults
 
 
 @dag(
     dag_id="loadtest_breaking_point",
     schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
     doc_md=__doc__,
     tags=["stampede", "loadtest", "breaking-point"],
-    default_args={
-        "owner": "platform-sre",
-        "retries": 0,
-        "retry_delay": timedelta(seconds=30),
-        "on_failure_callback": task_failure_callback,
-    },
+    **dag_defaults(),
     params={
         "scenario": Param("breaking_point", type="string", title="Scenario",
                           description="A scenario with a search block (loadtests/scenarios/ name or path)."),

@@ -8,13 +8,12 @@ total duration. Same safety checks, cleanup and Slack summary as the nightly run
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag
 
 from stampede.airflow_tasks import wire_pipeline
 from stampede.environments import load_environments
-from stampede.notify import task_failure_callback
+from stampede.dag_defaults import dag_defaults
 from stampede.scenario import available_scenarios
 
 # Reading two small local files at parse time is cheap; no network, no Variables.
@@ -25,17 +24,9 @@ ENVIRONMENTS = [name for name, env in load_environments().items() if env.allow_l
 @dag(
     dag_id="loadtest_manual",
     schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
     doc_md=__doc__,
     tags=["stampede", "loadtest", "manual"],
-    default_args={
-        "owner": "platform-sre",
-        "retries": 0,
-        "retry_delay": timedelta(seconds=30),
-        "on_failure_callback": task_failure_callback,
-    },
+    **dag_defaults(),
     params={
         "scenario": Param("smoke" if "smoke" in SCENARIOS else SCENARIOS[0], type="string", enum=SCENARIOS,
                           title="Scenario", description="A file in loadtests/scenarios/."),

@@ -12,12 +12,11 @@ Trigger by hand with a run conf to change what runs, e.g. the demo:
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag
 
 from stampede.airflow_tasks import wire_pipeline
-from stampede.notify import task_failure_callback
+from stampede.dag_defaults import dag_defaults
 
 NIGHTLY_SCENARIOS = ["normal", "peak", "stress"]
 
@@ -25,17 +24,9 @@ NIGHTLY_SCENARIOS = ["normal", "peak", "stress"]
 @dag(
     dag_id="loadtest_nightly",
     schedule="0 2 * * *",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
     doc_md=__doc__,
     tags=["stampede", "loadtest", "nightly"],
-    default_args={
-        "owner": "platform-sre",
-        "retries": 0,
-        "retry_delay": timedelta(seconds=30),
-        "on_failure_callback": task_failure_callback,
-    },
+    **dag_defaults(),
     params={
         "scenarios": Param(NIGHTLY_SCENARIOS, type="array", description="Scenarios to chain, in order."),
         "environment": Param("staging", type="string", description="Environment whose target receives the load."),

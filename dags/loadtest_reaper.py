@@ -15,11 +15,11 @@ Trigger by hand with e.g. `{"older_than_s": 0, "reaper_targets": ["http://127.0.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from stampede.notify import task_failure_callback
+from stampede.dag_defaults import dag_defaults
 
 DEFAULT_AGE_S = 6 * 3600
 
@@ -38,17 +38,9 @@ def reap() -> dict:
 @dag(
     dag_id="loadtest_reaper",
     schedule="@hourly",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
     doc_md=__doc__,
     tags=["stampede", "loadtest", "reaper"],
-    default_args={
-        "owner": "platform-sre",
-        "retries": 0,
-        "retry_delay": timedelta(seconds=30),
-        "on_failure_callback": task_failure_callback,
-    },
+    **dag_defaults(),
     params={
         "older_than_s": Param(DEFAULT_AGE_S, type="integer", minimum=0, description="Age past which tagged data is stale (s)."),
         "reaper_targets": Param([], type="array", description="Extra target base URLs (incl. /v1) to reap."),
