@@ -35,6 +35,10 @@ EXPECT_WORKERS_WAIT_S = 60
 GRACE_S = 90  # beyond the planned load time: spawn, worker wait, shutdown
 
 
+class WorkersDidNotRegister(RuntimeError):
+    """The master gave up waiting for the provisioned workers; teardown still runs."""
+
+
 @dataclass
 class GeneratorSample:
     t: float
@@ -57,6 +61,12 @@ class LocustRun:
 
     def output(self) -> dict:
         if not self.output_path.exists():
+            log_text = self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+            if "Gave up waiting for workers to connect" in log_text:
+                raise WorkersDidNotRegister(
+                    f"workers: not all workers registered with the master within {EXPECT_WORKERS_WAIT_S} s; "
+                    "fix: check that the workers can reach the master's address and port (see the worker logs)"
+                )
             raise RuntimeError(
                 f"Locust wrote no results (exit code {self.exit_code}); see {self.log_path} for why"
             )

@@ -94,3 +94,26 @@ def test_breached_threshold_fails_the_stage_with_the_observed_value(fixed_target
     (check,) = [c for c in result.stages[0].checks if c.metric == "p95_ms"]
     assert (check.metric, check.op, check.threshold, check.passed) == ("p95_ms", "<", 10, False)
     assert check.value >= DELAY_MS
+
+
+def test_workers_that_never_register_fail_clearly(fixed_target, tmp_path, monkeypatch):
+    from stampede import locust_runner
+
+    monkeypatch.setattr(locust_runner, "EXPECT_WORKERS_WAIT_S", 3)
+    scenario = _scenario(tmp_path, [{"name": "hold", "users": 2, "spawn_rate": 2, "duration_s": 3}], {"p95_ms": 200})
+    plan = pipeline.preflight(scenarios=[scenario], target=fixed_target.base_url, run_id="no-workers", workers=1,
+                              out_dir=str(tmp_path / "run"))
+    try:
+        # no provision_workers: the master waits for one worker that never comes
+        run = locust_runner.run_master(plan, tmp_path / "run", master_port=locust_runner_free_port(),
+                                       expect_workers=1)
+        with pytest.raises(locust_runner.WorkersDidNotRegister, match="not all workers registered"):
+            run.output()
+    finally:
+        pipeline.teardown_workers(plan)
+
+
+def locust_runner_free_port() -> int:
+    from stampede.netutil import free_port
+
+    return free_port()
