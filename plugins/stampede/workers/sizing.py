@@ -1,13 +1,14 @@
 """How many cloud workers, and how big, a run needs: derived from its peak users.
 
-The capacity comes from the project's own benchmark (DESIGN.md §3): one Locust
-process with FastHttpUser held 10,000 users at 3–8 s think time with about half a
-core and ~210 MiB. A worker runs one Locust process (the agent), so a worker is
-planned at ``SAFETY_MARGIN`` (60 %) of that measured capacity: 6,000 users, and
-its size holds that share with the same margin again as head-room
-(0.5 core × 0.6 / 0.6 → 0.5 vCPU; 21 MiB per 1,000 users × 6 / 0.6 + base → 1 GiB
-on Fargate). Heavier journeys or shorter think times need a smaller
-``users_per_worker``: pass ``workers`` to override the count.
+The capacity comes from the project's own benchmark (`make bench`, stock journeys,
+3–8 s think time, 2026-11-28): each of 2 local worker processes held 2,500 users
+at about 0.54 of a core and 21.3 MiB per 1,000 users (beyond that the 2-core
+machine, which also ran the target, ran out of CPU). A worker runs one Locust
+process (the agent), so a worker is planned at those 2,500 users and its size
+holds them with a 60 % safety margin as head-room (2,500 / 4,600 per vCPU / 0.6
+→ 1 vCPU; 21.3 MiB per 1,000 users × 2.5 / 0.6 + base → 2 GiB on Fargate).
+Heavier journeys or shorter think times need more: pass ``workers`` to override
+the count, ``worker_size`` the size.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-# Measured (DESIGN.md §3, FastHttpUser, 3–8 s think time, one process).
-MEASURED_USERS_PER_PROCESS = 10_000
-MEASURED_CORES = 0.5
-MEASURED_MEMORY_MIB = 210
-USERS_PER_VCPU = MEASURED_USERS_PER_PROCESS / MEASURED_CORES  # 20,000
-MIB_PER_1000_USERS = MEASURED_MEMORY_MIB / (MEASURED_USERS_PER_PROCESS / 1000)  # 21
-SAFETY_MARGIN = 0.6  # plan at 60 % of the measured capacity
+# Measured by `make bench` (reports/bench.json: users_held, cpu/mib_per_1000_users), stock journeys.
+MEASURED_USERS_PER_PROCESS = 2_500
+MEASURED_CORES = 0.54
+MIB_PER_1000_USERS = 21.3
+USERS_PER_VCPU = MEASURED_USERS_PER_PROCESS / MEASURED_CORES  # ~4,600
+SAFETY_MARGIN = 0.6  # size each worker with 40 % head-room over what the benchmark measured
 BASE_MEMORY_MIB = 256  # Python, Locust and the agent before any user
 
-USERS_PER_WORKER = int(MEASURED_USERS_PER_PROCESS * SAFETY_MARGIN)  # 6,000
+USERS_PER_WORKER = MEASURED_USERS_PER_PROCESS  # what one process held under the 70 % CPU limit
 
 # Fargate's valid (vCPU, memory GiB) pairs, smallest first (only the sizes we plan with).
 FARGATE_SIZES: tuple[tuple[float, int], ...] = ((0.25, 1), (0.5, 1), (0.5, 2), (1, 2), (1, 4), (2, 4), (2, 8), (4, 8))
