@@ -25,3 +25,17 @@ os.environ.setdefault("STAMPEDE_TARGET_PASSWORD", "LoadTest123!")
 os.environ.setdefault("STAMPEDE_DEMO_PASSWORD", os.environ["STAMPEDE_TARGET_PASSWORD"])
 for name in ("STAMPEDE_SLACK_TOKEN", "STAMPEDE_SLACK_BASE_URL", "AIRFLOW_CONN_SLACK_API_DEFAULT", "STAMPEDE_KILL_SWITCH"):
     os.environ.pop(name, None)
+
+
+import pytest  # noqa: E402  (the environment above must be set before anything imports Airflow)
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's server on a free loopback port with the workers stack from infra/aws deployed, once a session."""
+    from infra.moto_standin import MotoStandin
+
+    with MotoStandin() as server:
+        server.reset()
+        server.stack_env = server.deploy_workers_stack()
+        yield server

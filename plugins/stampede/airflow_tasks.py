@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from airflow.sdk import TriggerRule, get_current_context, task
+from airflow.sdk import TriggerRule, chain, get_current_context, task
 
 from stampede import environments, killswitch, pipeline
 from stampede.plan import RunPlan
@@ -142,36 +142,23 @@ def search_breaking_point(plan: dict) -> dict:
 
 def wire_breaking_point(default_scenario: str) -> None:
     """preflight → cost → [workers] → search → report → {cleanup, teardown} → notify → verdict."""
-    plan = preflight([default_scenario])
-    cost = cost_check(plan)
-    workers = provision_workers(plan)
-    searched = search_breaking_point(plan)
-    reported = report(plan)
-    cleaned = cleanup_test_data(plan)
-    torn_down = teardown_workers(plan)
-    summary = notify_summary(plan)
-    verdict = final_verdict(plan)
-
-    cost >> workers >> searched >> reported
-    reported >> cleaned.as_teardown(setups=workers)
-    cleaned >> torn_down.as_teardown(setups=workers)
-    torn_down >> summary >> verdict
+    _wire([default_scenario], [search_breaking_point])
 
 
 def wire_pipeline(default_scenarios: list[str]) -> None:
     """preflight → cost → [workers] → stages → validate → report → {cleanup, teardown} → notify → verdict."""
+    _wire(default_scenarios, [run_stages, validate])
+
+
+def _wire(default_scenarios: list[str], load_steps: list) -> None:
+    """The shape every load-test DAG shares; only the steps that send and judge the load differ."""
     plan = preflight(default_scenarios)
-    cost = cost_check(plan)
     workers = provision_workers(plan)
-    stages = run_stages(plan)
-    checked = validate(plan)
     reported = report(plan)
     cleaned = cleanup_test_data(plan)
     torn_down = teardown_workers(plan)
-    summary = notify_summary(plan)
-    verdict = final_verdict(plan)
 
-    cost >> workers >> stages >> checked >> reported
+    chain(cost_check(plan), workers, *[step(plan) for step in load_steps], reported)
     reported >> cleaned.as_teardown(setups=workers)
     cleaned >> torn_down.as_teardown(setups=workers)
-    torn_down >> summary >> verdict
+    torn_down >> notify_summary(plan) >> final_verdict(plan)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,17 +28,31 @@ def dag_bag():
     return DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
 
 
-# -- AWS (cloud workers): moto's server on a free loopback port, the workers stack deployed once ----------
-@pytest.fixture(scope="session")
-def moto_server():
-    from infra.moto_standin import MotoStandin
-
-    with MotoStandin() as server:
-        server.reset()
-        server.stack_env = server.deploy_workers_stack()
-        yield server
+SLACK_TOKEN = "xoxb-e2e-secret-token"
 
 
+@pytest.fixture
+def slack(monkeypatch):
+    """A Slack stand-in, reached through the Airflow connection slack_api_default (as in production)."""
+    from infra.slack_standin import SlackStandin
+
+    with SlackStandin(token=SLACK_TOKEN) as standin:
+        monkeypatch.setenv("AIRFLOW_CONN_SLACK_API_DEFAULT", json.dumps({
+            "conn_type": "slack", "password": SLACK_TOKEN,
+            "extra": {"base_url": standin.base_url, "channel": "#loadtests"},
+        }))
+        yield standin
+
+
+@pytest.fixture
+def demo_target(tmp_path):
+    from infra.demo_target.server import DemoTarget
+
+    with DemoTarget(workdir=tmp_path / "target") as target:
+        yield target
+
+
+# -- AWS (cloud workers): moto's server is the session fixture in tests/conftest.py ----------------------
 @pytest.fixture
 def aws(moto_server, monkeypatch):
     for name, value in (moto_server.env() | moto_server.stack_env).items():

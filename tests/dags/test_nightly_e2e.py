@@ -13,27 +13,10 @@ import httpx
 import pytest
 
 from infra.demo_target.server import DemoTarget
-from infra.slack_standin import SlackStandin
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "xoxb-e2e-secret-token"
-
-
-@pytest.fixture
-def slack(monkeypatch):
-    with SlackStandin(token=TOKEN) as standin:
-        monkeypatch.setenv("AIRFLOW_CONN_SLACK_API_DEFAULT", json.dumps({
-            "conn_type": "slack", "password": TOKEN,
-            "extra": {"base_url": standin.base_url, "channel": "#loadtests"},
-        }))
-        yield standin
-
-
-@pytest.fixture
-def demo_target(tmp_path):
-    with DemoTarget(workdir=tmp_path / "target") as target:
-        yield target
+TOKEN = "xoxb-e2e-secret-token"  # the slack fixture's (tests/dags/conftest.py)
 
 
 def _tagged_left(target: DemoTarget, run_tag: str, password: str) -> int:

@@ -21,30 +21,12 @@ from pathlib import Path
 import boto3
 import pytest
 
-from infra.demo_target.server import DemoTarget
-from infra.slack_standin import SlackStandin
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "xoxb-e2e-secret-token"
+TOKEN = "xoxb-e2e-secret-token"  # the slack fixture's (tests/dags/conftest.py)
 AWS_SECRET = "moto-secret-key-e2e"
 RUN_TAG_KEY = "stampede:run_id"
-
-
-@pytest.fixture
-def slack(monkeypatch):
-    with SlackStandin(token=TOKEN) as standin:
-        monkeypatch.setenv("AIRFLOW_CONN_SLACK_API_DEFAULT", json.dumps({
-            "conn_type": "slack", "password": TOKEN,
-            "extra": {"base_url": standin.base_url, "channel": "#loadtests"},
-        }))
-        yield standin
-
-
-@pytest.fixture
-def demo_target(tmp_path):
-    with DemoTarget(workdir=tmp_path / "target") as target:
-        yield target
 
 
 @pytest.fixture

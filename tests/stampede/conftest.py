@@ -1,4 +1,4 @@
-"""AWS fixtures: moto's server on a free loopback port, the workers stack from infra/aws deployed once.
+"""AWS fixtures on the session's moto server (tests/conftest.py), with the workers stack deployed once.
 
 Tests share the server (moto builds its EC2 data on first use, ~5 s) and keep
 apart by run id: each test uses its own.
@@ -7,16 +7,6 @@ apart by run id: each test uses its own.
 from __future__ import annotations
 
 import pytest
-
-from infra.moto_standin import MotoStandin
-
-
-@pytest.fixture(scope="session")
-def moto_server():
-    with MotoStandin() as server:
-        server.reset()
-        server.stack_env = server.deploy_workers_stack()
-        yield server
 
 
 @pytest.fixture
