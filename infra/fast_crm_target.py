@@ -34,13 +34,13 @@ import random
 import resource
 import secrets
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from infra.loopback_process import LoopbackProcess, bind_free_loopback
 from stampede.histogram import LatencyHistogram
 
 PASSWORD_ENV = "STAMPEDE_DEMO_PASSWORD"
@@ -338,12 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args(argv)
     raise_fd_limit()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    tmp = f"{args.port_file}.tmp"
-    Path(tmp).write_text(str(sock.getsockname()[1]))
-    os.replace(tmp, args.port_file)
+    sock = bind_free_loopback(args.port_file)
     run = asyncio.run
     if not args.no_uvloop:
         with contextlib.suppress(ImportError):
@@ -366,30 +361,20 @@ class FastCrmTarget:
     def __init__(self, *, delay_ms: float = 0.0, workdir: Path, seed: int = 500) -> None:
         self.delay_ms = delay_ms
         self.seed = seed
-        self.port_file = Path(workdir) / f"fast-crm-{time.time_ns()}.port"
-        self.process: subprocess.Popen | None = None
+        self._process = LoopbackProcess(
+            "infra.fast_crm_target", ["--delay-ms", str(delay_ms), "--seed", str(seed)], workdir=Path(workdir),
+        )
         self.base_url = ""
         self.root_url = ""
 
     def __enter__(self) -> FastCrmTarget:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "infra.fast_crm_target", "--delay-ms", str(self.delay_ms),
-             "--port-file", str(self.port_file), "--seed", str(self.seed)],
-            cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 30
-        while not self.port_file.exists():
-            if time.time() > deadline or self.process.poll() is not None:
-                self.__exit__()
-                raise RuntimeError("fast CRM target did not start")
-            time.sleep(0.05)
-        self.root_url = f"http://127.0.0.1:{self.port_file.read_text()}"
+        self.root_url = self._process.start()
         self.base_url = f"{self.root_url}/v1"
         return self
 
     @property
     def pid(self) -> int:
-        return self.process.pid if self.process else 0
+        return self._process.pid
 
     def stats(self, since: float, until: float) -> dict[str, Any]:
         """The target's own service-time percentiles over ``[since, until)`` (epoch seconds)."""
@@ -400,13 +385,7 @@ class FastCrmTarget:
         return response.json()
 
     def __exit__(self, *_exc: object) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self._process.stop()
 
 
 def _prometheus(stats: Stats) -> bytes:

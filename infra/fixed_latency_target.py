@@ -20,12 +20,11 @@ import argparse
 import asyncio
 import contextlib
 import heapq
-import os
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from infra.loopback_process import LoopbackProcess, bind_free_loopback
 
 BODY = b'{"items": [], "total": 0}'
 
@@ -100,12 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve at most this many requests/s (capacity-rps × delay concurrent servers)")
     args = parser.parse_args(argv)
     servers = servers_for(args.capacity_rps, args.delay_ms)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    tmp = f"{args.port_file}.tmp"
-    Path(tmp).write_text(str(sock.getsockname()[1]))
-    os.replace(tmp, args.port_file)
+    sock = bind_free_loopback(args.port_file)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(sock, args.delay_ms, servers))
     return 0
@@ -119,33 +113,19 @@ class FixedLatencyTarget:
         self.servers = servers_for(capacity_rps, delay_ms)
         # the exact capacity: whole servers, each busy for delay_ms per request
         self.capacity_rps = self.servers * 1000 / delay_ms if self.servers else None
-        self.port_file = Path(workdir) / f"fixed-latency-{time.time_ns()}.port"
-        self.process: subprocess.Popen | None = None
+        self._process = LoopbackProcess(
+            "infra.fixed_latency_target",
+            ["--delay-ms", str(delay_ms), *(["--capacity-rps", str(self.capacity_rps)] if self.capacity_rps else [])],
+            workdir=Path(workdir), startup_timeout_s=20,
+        )
         self.base_url = ""
 
     def __enter__(self) -> FixedLatencyTarget:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "infra.fixed_latency_target", "--delay-ms", str(self.delay_ms),
-             "--port-file", str(self.port_file),
-             *(["--capacity-rps", str(self.capacity_rps)] if self.capacity_rps else [])],
-        )
-        deadline = time.time() + 20
-        while not self.port_file.exists():
-            if time.time() > deadline or self.process.poll() is not None:
-                self.__exit__()
-                raise RuntimeError("fixed-latency target did not start")
-            time.sleep(0.05)
-        self.base_url = f"http://127.0.0.1:{self.port_file.read_text()}/v1"
+        self.base_url = f"{self._process.start()}/v1"
         return self
 
     def __exit__(self, *_exc) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self._process.stop()
 
 
 if __name__ == "__main__":

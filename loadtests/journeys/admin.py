@@ -11,7 +11,7 @@ import random
 
 from locust import SequentialTaskSet, task
 
-from loadtests.journeys.base import CrmUser, check_entity, check_page
+from loadtests.journeys.base import CrmUser
 
 LARGE_PAGE = 100  # the target API's largest page (the demo target caps limit at 100)
 
@@ -26,10 +26,7 @@ class AdminJourney(SequentialTaskSet):
 
     @task
     def list_escrows(self) -> None:
-        body = self.user.call(
-            "GET", "/escrows", name="/escrows", params={"limit": LARGE_PAGE, "offset": 0}, check=check_page,
-        )
-        self.escrow_ids = [str(i["id"]) for i in body["items"]] if body else []
+        self.escrow_ids, body = self.user.list_page("escrows", {"limit": LARGE_PAGE, "offset": 0})
         self.escrows_total = body["total"] if body else 0
 
     @task
@@ -38,34 +35,21 @@ class AdminJourney(SequentialTaskSet):
         if pages < 2:
             return
         offset = random.randint(1, pages - 1) * LARGE_PAGE
-        body = self.user.call(
-            "GET", "/escrows", name="/escrows", params={"limit": LARGE_PAGE, "offset": offset}, check=check_page,
-        )
-        if body and body["items"]:
-            self.escrow_ids = [str(i["id"]) for i in body["items"]]
+        ids, _ = self.user.list_page("escrows", {"limit": LARGE_PAGE, "offset": offset})
+        if ids:
+            self.escrow_ids = ids
 
     @task
     def view_escrow(self) -> None:
-        if self.escrow_ids:
-            escrow_id = random.choice(self.escrow_ids)
-            self.user.call(
-                "GET", f"/escrows/{escrow_id}", name="/escrows/{id}", check=check_entity(escrow_id), may_be_gone=True,
-            )
+        self.user.view_one_of("escrows", self.escrow_ids)
 
     @task
     def list_listings(self) -> None:
-        body = self.user.call(
-            "GET", "/listings", name="/listings", params={"limit": LARGE_PAGE, "offset": 0}, check=check_page,
-        )
-        self.listing_ids = [str(i["id"]) for i in body["items"]] if body else []
+        self.listing_ids, _ = self.user.list_page("listings", {"limit": LARGE_PAGE, "offset": 0})
 
     @task
     def view_listing(self) -> None:
-        if self.listing_ids:
-            listing_id = random.choice(self.listing_ids)
-            self.user.call(
-                "GET", f"/listings/{listing_id}", name="/listings/{id}", check=check_entity(listing_id), may_be_gone=True,
-            )
+        self.user.view_one_of("listings", self.listing_ids)
 
     @task
     def delete_finished_escrow(self) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections import deque
 from typing import Any, Callable, ClassVar
 
@@ -150,6 +151,18 @@ class CrmUser(FastHttpUser):
     def created(self, kind: str) -> None:
         """Count one created entity for the run's results (what cleanup must delete)."""
         mark_created(self.environment, kind)
+
+    def list_page(self, kind: str, params: dict[str, Any]) -> tuple[list[str], dict | None]:
+        """``GET /<kind>`` (escrows or listings): the ids on the page, and the page (``None`` on failure)."""
+        body = self.call("GET", f"/{kind}", name=f"/{kind}", params=params, check=check_page)
+        return ([str(i["id"]) for i in body["items"]] if body else []), body
+
+    def view_one_of(self, kind: str, ids: list[str]) -> None:
+        """``GET /<kind>/{id}`` of an id picked from a list (another user may have deleted it since)."""
+        if ids:
+            entity_id = random.choice(ids)
+            self.call("GET", f"/{kind}/{entity_id}", name=f"/{kind}/{{id}}", check=check_entity(entity_id),
+                      may_be_gone=True)
 
 
 class LoginError(Exception):

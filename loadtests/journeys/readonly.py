@@ -10,7 +10,7 @@ import random
 from locust import SequentialTaskSet, task
 
 from loadtests.journeys import data
-from loadtests.journeys.base import CrmUser, check_entity, check_page
+from loadtests.journeys.base import CrmUser
 
 PAGE_SIZE = 20
 
@@ -33,8 +33,7 @@ class ReadonlyJourney(SequentialTaskSet):
     @task
     def browse_listings(self) -> None:
         params = _browse_params()
-        body = self.user.call("GET", "/listings", name="/listings", params=params, check=check_page)
-        self.listing_ids = [str(i["id"]) for i in body["items"]] if body else []
+        self.listing_ids, body = self.user.list_page("listings", params)
         self.listings = {"params": params, "total": body["total"]} if body else None
 
     @task
@@ -42,30 +41,21 @@ class ReadonlyJourney(SequentialTaskSet):
         if not self.listings or self.listings["total"] <= PAGE_SIZE:
             return
         params = {**self.listings["params"], "offset": PAGE_SIZE}
-        body = self.user.call("GET", "/listings", name="/listings", params=params, check=check_page)
-        if body and body["items"]:
-            self.listing_ids = [str(i["id"]) for i in body["items"]]
+        ids, _ = self.user.list_page("listings", params)
+        if ids:
+            self.listing_ids = ids
 
     @task
     def view_listing(self) -> None:
-        if self.listing_ids:
-            listing_id = random.choice(self.listing_ids)
-            self.user.call(
-                "GET", f"/listings/{listing_id}", name="/listings/{id}", check=check_entity(listing_id), may_be_gone=True,
-            )
+        self.user.view_one_of("listings", self.listing_ids)
 
     @task
     def browse_escrows(self) -> None:
-        body = self.user.call("GET", "/escrows", name="/escrows", params=_browse_params(), check=check_page)
-        self.escrow_ids = [str(i["id"]) for i in body["items"]] if body else []
+        self.escrow_ids, _ = self.user.list_page("escrows", _browse_params())
 
     @task
     def view_escrow(self) -> None:
-        if self.escrow_ids:
-            escrow_id = random.choice(self.escrow_ids)
-            self.user.call(
-                "GET", f"/escrows/{escrow_id}", name="/escrows/{id}", check=check_entity(escrow_id), may_be_gone=True,
-            )
+        self.user.view_one_of("escrows", self.escrow_ids)
 
 
 class ReadonlyUser(CrmUser):

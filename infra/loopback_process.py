@@ -1,0 +1,65 @@
+"""Small servers for tests and benchmarks: bind a free loopback port, and run one in a subprocess.
+
+A server module binds with ``bind_free_loopback(port_file)`` (the kernel picks
+the port; the file is written atomically so a reader never sees half of it).
+``LoopbackProcess`` starts ``python -m <module> --port-file F …`` and waits for
+that file: the one pattern the fixed-latency and fast CRM targets share.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def bind_free_loopback(port_file: str | os.PathLike[str]) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    tmp = f"{port_file}.tmp"
+    Path(tmp).write_text(str(sock.getsockname()[1]))
+    os.replace(tmp, port_file)
+    return sock
+
+
+class LoopbackProcess:
+    """``python -m module --port-file F *args`` in a subprocess; ``root_url`` once it listens (context manager)."""
+
+    def __init__(self, module: str, args: list[str], *, workdir: Path, startup_timeout_s: float = 30) -> None:
+        self.module = module
+        self.args = args
+        self.port_file = Path(workdir) / f"{module.rsplit('.', 1)[-1]}-{time.time_ns()}.port"
+        self.startup_timeout_s = startup_timeout_s
+        self.process: subprocess.Popen | None = None
+        self.root_url = ""
+
+    def start(self) -> str:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module, "--port-file", str(self.port_file), *self.args],
+            cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL,
+        )
+        deadline = time.time() + self.startup_timeout_s
+        while not self.port_file.exists():
+            if time.time() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"{self.module} did not start")
+            time.sleep(0.05)
+        self.root_url = f"http://127.0.0.1:{self.port_file.read_text()}"
+        return self.root_url
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process else 0
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
