@@ -233,19 +233,21 @@ def search(
 
     last_good: StepFigures | None = None
     first_bad: StepFigures | None = None
+
+    def judge(step: StepFigures, good_so_far, bad_so_far):
+        """Judge a step against the last good one; the new (last good, first bad) pair."""
+        step.good, step.reasons = judge_step(step, good_so_far, thresholds, spec.knee_efficiency)
+        stage_rows[-1].passed = step.good
+        return (step, bad_so_far) if step.good else (good_so_far, step)
+
     for level in levels:
         step = run_level(level, "step")
         if step is None or stopped:
             break
         if not step.valid:
             break
-        good, reasons = judge_step(step, last_good, thresholds, spec.knee_efficiency)
-        step.good, step.reasons = good, reasons
-        stage_rows[-1].passed = good
-        if good:
-            last_good = step
-        else:
-            first_bad = step
+        last_good, first_bad = judge(step, last_good, first_bad)
+        if step is first_bad:
             break
 
     saturated = any(not s.valid for s in steps)
@@ -257,13 +259,7 @@ def search(
             step = run_level(middle, "refine")
             if step is None or stopped or not step.valid:
                 break
-            good, reasons = judge_step(step, last_good, thresholds, spec.knee_efficiency)
-            step.good, step.reasons = good, reasons
-            stage_rows[-1].passed = good
-            if good:
-                last_good = step
-            else:
-                first_bad = step
+            last_good, first_bad = judge(step, last_good, first_bad)
     saturated = any(not s.valid for s in steps)
 
     cap_reached = first_bad is None and bool(steps) and steps[-1].good is True

@@ -69,12 +69,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def execute(plan) -> int:
     """Every step in order; cleanup and teardown run whatever happened before them."""
-    result: RunResult | None = None
+    def load() -> RunResult:
+        pipeline.run_stages(plan, stop_probe=killswitch.local_reason)
+        return pipeline.validate(plan)
+
+    result = _with_cleanup(plan, load)
+    return EXIT_CODES[result.verdict]
+
+
+def _with_cleanup(plan, load) -> RunResult:
+    """notify → workers → ``load()`` → report; then cleanup, teardown and the summary, whatever happened."""
     try:
         pipeline.notify_start(plan)
         pipeline.provision_workers(plan)
-        pipeline.run_stages(plan, stop_probe=killswitch.local_reason)
-        result = pipeline.validate(plan)
+        result = load()
         pipeline.report(plan)
     finally:
         cleanup = pipeline.cleanup_test_data(plan)
@@ -83,7 +91,7 @@ def execute(plan) -> int:
     print_summary(result, cleanup, pipeline.run_dir_for(plan))
     if not cleanup.ok:
         print(f"stampede: test data left on the target: {cleanup.left} ({cleanup.error})", file=sys.stderr)
-    return EXIT_CODES[result.verdict]
+    return result
 
 
 def breaking_point_main(args, run_id: str) -> int:
@@ -106,18 +114,8 @@ def breaking_point_main(args, run_id: str) -> int:
     except (pipeline.RunRefused, ScenarioError) as exc:
         print(f"stampede: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    result: RunResult | None = None
-    try:
-        pipeline.notify_start(plan)
-        pipeline.provision_workers(plan)
-        result = breaking_point.search(plan, stop_probe=killswitch.local_reason,
-                                       user_cap=breaking_point.user_cap_for(plan))
-        pipeline.report(plan)
-    finally:
-        cleanup = pipeline.cleanup_test_data(plan)
-        pipeline.teardown_workers(plan)
-        pipeline.notify_summary(plan)
-    print_summary(result, cleanup, pipeline.run_dir_for(plan))
+    result = _with_cleanup(plan, lambda: breaking_point.search(
+        plan, stop_probe=killswitch.local_reason, user_cap=breaking_point.user_cap_for(plan)))
     point = result.breaking_point or {}
     print(f"breaking point: {point.get('users')} users, {point.get('rps')} req/s, p95 {point.get('p95_ms')} ms"
           f" — {point.get('reason')}")
