@@ -7,7 +7,10 @@ logs in again once when a request comes back 401. Every request:
 - is judged on status *and* body shape: a 200/201 whose body is not what the
   target API promises counts as a failure;
 - never follows a redirect: a 3xx is a failure, so a misconfigured target can
-  never bounce the load to another host.
+  never bounce the load to another host;
+- goes through ``JourneyHttpClient`` (one keep-alive connection per user), not
+  ``FastHttpSession``: the same timings and events for well under the CPU (see
+  ``loadtests.journeys.http``), so a generator holds more users honestly.
 
 The run plan (``stampede.locust_plugin.plan_of``) supplies the run tag, the
 accounts and the *name* of the environment variable that holds the password;
@@ -22,8 +25,10 @@ import random
 from collections import deque
 from typing import Any, Callable, ClassVar
 
-from locust import FastHttpUser
-from locust.exception import RescheduleTask
+from locust import User
+from locust.exception import CatchResponseError, RescheduleTask
+
+from loadtests.journeys.http import JourneyHttpClient, JourneyResponse
 
 from stampede.locust_plugin import mark_created, plan_of
 
@@ -39,18 +44,15 @@ ADHOC_RUN_TAG = "LT-adhoc"
 Check = Callable[[Any], "str | None"]  # body -> problem, or None when the body is as expected
 
 
-class CrmUser(FastHttpUser):
+class CrmUser(User):
     """Base of the CRM journeys: one logged-in user of one role driving the target API.
 
     Subclasses set ``journey`` (the key in the plan's journey weights and
-    accounts) and ``tasks``.
+    accounts) and ``tasks``. ``self.client`` is the user's ``JourneyHttpClient``.
     """
 
     abstract = True
     journey: ClassVar[str] = ""
-    # geventhttpclient returns a 3xx as-is when it may follow no redirect; each
-    # request also passes allow_redirects=False (belt and braces).
-    max_redirects = 0
     connection_timeout = 10.0
     network_timeout = 30.0
 
@@ -61,6 +63,12 @@ class CrmUser(FastHttpUser):
 
     def __init__(self, environment) -> None:
         super().__init__(environment)
+        if not self.host:
+            raise ValueError("host: no target URL; pass --host http://HOST[:PORT][/PREFIX] or set it in the plan")
+        self.client = JourneyHttpClient(
+            self.host, request_event=environment.events.request,
+            connection_timeout=self.connection_timeout, network_timeout=self.network_timeout,
+        )
         self.token: str | None = None
 
     # -- the plan ------------------------------------------------------------
@@ -82,6 +90,9 @@ class CrmUser(FastHttpUser):
     def on_start(self) -> None:
         self.login()
 
+    def on_stop(self) -> None:
+        self.client.close()
+
     def login(self) -> bool:
         """Log in with this role's account; ``False`` (and a recorded failure) when that fails."""
         self.token = None
@@ -97,13 +108,10 @@ class CrmUser(FastHttpUser):
                 exception=LoginError(problem), context={}, response=None,
             )
             return False
-        with self.client.post(
-            "/auth/login", json={"email": email, "password": password}, name="/auth/login",
-            catch_response=True, allow_redirects=False,
-        ) as response:
-            body = _judge(response, 200, _has_token)
-            if body is not None:
-                self.token = body["token"]
+        response = self.client.send("POST", "/auth/login", json={"email": email, "password": password})
+        body = self._judge_and_report(response, "/auth/login", 200, _has_token)
+        if body is not None:
+            self.token = body["token"]
         return self.token is not None
 
     # -- requests ------------------------------------------------------------
@@ -131,22 +139,26 @@ class CrmUser(FastHttpUser):
         if self.token is None and not self.login():
             raise RescheduleTask()
         for attempt in (1, 2):
-            with self.client.request(
-                method, path, name=name, json=json, params=params,
-                headers={"Authorization": f"Bearer {self.token}"},
-                catch_response=True, allow_redirects=False,
-            ) as response:
-                if response.status_code == 401 and attempt == 1:
-                    response.failure("HTTP 401: token refused, logging in again")
-                    unauthorized = True
-                else:
-                    unauthorized = False
-                    body = _judge(response, expect, check, may_be_gone=may_be_gone)
-            if not unauthorized:
-                return body
-            if not self.login():
-                raise RescheduleTask()
+            response = self.client.send(method, path, params=params, json=json,
+                                        headers={"Authorization": f"Bearer {self.token}"})
+            if response.status_code == 401 and attempt == 1:
+                self.client.report(response, name, CatchResponseError("HTTP 401: token refused, logging in again"),
+                                   self.context())
+                if not self.login():
+                    raise RescheduleTask()
+                continue
+            return self._judge_and_report(response, name, expect, check, may_be_gone=may_be_gone)
         return None  # unreachable: the second attempt always returns
+
+    def _judge_and_report(self, response: JourneyResponse, name: str, expect: int, check: Check | None, *,
+                          may_be_gone: bool = False) -> Any:
+        body, problem = _judge(response, expect, check, may_be_gone=may_be_gone)
+        if problem is None or response.error is not None:
+            exception = response.error  # a network error is reported as itself, as Locust does
+        else:
+            exception = CatchResponseError(problem)
+        self.client.report(response, name, exception, self.context())
+        return body
 
     def created(self, kind: str) -> None:
         """Count one created entity for the run's results (what cleanup must delete)."""
@@ -170,35 +182,28 @@ class LoginError(Exception):
 
 
 # -- response checks ---------------------------------------------------------
-def _judge(response, expect: int, check: Check | None, *, may_be_gone: bool = False) -> Any:
-    """Mark ``response`` as success or failure; the parsed body on success, else ``None``."""
+def _judge(response: JourneyResponse, expect: int, check: Check | None, *,
+           may_be_gone: bool = False) -> tuple[Any, str | None]:
+    """``(parsed body, None)`` when ``response`` is as expected, else ``(None, the problem)``."""
     status = response.status_code
     if status == 404 and may_be_gone:
-        response.success()
-        return None
-    if status == 0:  # connection error, timeout: geventhttpclient's exception says which
-        response.failure(getattr(response, "error", None) or "no response")
-        return None
+        return None, None
+    if status == 0:  # connection error, timeout: the exception says which
+        return None, str(response.error or "no response")
     if 300 <= status < 400:
-        response.failure(f"HTTP {status}: redirect not followed")
-        return None
+        return None, f"HTTP {status}: redirect not followed"
     if status != expect:
-        response.failure(f"HTTP {status} (expected {expect})")
-        return None
+        return None, f"HTTP {status} (expected {expect})"
     if status == 204:
-        response.success()
-        return {}
+        return {}, None
     try:
         body = response.json()
     except (ValueError, TypeError):
-        response.failure(f"HTTP {status}: body is not JSON")
-        return None
+        return None, f"HTTP {status}: body is not JSON"
     problem = check(body) if check else None
     if problem:
-        response.failure(f"HTTP {status}: {problem}")
-        return None
-    response.success()
-    return body
+        return None, f"HTTP {status}: {problem}"
+    return body, None
 
 
 def _has_token(body: Any) -> str | None:

@@ -30,6 +30,7 @@ from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 
 from stampede import open_model
+from stampede.locust_fixes import patch_connection_pool
 from stampede.histogram import LatencyHistogram
 
 logger = logging.getLogger("stampede")
@@ -426,6 +427,7 @@ class StageShape(LoadTestShape):
 
 @events.init.add_listener
 def _on_init(environment, **_kw) -> None:
+    patch_connection_pool()  # before any user connects; see stampede.locust_fixes
     plan = plan_of(environment)
     runner = environment.runner
     if not plan and not isinstance(runner, WorkerRunner):

@@ -251,12 +251,14 @@ class Level:
         }
 
 
-def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) -> list[Figure]:
+def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0,
+               levels: list[int] | None = None) -> list[Figure]:
     """One stepped run of the stock mix (3–8 s think time) through the pipeline, judged level by level."""
     if quick:
-        levels, spawn_rate, hold_s, settle_s = [500, 1000, 2000], 200.0, 20, 5
+        default_levels, spawn_rate, hold_s, settle_s = [500, 1000, 2000], 200.0, 20, 5
     else:
-        levels, spawn_rate, hold_s, settle_s = [1000, 2500, 5000, 7500, 10_000, 12_500], 250.0, 35, 10
+        default_levels, spawn_rate, hold_s, settle_s = [1000, 2500, 5000, 7500, 10_000, 12_500], 250.0, 35, 10
+    levels = levels or default_levels
     stages, previous = [], 0
     for users in levels:
         ramp_s = math.ceil((users - previous) / spawn_rate) + 2

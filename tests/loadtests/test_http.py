@@ -1,0 +1,191 @@
+"""JourneyHttpClient and the keep-alive fix, against a real loopback server.
+
+gevent must patch a whole process, so each check runs as a script in a fresh
+interpreter: the script starts a small HTTP/1.1 server on a free loopback port,
+drives the client and prints what it saw as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from stampede.locust_fixes import socket_is_reusable
+
+SERVER_AND_CLIENT = textwrap.dedent('''
+    from gevent import monkey; monkey.patch_all()
+    import json, resource, socket, sys
+    import gevent
+    from gevent.server import StreamServer
+    from loadtests.journeys.http import JourneyHttpClient
+
+    connections = []
+
+    def handle(sock, _address):
+        connections.append(1)
+        buffer = b""
+        while True:
+            while b"\\r\\n\\r\\n" not in buffer:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                buffer += data
+            head, _, buffer = buffer.partition(b"\\r\\n\\r\\n")
+            path = head.split(b" ")[1].decode()
+            length = 0
+            for line in head.split(b"\\r\\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(buffer) < length:
+                buffer += sock.recv(65536)
+            body, buffer = buffer[:length], buffer[length:]
+            if path.startswith("/v1/redirect"):
+                sock.sendall(b"HTTP/1.1 307 Temporary Redirect\\r\\nLocation: http://198.51.100.7/\\r\\nContent-Length: 0\\r\\n\\r\\n")
+            elif path.startswith("/v1/slow-body"):
+                sock.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\n")
+                gevent.sleep(0.05)
+                sock.sendall(b"{}")
+            else:
+                payload = json.dumps({"path": path, "sent": body.decode()}).encode()
+                sock.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(payload) + payload)
+
+    class Events:
+        def __init__(self):
+            self.fired = []
+
+        def fire(self, **kw):
+            self.fired.append({k: kw[k] for k in ("request_type", "name", "response_time", "response_length")}
+                              | {"exception": repr(kw["exception"]) if kw["exception"] else None})
+
+    server = StreamServer(("127.0.0.1", 0), handle)
+    server.start()
+    base = f"http://127.0.0.1:{server.server_port}/v1"
+    scenario = sys.argv[1]
+    held = []
+    if scenario == "past-fd-1024":
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+        held = [socket.socket() for _ in range(1100)]  # push the client's socket past FD_SETSIZE
+    events = Events()
+    client = JourneyHttpClient(base, request_event=events, connection_timeout=2, network_timeout=2)
+    out = {}
+    if scenario == "past-fd-1024":
+        for index in range(5):
+            response = client.send("POST", "/escrows", params={"limit": 20}, json={"n": index})
+            client.report(response, "/escrows", None)
+            gevent.sleep(0.02)  # idle between requests, as a user thinking
+        out["fileno"] = client._http._connection_pool._socket_queue.peek().fileno()
+        out["last_body"] = response.json()
+    elif scenario == "redirect-slow-refused":
+        for path in ("/redirect", "/slow-body"):
+            response = client.send("GET", path)
+            client.report(response, path, None)
+            out[path] = {"status": response.status_code, "error": repr(response.error) if response.error else None}
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+        probe.close()
+        refused = JourneyHttpClient(f"http://127.0.0.1:{closed_port}/v1", request_event=events,
+                                    connection_timeout=2, network_timeout=2)
+        response = refused.send("GET", "/anything")
+        out["refused"] = {"status": response.status_code, "error": type(response.error).__name__}
+    out["connections"] = len(connections)
+    out["events"] = events.fired
+    for s in held:
+        s.close()
+    print(json.dumps(out))
+''')
+
+
+def _run(scenario: str) -> dict:
+    completed = subprocess.run([sys.executable, "-c", SERVER_AND_CLIENT, scenario],
+                               capture_output=True, text=True, timeout=60, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_one_connection_serves_every_request_even_past_file_descriptor_1024() -> None:
+    out = _run("past-fd-1024")
+    assert out["fileno"] >= 1024
+    assert out["connections"] == 1  # geventhttpclient's own check would have reconnected 4 times
+    assert [e["request_type"] for e in out["events"]] == ["POST"] * 5
+    assert all(e["exception"] is None and e["response_length"] > 0 for e in out["events"])
+    assert out["last_body"] == {"path": "/v1/escrows?limit=20", "sent": '{"n": 4}'}
+
+
+def test_redirects_are_returned_not_followed_timing_covers_the_body_and_refusals_are_status_0() -> None:
+    out = _run("redirect-slow-refused")
+    assert out["/redirect"] == {"status": 307, "error": None}
+    assert out["/slow-body"] == {"status": 200, "error": None}
+    slow = next(e for e in out["events"] if e["name"] == "/slow-body")
+    assert slow["response_time"] >= 50  # the body came 50 ms after the headers
+    assert out["refused"] == {"status": 0, "error": "ConnectionRefusedError"}
+    assert out["connections"] == 1
+
+
+def test_a_bad_host_is_refused_with_the_field_and_the_fix() -> None:
+    from loadtests.journeys.http import JourneyHttpClient
+
+    with pytest.raises(ValueError, match=r"^host: 'ftp://x' is not an http\(s\) URL; pass --host"):
+        JourneyHttpClient("ftp://x", request_event=None, connection_timeout=1, network_timeout=1)
+
+
+@pytest.fixture
+def idle_pair():
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    accepted, _ = server.accept()
+    yield client, accepted
+    for s in (client, accepted, server):
+        s.close()
+
+
+def test_an_idle_open_socket_is_reusable(idle_pair) -> None:
+    client, _ = idle_pair
+    assert socket_is_reusable(client)
+
+
+def test_a_socket_the_server_closed_or_wrote_to_is_not_reusable(idle_pair) -> None:
+    client, accepted = idle_pair
+    accepted.sendall(b"stray")
+    assert not socket_is_reusable(client)
+    accepted.close()
+    assert not socket_is_reusable(client)
+
+
+def test_a_closed_socket_is_not_reusable(idle_pair) -> None:
+    client, _ = idle_pair
+    client.close()
+    assert not socket_is_reusable(client)
+
+
+def test_select_cannot_check_descriptors_past_1024_which_is_why_poll_is_used() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard open-file limit ({hard}) is below 1,200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [socket.socket() for _ in range(1100)]
+    try:
+        high = held[-1]
+        assert high.fileno() >= 1024
+        with pytest.raises(ValueError, match="filedescriptor out of range"):
+            select.select([high], [], [], 0)
+        server = socket.create_server(("127.0.0.1", 0))
+        with server, socket.create_connection(server.getsockname()) as client:
+            assert client.fileno() >= 1024
+            accepted, _ = server.accept()
+            with accepted:
+                assert socket_is_reusable(client)
+    finally:
+        for s in held:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
