@@ -35,18 +35,18 @@ def test_the_shipped_price_table_is_dated_and_covers_the_common_regions():
 
 
 @pytest.mark.parametrize(("provider", "spot", "expected"), [
-    # 4 workers × (1 vCPU × 0.04048 + 2 GB × 0.004445) × 70 min + 10,000 × 1 h × 0.003 GB × 0.02 USD
-    pytest.param("ecs", False, 4 * (0.04048 + 2 * 0.004445) * 70 / 60 + 0.6, id="ecs-on-demand"),
-    pytest.param("ecs", True, 4 * (0.012144 + 2 * 0.0013335) * 70 / 60 + 0.6, id="ecs-spot"),
-    pytest.param("ec2", False, 4 * 0.085 * 70 / 60 + 0.6, id="ec2-on-demand"),
-    pytest.param("ec2", True, 4 * 0.034 * 70 / 60 + 0.6, id="ec2-spot"),
+    # 2 workers × (1 vCPU × 0.04048 + 2 GB × 0.004445) × 70 min + 10,000 × 1 h × 0.003 GB × 0.02 USD
+    pytest.param("ecs", False, 2 * (0.04048 + 2 * 0.004445) * 70 / 60 + 0.6, id="ecs-on-demand"),
+    pytest.param("ecs", True, 2 * (0.012144 + 2 * 0.0013335) * 70 / 60 + 0.6, id="ecs-spot"),
+    pytest.param("ec2", False, 2 * 0.085 * 70 / 60 + 0.6, id="ec2-on-demand"),
+    pytest.param("ec2", True, 2 * 0.034 * 70 / 60 + 0.6, id="ec2-spot"),
 ])
 def test_estimate_for_a_10k_user_hour_in_us_east_1(provider, spot, expected):
     workers = plan_workers(10_000, provider=provider, spot=spot)
     result = cost.estimate(workers, load_duration_s=3600, peak_users=10_000, region="us-east-1",
                            prices=cost.load_prices(), today=date(2025, 7, 1))
     assert result.estimate_usd == pytest.approx(expected, abs=1e-3)
-    assert result.workers == 4 and not result.prices_stale
+    assert result.workers == 2 and not result.prices_stale
 
 
 def test_local_workers_cost_nothing():
@@ -109,5 +109,5 @@ def test_the_monthly_budget_counts_what_was_spent_this_month(tmp_path, monkeypat
     with pytest.raises(cost.BudgetExceeded, match="on top of 9.50 USD spent this month.*monthly budget of 9.80"):
         cost.cost_check(plan, budgets=cost.Budgets(run_usd=5.0, month_usd=9.8))
     summary = cost.cost_check(plan, budgets=cost.Budgets(run_usd=5.0, month_usd=20.0))
-    assert summary["month_to_date_usd"] == 9.5 and summary["estimate_usd"] == pytest.approx(3 * 0.085 + 0.003 * 6000 * 3000 / 3600 * 0.02, abs=1e-3)
+    assert summary["month_to_date_usd"] == 9.5 and summary["estimate_usd"] == pytest.approx(2 * 0.085 + 0.003 * 6000 * 3000 / 3600 * 0.02, abs=1e-3)
     assert json.loads((tmp_path / "run" / cost.ESTIMATE_FILE).read_text())["estimate_usd"] == summary["estimate_usd"]

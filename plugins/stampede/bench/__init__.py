@@ -10,7 +10,8 @@ noisy machine:
 - ``users``: a stepped run of the stock mix (3–8 s think time) through the
   pipeline → ``users_held``, ``mib_per_1000_users``, ``cpu_pct_per_1000_users``,
   ``p95_error_ms``;
-- ``overhead``: a nightly DAG run (``airflow dags test``) minus its load time;
+- ``overhead``: a nightly DAG run (``airflow dags test``; the run's duration as Airflow
+  records it, with the command's start-up and exit beside it) minus its load time;
 - ``analysis``: validate + report of a synthetic 24-hour history.
 
 Run ``python -m stampede.bench [--quick] [--only PART ...]``; results go to

@@ -3,9 +3,11 @@
     python -m stampede.bench.capacity [--bench reports/bench.json] [--region us-east-1]
 
 Users per vCPU come from the measured CPU per 1,000 users (each Locust worker
-process is single-threaded, so one worker per vCPU, held under the bench's
-70 % limit); memory per user from the measured MiB per 1,000 users. Cost per
-10,000 user-hours = the size's hourly price / the users it holds x 10,000.
+process is single-threaded and held under the bench's 70 % limit), never more
+than one local worker held; memory per user from the measured MiB per 1,000
+users. A cloud worker runs one Locust process (the agent), so a size holds what
+one process and its memory hold, however many vCPUs it has. Cost per 10,000
+user-hours = the size's hourly price / the users it holds x 10,000.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def capacity_markdown(bench: dict, prices: dict, region: str = "us-east-1") -> s
         "",
         f"Cost per 10,000 user-hours, {region}, prices of {prices.get('as_of')} (`infra/aws/prices.yaml`; spot is a typical price, not a quote):",
         "",
-        "| worker size | vCPU / GiB | users each | on-demand USD/h | spot USD/h | on-demand per 10k user-h | spot per 10k user-h |",
+        "| worker size | vCPU / GiB | users each (one Locust process) | on-demand USD/h | spot USD/h | on-demand per 10k user-h | spot per 10k user-h |",
         "|---|---|---|---|---|---|---|",
     ]
     sizes = [(name, v, g, table["ec2"]["on_demand"].get(name), table["ec2"]["spot"].get(name)) for name, (v, g) in EC2_SIZES.items()]
@@ -67,7 +69,7 @@ def capacity_markdown(bench: dict, prices: dict, region: str = "us-east-1") -> s
         sizes.append((name, vcpu, gb, on, spot))
     for name, vcpu, gb, on, spot in sizes:
         by_memory = (gb * 1024 - vcpu * PROCESS_BASE_MIB) / mib_per_1000 * 1000 if mib_per_1000 else float("inf")
-        users = int(min(vcpu * users_per_vcpu, by_memory) // 100 * 100)
+        users = int(min(users_per_vcpu, by_memory) // 100 * 100)  # one Locust process per worker
         per = (lambda price: f"{price / users * 10_000:.3f}" if price and users else "-")  # noqa: E731
         lines.append(f"| {name} | {vcpu} / {gb} | {users:,} | {on:.4f} | {spot:.4f} | {per(on)} | {per(spot)} |")
     lines += [

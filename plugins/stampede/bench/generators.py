@@ -257,7 +257,7 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0,
     if quick:
         default_levels, spawn_rate, hold_s, settle_s = [500, 1000, 2000], 200.0, 20, 5
     else:
-        default_levels, spawn_rate, hold_s, settle_s = [1000, 2500, 5000, 7500, 10_000, 12_500], 250.0, 35, 10
+        default_levels, spawn_rate, hold_s, settle_s = [1000, 2500, 5000, 7500, 10_000, 12_500, 15_000], 250.0, 35, 10
     levels = levels or default_levels
     stages, previous = [], 0
     for users in levels:

@@ -1,14 +1,15 @@
 """How many cloud workers, and how big, a run needs: derived from its peak users.
 
 The capacity comes from the project's own benchmark (`make bench`, stock journeys,
-3–8 s think time, 2026-11-28): each of 2 local worker processes held 2,500 users
-at about 0.54 of a core and 21.3 MiB per 1,000 users (beyond that the 2-core
-machine, which also ran the target, ran out of CPU). A worker runs one Locust
-process (the agent), so a worker is planned at those 2,500 users and its size
-holds them with a 60 % safety margin as head-room (2,500 / 4,600 per vCPU / 0.6
-→ 1 vCPU; 21.3 MiB per 1,000 users × 2.5 / 0.6 + base → 2 GiB on Fargate).
-Heavier journeys or shorter think times need more: pass ``workers`` to override
-the count, ``worker_size`` the size.
+3–8 s think time, 2026-11-28): each of 2 local worker processes held 7,500 users
+(15,000 in all, the bench's top level) at about 0.59 of a core, with 16.9 MiB per
+1,000 users, while the target and the master shared the same 2 cores. A worker
+runs one Locust process (the agent) and is planned at 5,000 users, two thirds of
+what was measured, since other journeys cost more per user than the stock mix;
+its size holds them with a 40 % head-room (5,000 / 12,800 per vCPU / 0.6 → 1 vCPU;
+16.9 MiB per 1,000 users × 5 / 0.6 + base → 2 GiB on Fargate, the smallest task
+with 1 vCPU). Heavier journeys or shorter think times need more: pass
+``workers`` to override the count, ``worker_size`` the size.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import math
 from dataclasses import asdict, dataclass
 
 # Measured by `make bench` (reports/bench.json: users_held, cpu/mib_per_1000_users), stock journeys.
-MEASURED_USERS_PER_PROCESS = 2_500
-MEASURED_CORES = 0.54
-MIB_PER_1000_USERS = 21.3
-USERS_PER_VCPU = MEASURED_USERS_PER_PROCESS / MEASURED_CORES  # ~4,600
+MEASURED_USERS_PER_PROCESS = 7_500
+MEASURED_CORES = 0.585
+MIB_PER_1000_USERS = 16.9
+USERS_PER_VCPU = MEASURED_USERS_PER_PROCESS / MEASURED_CORES  # ~12,800
 SAFETY_MARGIN = 0.6  # size each worker with 40 % head-room over what the benchmark measured
 BASE_MEMORY_MIB = 256  # Python, Locust and the agent before any user
 
-USERS_PER_WORKER = MEASURED_USERS_PER_PROCESS  # what one process held under the 70 % CPU limit
+USERS_PER_WORKER = 5_000  # planned per process: two thirds of the 7,500 one process held under the 70 % limit
 
 # Fargate's valid (vCPU, memory GiB) pairs, smallest first (only the sizes we plan with).
 FARGATE_SIZES: tuple[tuple[float, int], ...] = ((0.25, 1), (0.5, 1), (0.5, 2), (1, 2), (1, 4), (2, 4), (2, 8), (4, 8))

@@ -11,18 +11,18 @@ from stampede.workers.sizing import (
 
 def test_a_worker_is_planned_at_the_margin_of_the_measured_capacity():
     assert SAFETY_MARGIN == 0.6
-    assert USERS_PER_WORKER == 2500  # what one worker process held in `make bench`
+    assert USERS_PER_WORKER == 5000  # two thirds of what one worker process held in `make bench`
     vcpu, memory_mib = needed_per_worker()
-    assert vcpu == pytest.approx(2500 / (2500 / 0.54) / 0.6)  # 0.9 vCPU: the measured 0.54 core with head-room
-    assert memory_mib == pytest.approx(256 + 2.5 * 21.3 / 0.6)
+    assert vcpu == pytest.approx(5000 / (7500 / 0.585) / 0.6)  # 0.65 vCPU: 5,000 users with head-room
+    assert memory_mib == pytest.approx(256 + 5 * 16.9 / 0.6)
 
 
 @pytest.mark.parametrize(("users", "count"), [
     pytest.param(1, 1, id="tiny"),
-    pytest.param(2500, 1, id="one-full-worker"),
-    pytest.param(2501, 2, id="just-over"),
-    pytest.param(10_000, 4, id="10k"),
-    pytest.param(20_000, 8, id="20k-stress"),
+    pytest.param(5000, 1, id="one-full-worker"),
+    pytest.param(5001, 2, id="just-over"),
+    pytest.param(10_000, 2, id="10k"),
+    pytest.param(20_000, 4, id="20k-stress"),
 ])
 def test_worker_count_from_peak_users(users, count):
     assert worker_count(users) == count
@@ -30,13 +30,13 @@ def test_worker_count_from_peak_users(users, count):
 
 def test_ecs_plan_picks_the_smallest_fargate_size_that_fits():
     plan = plan_workers(10_000, provider="ecs")
-    assert (plan.count, plan.vcpu, plan.memory_gib, plan.size) == (4, 1, 2, "fargate-1vcpu-2gb")
-    assert plan.users_per_worker == 2500
+    assert (plan.count, plan.vcpu, plan.memory_gib, plan.size) == (2, 1, 2, "fargate-1vcpu-2gb")
+    assert plan.users_per_worker == 5000
 
 
 def test_fewer_workers_than_derived_get_bigger_tasks():
-    plan = plan_workers(20_000, provider="ecs", count=4)
-    assert plan.users_per_worker == 5_000
+    plan = plan_workers(20_000, provider="ecs", count=2)
+    assert plan.users_per_worker == 10_000
     assert (plan.vcpu, plan.memory_gib) == (2, 4)
 
 
