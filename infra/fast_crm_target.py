@@ -42,6 +42,7 @@ from urllib.parse import parse_qsl, unquote
 
 from infra.loopback_process import LoopbackProcess, bind_free_loopback
 from stampede.histogram import LatencyHistogram
+from stampede.netutil import raise_open_file_limit
 
 PASSWORD_ENV = "STAMPEDE_DEMO_PASSWORD"
 DEFAULT_PASSWORD = "LoadTest123!"  # demo only, as the demo target's
@@ -313,15 +314,6 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-def raise_fd_limit() -> int:
-    """Raise this process's open-file limit to its hard limit (one socket per user); the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
 async def serve(sock: socket.socket, delay_ms: float, seed: int) -> None:
     store, stats = Store(seed=seed), Stats()
     loop = asyncio.get_running_loop()
@@ -337,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=500, help="escrows and listings to start with")
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args(argv)
-    raise_fd_limit()
+    raise_open_file_limit()
     sock = bind_free_loopback(args.port_file)
     run = asyncio.run
     if not args.no_uvloop:

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from infra.loopback_process import LoopbackProcess, bind_free_loopback
+from stampede.netutil import raise_open_file_limit
 
 BODY = b'{"items": [], "total": 0}'
 
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve at most this many requests/s (capacity-rps × delay concurrent servers)")
     args = parser.parse_args(argv)
     servers = servers_for(args.capacity_rps, args.delay_ms)
+    raise_open_file_limit()  # a connection per user
     sock = bind_free_loopback(args.port_file)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(sock, args.delay_ms, servers))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import resource
 import signal
 import socket
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import uvicorn
 
 from infra.demo_target.app import DEMO_PASSWORD_DEFAULT, DEMO_PASSWORD_ENV, create_app
+from stampede.netutil import raise_open_file_limit
 
 BACKLOG = 4096
 # Thousands of load-test users each keep a connection open; beyond this uvicorn answers 503.
@@ -78,13 +78,6 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def raise_open_files_limit() -> None:
-    """One file descriptor per connection: the default soft limit (often 1024) is too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65_536, hard))
-
-
 def exit_when_orphaned(parent_pid: int) -> None:
     """SIGTERM ourselves once ``parent_pid`` is gone, so a killed test run leaves no server behind."""
 
@@ -125,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"demo target: {exc}", file=sys.stderr)
         return 2
-    raise_open_files_limit()
+    raise_open_file_limit()
     sock = bind(host, args.port)
     port = sock.getsockname()[1]
     if args.port_file:

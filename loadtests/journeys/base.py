@@ -153,10 +153,8 @@ class CrmUser(User):
     def _judge_and_report(self, response: JourneyResponse, name: str, expect: int, check: Check | None, *,
                           may_be_gone: bool = False) -> Any:
         body, problem = _judge(response, expect, check, may_be_gone=may_be_gone)
-        if problem is None or response.error is not None:
-            exception = response.error  # a network error is reported as itself, as Locust does
-        else:
-            exception = CatchResponseError(problem)
+        # a network error is reported as itself, as Locust does; a wrong answer as what was wrong
+        exception = response.error or (CatchResponseError(problem) if problem else None)
         self.client.report(response, name, exception, self.context())
         return body
 

@@ -31,11 +31,9 @@ from geventhttpclient import HTTPClient
 
 from stampede.locust_fixes import patch_connection_pool
 
-# Journeys hold thousands of keep-alive sockets per process: without this every
-# socket numbered 1024 or more is reopened for each request (stampede.locust_fixes).
-patch_connection_pool()
-
 __all__ = ["JourneyHttpClient", "JourneyResponse"]
+
+USER_AGENT = "stampede-journeys"  # so the target's logs tell load-test traffic apart
 
 
 class JourneyResponse:
@@ -55,25 +53,23 @@ class JourneyResponse:
     def json(self) -> Any:
         return jsonlib.loads(self.content)
 
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
-
 
 class JourneyHttpClient:
     """One user's connection to the target at ``base_url`` (path prefix included, e.g. ``/v1``)."""
 
-    def __init__(self, base_url: str, *, request_event, connection_timeout: float, network_timeout: float,
-                 user_agent: str = "stampede-journeys") -> None:
+    def __init__(self, base_url: str, *, request_event, connection_timeout: float, network_timeout: float) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"host: {base_url!r} is not an http(s) URL; pass --host http://HOST[:PORT][/PREFIX]")
         self.prefix = parts.path.rstrip("/")
         self.request_event = request_event
+        # thousands of keep-alive sockets per process: without the fix every socket
+        # numbered 1,024 or more is reopened for each request (stampede.locust_fixes)
+        patch_connection_pool()
         self._http = HTTPClient(
             parts.hostname, parts.port, ssl=parts.scheme == "https", concurrency=1,
             connection_timeout=connection_timeout, network_timeout=network_timeout,
-            headers={"User-Agent": user_agent, "Accept": "application/json"},
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
 
     def send(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None,

@@ -24,7 +24,7 @@ def stage_results(output: dict, planned_stages: list[dict]) -> list[StageResult]
     results = []
     for index, planned in enumerate(planned_stages):
         stage = output["stages"][index] if index < len(output.get("stages", [])) else {}
-        start, end = stage.get("start"), stage.get("end")
+        start = stage.get("start")
         ramp_eps = output.get("phases", {}).get(f"{index}/ramp", {})
         steady_eps = output.get("phases", {}).get(f"{index}/steady", {})
         # durations in the whole seconds the master tagged, the same seconds the requests were binned by

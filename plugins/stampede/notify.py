@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,24 +129,23 @@ def _trim(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _num(value: Any, digits: int = 1) -> str:
+def _number(value: Any, render: Callable[[float], str]) -> str:
+    """``render`` of the value as a number; a dash for none, the escaped text for what is not a number."""
     if value is None:
         return "–"
     try:
         value = float(value)
     except (TypeError, ValueError):
         return _esc(value)
-    return f"{value:,.{digits}f}"
+    return render(value)
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    return _number(value, lambda v: f"{v:,.{digits}f}")
 
 
 def _ms(value: Any) -> str:
-    if value is None:
-        return "–"
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return _esc(value)
-    return f"{value:,.1f} ms" if value < 10 else f"{value:,.0f} ms"
+    return _number(value, lambda v: f"{v:,.1f} ms" if v < 10 else f"{v:,.0f} ms")
 
 
 def _pct(value: Any) -> str:

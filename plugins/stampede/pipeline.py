@@ -244,6 +244,16 @@ def run_stages(plan: RunPlan, *, stop_probe: Callable[[], str | None] = lambda: 
     return {"exit_code": run.exit_code, "stopped": output.get("stopped"), "killed_by_timeout": run.killed_by_timeout}
 
 
+def run_load(plan: RunPlan, *, stop_probe: Callable[[], str | None] = lambda: None) -> RunResult:
+    """Workers, stages and validation in this process (the bench, tests); the workers go whatever happens."""
+    try:
+        provision_workers(plan)
+        run_stages(plan, stop_probe=stop_probe)
+        return validate(plan)
+    finally:
+        teardown_workers(plan)
+
+
 def _save_samples(run: LocustRun, path: Path) -> None:
     path.write_text(json.dumps([s.__dict__ for s in run.samples]))
 

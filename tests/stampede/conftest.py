@@ -18,3 +18,11 @@ def aws(moto_server, monkeypatch):
     moto_server.keep_tasks_running()
     yield moto_server
     moto_server.keep_tasks_running()
+
+
+@pytest.fixture
+def cloud_only(aws, monkeypatch):
+    """Cloud workers without local stand-ins: the master address is a VPC address."""
+    monkeypatch.delenv("STAMPEDE_CLOUD_WORKERS_STANDIN")
+    monkeypatch.setenv("STAMPEDE_MASTER_HOST", "10.0.1.20")
+    return aws

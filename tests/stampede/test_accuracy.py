@@ -16,6 +16,7 @@ then reports that as an expected failure with the figures, never as a pass.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -28,22 +29,13 @@ pytestmark = pytest.mark.integration
 DELAY_MS = 20.0
 USERS = 1000
 
-LOCUSTFILE = """
-from locust import task
-from locust.contrib.fasthttp import FastHttpUser
-
-class PollingUser(FastHttpUser):
-    @task
-    def poll(self):
-        self.client.get("/escrows", name="/escrows")
-"""
+POLLING_LOCUSTFILE = Path(__file__).with_name("polling_locustfile.py")  # PollingUser
 
 
 def test_steady_percentiles_at_1000_users_are_within_5_ms_of_the_truth(tmp_path):
-    (tmp_path / "polling.py").write_text(LOCUSTFILE)
     scenario = tmp_path / "many.yaml"
     scenario.write_text(yaml.safe_dump({
-        "name": "many", "journeys": {"PollingUser": 1}, "think_time_s": [5, 15], "locustfile": "polling.py",
+        "name": "many", "journeys": {"PollingUser": 1}, "think_time_s": [5, 15], "locustfile": str(POLLING_LOCUSTFILE),
         "stages": [
             {"name": "ramp", "users": USERS, "spawn_rate": 250, "duration_s": 8},
             {"name": "hold", "users": USERS, "spawn_rate": 250, "duration_s": 15},
@@ -53,12 +45,7 @@ def test_steady_percentiles_at_1000_users_are_within_5_ms_of_the_truth(tmp_path)
     with FixedLatencyTarget(DELAY_MS, tmp_path) as target:
         plan = pipeline.preflight(scenarios=[str(scenario)], target=target.base_url, run_id="accuracy-1000",
                                   workers=1, out_dir=str(tmp_path / "run"))
-        try:
-            pipeline.provision_workers(plan)
-            pipeline.run_stages(plan)
-            result = pipeline.validate(plan)
-        finally:
-            pipeline.teardown_workers(plan)
+        result = pipeline.run_load(plan)
     hold = result.stages[1]
     assert hold.judged_on == "steady" and hold.requests > 800
     assert abs(hold.p50_ms - DELAY_MS) <= 5.0, hold

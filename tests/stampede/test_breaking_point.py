@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -63,23 +64,14 @@ def test_bisection_and_the_reported_point():
     assert point["first_bad_level"] == 16 and point["max_rps"] == 190
 
 
-LOCUSTFILE = """
-from locust import task
-from locust.contrib.fasthttp import FastHttpUser
-
-class PollingUser(FastHttpUser):
-    @task
-    def poll(self):
-        self.client.get("/escrows", name="/escrows")
-"""
+POLLING_LOCUSTFILE = Path(__file__).with_name("polling_locustfile.py")  # PollingUser
 
 
 @pytest.mark.integration
 def test_search_finds_a_known_capacity_within_ten_percent(tmp_path):
-    (tmp_path / "polling.py").write_text(LOCUSTFILE)
     scenario = tmp_path / "search.yaml"
     scenario.write_text(yaml.safe_dump({
-        "name": "search", "journeys": {"PollingUser": 1}, "think_time_s": [0.02, 0.05], "locustfile": "polling.py",
+        "name": "search", "journeys": {"PollingUser": 1}, "think_time_s": [0.02, 0.05], "locustfile": str(POLLING_LOCUSTFILE),
         "stages": [{"name": "warm", "users": 4, "spawn_rate": 4, "duration_s": 5}],
         "thresholds": {"p95_ms": 500, "error_rate": 0.01},
         "search": {"start_users": 4, "max_users": 32, "step_factor": 2, "step_duration_s": 6, "refine_steps": 2},

@@ -8,7 +8,7 @@ from datetime import date
 import boto3
 import pytest
 
-from stampede import cost, pipeline
+from stampede import cost
 from stampede.cost_ledger import CostLedger
 from stampede.plan import RunPlan
 from stampede.scenario import load_scenario

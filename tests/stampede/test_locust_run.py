@@ -9,6 +9,7 @@ averaged figure would show.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -20,15 +21,7 @@ pytestmark = pytest.mark.integration
 
 DELAY_MS = 20.0
 
-LOCUSTFILE = """
-from locust import task
-from locust.contrib.fasthttp import FastHttpUser
-
-class PollingUser(FastHttpUser):
-    @task
-    def poll(self):
-        self.client.get("/escrows", name="/escrows")
-"""
+POLLING_LOCUSTFILE = Path(__file__).with_name("polling_locustfile.py")  # PollingUser
 
 
 @pytest.fixture(scope="module")
@@ -38,22 +31,12 @@ def fixed_target(tmp_path_factory):
 
 
 def _scenario(tmp_path, stages: list[dict], thresholds: dict) -> str:
-    (tmp_path / "polling.py").write_text(LOCUSTFILE)
     path = tmp_path / "known.yaml"
     path.write_text(yaml.safe_dump({
         "name": "known", "journeys": {"PollingUser": 1}, "think_time_s": [0.05, 0.15],
-        "locustfile": "polling.py", "stages": stages, "thresholds": thresholds,
+        "locustfile": str(POLLING_LOCUSTFILE), "stages": stages, "thresholds": thresholds,
     }))
     return str(path)
-
-
-def _run(plan):
-    try:
-        pipeline.provision_workers(plan)
-        pipeline.run_stages(plan)
-        return pipeline.validate(plan)
-    finally:
-        pipeline.teardown_workers(plan)
 
 
 def test_two_workers_report_the_true_service_time_per_stage(fixed_target, tmp_path):
@@ -63,7 +46,7 @@ def test_two_workers_report_the_true_service_time_per_stage(fixed_target, tmp_pa
     ], {"p95_ms": 200, "error_rate": 0.01})
     plan = pipeline.preflight(scenarios=[scenario], target=fixed_target.base_url, run_id="known-latency",
                               workers=2, out_dir=str(tmp_path / "run"))
-    result = _run(plan)
+    result = pipeline.run_load(plan)
 
     assert result.verdict == "pass"
     assert result.workers == 2
@@ -89,7 +72,7 @@ def test_breached_threshold_fails_the_stage_with_the_observed_value(fixed_target
     scenario = _scenario(tmp_path, [{"name": "hold", "users": 5, "spawn_rate": 5, "duration_s": 6}], {"p95_ms": 10})
     plan = pipeline.preflight(scenarios=[scenario], target=fixed_target.base_url, run_id="breach", workers=0,
                               out_dir=str(tmp_path / "run"))
-    result = _run(plan)
+    result = pipeline.run_load(plan)
     assert result.verdict == "fail"
     (check,) = [c for c in result.stages[0].checks if c.metric == "p95_ms"]
     assert (check.metric, check.op, check.threshold, check.passed) == ("p95_ms", "<", 10, False)

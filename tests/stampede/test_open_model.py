@@ -9,6 +9,7 @@ lower rate (no coordinated omission).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,34 +19,16 @@ from stampede import pipeline
 
 pytestmark = pytest.mark.integration
 
-LOCUSTFILE = """
-from locust import task
-from locust.contrib.fasthttp import FastHttpUser
-
-class PollingUser(FastHttpUser):
-    @task
-    def poll(self):
-        self.client.get("/escrows", name="/escrows")
-"""
+POLLING_LOCUSTFILE = Path(__file__).with_name("polling_locustfile.py")  # PollingUser
 
 
 def _scenario(tmp_path, stage: dict) -> str:
-    (tmp_path / "polling.py").write_text(LOCUSTFILE)
     path = tmp_path / "open.yaml"
     path.write_text(yaml.safe_dump({
-        "name": "open", "model": "open", "journeys": {"PollingUser": 1}, "locustfile": "polling.py",
+        "name": "open", "model": "open", "journeys": {"PollingUser": 1}, "locustfile": str(POLLING_LOCUSTFILE),
         "stages": [stage], "thresholds": {"error_rate": 0.01},
     }))
     return str(path)
-
-
-def _run(plan):
-    try:
-        pipeline.provision_workers(plan)
-        pipeline.run_stages(plan)
-        return pipeline.validate(plan)
-    finally:
-        pipeline.teardown_workers(plan)
 
 
 def test_constant_arrival_rate_is_met_across_workers(tmp_path):
@@ -53,7 +36,7 @@ def test_constant_arrival_rate_is_met_across_workers(tmp_path):
     with FixedLatencyTarget(20.0, tmp_path) as target:
         plan = pipeline.preflight(scenarios=[scenario], target=target.base_url, run_id="open-constant", workers=2,
                                   out_dir=str(tmp_path / "run"))
-        result = _run(plan)
+        result = pipeline.run_load(plan)
     (stage,) = result.stages
     assert result.verdict == "pass"
     assert stage.target_rate == 100
@@ -69,7 +52,7 @@ def test_too_few_users_for_a_slow_target_drop_iterations(tmp_path):
     with FixedLatencyTarget(200.0, tmp_path) as target:
         plan = pipeline.preflight(scenarios=[scenario], target=target.base_url, run_id="open-dropped", workers=0,
                                   out_dir=str(tmp_path / "run"))
-        result = _run(plan)
+        result = pipeline.run_load(plan)
     (stage,) = result.stages
     assert stage.dropped_iterations > 0.3 * stage.iterations
     planned = stage.iterations + stage.dropped_iterations

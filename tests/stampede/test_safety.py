@@ -28,15 +28,7 @@ from stampede.plan import DEFAULT_ACCOUNTS
 
 pytestmark = pytest.mark.integration
 
-POLLING = """
-from locust import task
-from locust.contrib.fasthttp import FastHttpUser
-
-class PollingUser(FastHttpUser):
-    @task
-    def poll(self):
-        self.client.get("/escrows", name="/escrows")
-"""
+POLLING_LOCUSTFILE = Path(__file__).with_name("polling_locustfile.py")  # PollingUser
 
 
 @pytest.fixture
@@ -47,11 +39,10 @@ def kill_file(tmp_path, monkeypatch):
 
 
 def _polling_scenario(tmp_path: Path, stages: list[dict], **extra) -> str:
-    (tmp_path / "polling.py").write_text(POLLING)
     path = tmp_path / "polling.yaml"
     path.write_text(yaml.safe_dump({
         "name": "polling", "journeys": {"PollingUser": 1}, "think_time_s": [0.05, 0.15],
-        "locustfile": "polling.py", "stages": stages, **extra,
+        "locustfile": str(POLLING_LOCUSTFILE), "stages": stages, **extra,
     }))
     return str(path)
 
@@ -106,11 +97,7 @@ def test_abort_threshold_breach_stops_the_run_early_and_records_it(tmp_path):
         plan = pipeline.preflight(scenarios=[scenario], target=target.base_url, run_id="abort-breach", workers=0,
                                   out_dir=str(tmp_path / "run"))
         started = time.time()
-        try:
-            pipeline.run_stages(plan)
-            result = pipeline.validate(plan)
-        finally:
-            pipeline.teardown_workers(plan)
+        result = pipeline.run_load(plan)
         took = time.time() - started
     assert took < 30, took  # stopped long before the planned 60 s
     assert result.verdict == "fail" and result.aborted and result.stopped["kind"] == "abort"
@@ -129,11 +116,7 @@ def test_stress_records_a_breach_without_aborting(tmp_path):
         )
         plan = pipeline.preflight(scenarios=[scenario], target=target.base_url, run_id="stress-breach", workers=0,
                                   out_dir=str(tmp_path / "run"))
-        try:
-            pipeline.run_stages(plan)
-            result = pipeline.validate(plan)
-        finally:
-            pipeline.teardown_workers(plan)
+        result = pipeline.run_load(plan)
     assert not result.aborted and result.stopped is None
     assert [b["metric"] for b in result.breaches] == ["p95_ms"]
     assert result.verdict == "fail"
@@ -176,11 +159,7 @@ def test_a_target_that_goes_down_between_stages_stops_the_run(tmp_path):
 
         threading.Thread(target=break_health, daemon=True).start()
         started = time.time()
-        try:
-            pipeline.run_stages(plan)
-            result = pipeline.validate(plan)
-        finally:
-            pipeline.teardown_workers(plan)
+        result = pipeline.run_load(plan)
         took = time.time() - started
     assert took < 25, took
     assert result.verdict == "fail" and result.aborted

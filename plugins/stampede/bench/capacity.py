@@ -68,7 +68,7 @@ def capacity_markdown(bench: dict, prices: dict, region: str = "us-east-1") -> s
         spot = vcpu * table["fargate"]["spot"]["vcpu_hour"] + gb * table["fargate"]["spot"]["gb_hour"]
         sizes.append((name, vcpu, gb, on, spot))
     for name, vcpu, gb, on, spot in sizes:
-        by_memory = (gb * 1024 - vcpu * PROCESS_BASE_MIB) / mib_per_1000 * 1000 if mib_per_1000 else float("inf")
+        by_memory = (gb * 1024 - PROCESS_BASE_MIB) / mib_per_1000 * 1000 if mib_per_1000 else float("inf")
         users = int(min(users_per_vcpu, by_memory) // 100 * 100)  # one Locust process per worker
         per = (lambda price: f"{price / users * 10_000:.3f}" if price and users else "-")  # noqa: E731
         lines.append(f"| {name} | {vcpu} / {gb} | {users:,} | {on:.4f} | {spot:.4f} | {per(on)} | {per(spot)} |")

@@ -251,14 +251,12 @@ class Level:
         }
 
 
-def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0,
-               levels: list[int] | None = None) -> list[Figure]:
+def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) -> list[Figure]:
     """One stepped run of the stock mix (3–8 s think time) through the pipeline, judged level by level."""
     if quick:
-        default_levels, spawn_rate, hold_s, settle_s = [500, 1000, 2000], 200.0, 20, 5
+        levels, spawn_rate, hold_s, settle_s = [500, 1000, 2000], 200.0, 20, 5
     else:
-        default_levels, spawn_rate, hold_s, settle_s = [1000, 2500, 5000, 7500, 10_000, 12_500, 15_000], 250.0, 35, 10
-    levels = levels or default_levels
+        levels, spawn_rate, hold_s, settle_s = [1000, 2500, 5000, 7500, 10_000, 12_500, 15_000], 250.0, 35, 10
     stages, previous = [], 0
     for users in levels:
         ramp_s = math.ceil((users - previous) / spawn_rate) + 2
@@ -274,13 +272,7 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0,
         )
         print(f"  {len(levels)} levels up to {levels[-1]:,} users, {plan.workers} local workers "
               f"(the product's default for {os.cpu_count()} cores), about {plan.load_duration_s} s", flush=True)
-        pipeline.provision_workers(plan)
-        try:
-            pipeline.run_stages(plan)
-        finally:
-            pipeline.teardown_workers(plan)
-            pipeline.release_target(plan)
-        result = pipeline.validate(plan)
+        result = pipeline.run_load(plan)
         output = json.loads((run_dir / "locust_output.json").read_text())
         samples = [GeneratorSample(**s) for s in json.loads((run_dir / "generator_samples.json").read_text())]
         measured = []

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from stampede.netutil import raise_open_file_limit
+
 RESTART_PAUSE_S = 1.0
 
 
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expires-at", type=float, required=True)
     parser.add_argument("--stop-file", default="")
     args = parser.parse_args(argv)
-    raise_open_file_limit()  # inherited by the Locust worker: one socket per user
+    raise_open_file_limit()  # inherited by the Locust worker: one socket per user (Locust asks for 10,000)
 
     child: subprocess.Popen | None = None
 
@@ -57,23 +59,6 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
         time.sleep(RESTART_PAUSE_S)
     return 0
-
-
-def raise_open_file_limit() -> int:
-    """Raise the soft open-file limit to the hard limit; Locust itself only asks for 10,000.
-
-    A worker holding 10,000 users needs a socket each, plus its own files; the
-    limit is inherited by the worker process this agent starts. Returns the new soft limit.
-    """
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass  # e.g. an infinite hard limit the kernel refuses as a soft limit: keep what we have
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 if __name__ == "__main__":

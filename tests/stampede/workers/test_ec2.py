@@ -17,13 +17,6 @@ pytestmark = pytest.mark.integration
 LOCUSTFILES = "/work/elsewhere/plugin.py"
 
 
-@pytest.fixture
-def cloud_only(aws, monkeypatch):
-    monkeypatch.delenv("STAMPEDE_CLOUD_WORKERS_STANDIN")
-    monkeypatch.setenv("STAMPEDE_MASTER_HOST", "10.0.1.20")
-    return aws
-
-
 def _running(run_id: str) -> list[dict]:
     pages = boto3.client("ec2").describe_instances(Filters=[
         {"Name": f"tag:{TAG_RUN_ID}", "Values": [run_id]},

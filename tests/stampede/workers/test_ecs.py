@@ -16,14 +16,6 @@ pytestmark = pytest.mark.integration
 LOCUSTFILES = "/work/elsewhere/plugin.py"
 
 
-@pytest.fixture
-def cloud_only(aws, monkeypatch):
-    """Cloud workers without local stand-ins: the master address is a VPC address."""
-    monkeypatch.delenv("STAMPEDE_CLOUD_WORKERS_STANDIN")
-    monkeypatch.setenv("STAMPEDE_MASTER_HOST", "10.0.1.20")
-    return aws
-
-
 def _ecs():
     return boto3.client("ecs")  # region, endpoint and fake credentials from the fixture's environment
 
