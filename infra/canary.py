@@ -41,10 +41,12 @@ class Canary:
     """An HTTP/1.1 keep-alive server on 127.0.0.1, port chosen by the kernel, that records each request.
 
     :param health_status: what ``/health`` answers (set ``.health_status`` later to make it fail).
+    :param delay_s: how long every other request takes (counted when it arrives).
     """
 
-    def __init__(self, *, health_status: int = 200) -> None:
+    def __init__(self, *, health_status: int = 200, delay_s: float = 0.0) -> None:
         self.health_status = health_status
+        self.delay_s = delay_s
         self.requests: list[Hit] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -79,6 +81,8 @@ class Canary:
                 if length:
                     self.rfile.read(length)
                 canary.record(self.command, self.path)
+                if canary.delay_s and not self.path.split("?")[0].endswith("/health"):
+                    time.sleep(canary.delay_s)  # a request in flight for that long (one thread per connection)
                 status = canary.health_status if self.path.split("?")[0].endswith("/health") else 200
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -30,6 +30,7 @@ from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 
 from stampede import open_model
+from stampede.final_reports import FinalReports, listen_on_worker, use_graceful_stop
 from stampede.locust_fixes import patch_connection_pool
 from stampede.histogram import LatencyHistogram
 
@@ -140,6 +141,7 @@ class RunAggregator:
         self.current_stage: int | None = None
         self.iterations = open_model.IterationCounts()  # open model: started / dropped per second
         self.load_ended: float | None = None  # when the shape ended the load (its last stage's end)
+        self.final_reports: FinalReports | None = None  # the master's; a standalone process records in-process
         self.last_progress = 0.0
 
     # -- data in -----------------------------------------------------------
@@ -165,7 +167,7 @@ class RunAggregator:
             if second not in self.timeline:
                 self.timeline[second] = (index, phase, users)
                 self.phase_seconds[f"{index}/{phase}"] += 1
-        self.fold(upto=second)
+        self.fold(upto=second - 1)  # the current second may still change stage (see enter_stage)
         self.finalize(before=second - FINALIZE_AFTER_S)
         self.check_stop_file()
         self.check_abort(second)
@@ -180,10 +182,16 @@ class RunAggregator:
         previous_users = self.stages[index - 1]["users"] if index > 0 else 0
         if stage["users"] <= previous_users:
             stage["steady_from"] = int(now)
-        # the second this stage starts in is its own (the first stage's first second would belong to none)
-        if int(now) not in self.timeline:
+        # A second's requests belong to one stage. The ticker tags a second as it begins and the
+        # shape changes stage a moment later, so the second goes to the stage that runs most of it
+        # (the first stage's first second would otherwise belong to none).
+        second = int(now)
+        tagged = self.timeline.get(second)
+        if tagged is None or (tagged[0] != index and now - second < 0.5):
+            if tagged is not None:
+                self.phase_seconds[f"{tagged[0]}/{tagged[1]}"] -= 1
             phase = "steady" if stage["steady_from"] is not None else "ramp"
-            self.timeline[int(now)] = (index, phase, 0)
+            self.timeline[second] = (index, phase, tagged[2] if tagged else 0)
             self.phase_seconds[f"{index}/{phase}"] += 1
         logger.info("stampede: stage %s (%d users) starts", stage["name"], stage["users"])
         print(f"{STAGE_START_MARK} index={index} users={stage['users']} name={stage['name']}", flush=True)
@@ -209,10 +217,11 @@ class RunAggregator:
                     second[2] += failures
 
     def phase_at(self, sec: int) -> tuple[int | None, str]:
+        """The stage and phase that requests completed in ``sec`` count for."""
         entry = self.timeline.get(sec)
-        if entry is None and self.load_ended is not None and sec > int(self.load_ended):
-            return None, "ramp"  # after the load ended: requests cut short by the stop belong to no stage
         if entry is None:
+            # a second no tick tagged: the latest stage before it, also after the load ended,
+            # when requests in flight finish during the graceful stop (see stampede.final_reports)
             earlier = [s for s in self.timeline if s <= sec]
             if not earlier:
                 return None, "ramp"  # before the first stage started: not part of any stage
@@ -405,23 +414,27 @@ class StageShape(LoadTestShape):
     """Plays the plan's stages in order; stops early when the aggregator asks."""
 
     use_common_options = False
+    end_rate: float | None = None
 
     def tick(self):
         aggregator: RunAggregator | None = getattr(self.runner.environment, "_stampede_aggregator", None)
         if aggregator is None:
             return None
-        if aggregator.stop_reason is not None:
-            aggregator.end_load(time.time())
-            return None
-        run_time = self.get_run_time()
-        elapsed = 0.0
-        for index, stage in enumerate(aggregator.stages):
-            elapsed += stage["duration_s"]
-            if run_time < elapsed:
-                if aggregator.current_stage != index:
-                    aggregator.enter_stage(index, time.time())
-                return stage["users"], stage["spawn_rate"]
-        aggregator.end_load(time.time())
+        if aggregator.stop_reason is None:
+            run_time = self.get_run_time()
+            elapsed = 0.0
+            for index, stage in enumerate(aggregator.stages):
+                elapsed += stage["duration_s"]
+                if run_time < elapsed:
+                    if aggregator.current_stage != index:
+                        aggregator.enter_stage(index, time.time())
+                    return stage["users"], stage["spawn_rate"]
+        now = time.time()
+        aggregator.end_load(now)
+        if aggregator.final_reports is not None and aggregator.final_reports.pending(now):
+            # every user stops at once (gracefully) while the workers' final reports come in
+            self.end_rate = self.end_rate or max(1.0, float(self.runner.user_count))
+            return 0, self.end_rate
         return None
 
 
@@ -447,11 +460,15 @@ def _on_init(environment, **_kw) -> None:
             data[REPORT_KEY] = environment._stampede_recorder.drain()
 
         environment.events.report_to_master.add_listener(report)
+        listen_on_worker(environment, environment._stampede_recorder.drain)
         return
 
+    use_graceful_stop(environment)
     aggregator = RunAggregator(environment, plan)
     environment._stampede_aggregator = aggregator
     if isinstance(runner, MasterRunner):
+        aggregator.final_reports = FinalReports(runner, aggregator.add_report)
+
         def on_worker_report(client_id, data):
             if REPORT_KEY in data:
                 aggregator.add_report(data[REPORT_KEY])

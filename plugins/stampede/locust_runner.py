@@ -119,7 +119,7 @@ def run_master(
         "--stampede-plan", json.dumps(plan.locust_plan()),
         "--stampede-out", str(output_path),
         "--stampede-stop-file", str(stop_file),
-        "--only-summary", "--exit-code-on-error", "0", "--stop-timeout", "0",
+        "--only-summary", "--exit-code-on-error", "0",  # the plugin sets a graceful --stop-timeout
     ]
     if expect_workers > 0:
         command += [

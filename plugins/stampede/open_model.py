@@ -26,6 +26,7 @@ from typing import Any
 
 import gevent
 from gevent.event import AsyncResult
+from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 logger = logging.getLogger("stampede")
 
@@ -108,7 +109,12 @@ def gate_users(environment, scheduler: OpenModelScheduler) -> None:
 
             def on_start(self, _original=original):
                 _original(self)
-                scheduler.wait_for_slot()
+                # waiting, as in a think time, so a graceful stop ends this user at once, not after
+                # the whole stop timeout; one already asked to stop is stopped before its first task
+                if self._state != LOCUST_STATE_STOPPING:
+                    self._state = LOCUST_STATE_WAITING
+                    scheduler.wait_for_slot()
+                    self._state = LOCUST_STATE_RUNNING
 
             user_class.on_start = on_start
             user_class._stampede_gated = True
