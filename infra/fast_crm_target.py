@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from infra.loopback_process import LoopbackProcess, bind_free_loopback
+from infra.loopback_process import LoopbackProcess, add_exit_with_parent, bind_free_loopback, exit_when_orphaned
 from stampede.histogram import LatencyHistogram
 from stampede.netutil import raise_open_file_limit
 
@@ -328,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-file", required=True)
     parser.add_argument("--seed", type=int, default=500, help="escrows and listings to start with")
     parser.add_argument("--no-uvloop", action="store_true")
+    add_exit_with_parent(parser)
     args = parser.parse_args(argv)
+    exit_when_orphaned(args.exit_with_parent)
     raise_open_file_limit()
     sock = bind_free_loopback(args.port_file)
     run = asyncio.run

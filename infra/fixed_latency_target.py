@@ -24,7 +24,7 @@ import socket
 import sys
 from pathlib import Path
 
-from infra.loopback_process import LoopbackProcess, bind_free_loopback
+from infra.loopback_process import LoopbackProcess, add_exit_with_parent, bind_free_loopback, exit_when_orphaned
 from stampede.netutil import raise_open_file_limit
 
 BODY = b'{"items": [], "total": 0}'
@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-file", required=True)
     parser.add_argument("--capacity-rps", type=float, default=None,
                         help="serve at most this many requests/s (capacity-rps × delay concurrent servers)")
+    add_exit_with_parent(parser)
     args = parser.parse_args(argv)
+    exit_when_orphaned(args.exit_with_parent)
     servers = servers_for(args.capacity_rps, args.delay_ms)
     raise_open_file_limit()  # a connection per user
     sock = bind_free_loopback(args.port_file)

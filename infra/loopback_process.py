@@ -2,16 +2,21 @@
 
 A server module binds with ``bind_free_loopback(port_file)`` (the kernel picks
 the port; the file is written atomically so a reader never sees half of it).
-``LoopbackProcess`` starts ``python -m <module> --port-file F …`` and waits for
-that file: the one pattern the fixed-latency and fast CRM targets share.
+``LoopbackProcess`` starts ``python -m <module> --port-file F --exit-with-parent PID …``
+and waits for that file: the one pattern the fixed-latency and fast CRM targets share.
+Every server calls ``exit_when_orphaned``, so a test run killed with SIGKILL (or a
+timeout) leaves no server behind: the next run would otherwise share its cores.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +29,23 @@ def bind_free_loopback(port_file: str | os.PathLike[str]) -> socket.socket:
     Path(tmp).write_text(str(sock.getsockname()[1]))
     os.replace(tmp, port_file)
     return sock
+
+
+def add_exit_with_parent(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--exit-with-parent", type=int, metavar="PID", help="stop when process PID is gone")
+
+
+def exit_when_orphaned(parent_pid: int | None) -> None:
+    """SIGTERM ourselves once ``parent_pid`` is gone (checked every second); ``None`` watches nothing."""
+    if not parent_pid:
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 class LoopbackProcess:
@@ -39,7 +61,8 @@ class LoopbackProcess:
 
     def start(self) -> str:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, "--port-file", str(self.port_file), *self.args],
+            [sys.executable, "-m", self.module, "--port-file", str(self.port_file),
+             "--exit-with-parent", str(os.getpid()), *self.args],
             cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL,
         )
         deadline = time.time() + self.startup_timeout_s

@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import signal
 import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 import uvicorn
 
 from infra.demo_target.app import DEMO_PASSWORD_DEFAULT, DEMO_PASSWORD_ENV, create_app
+from infra.loopback_process import add_exit_with_parent, exit_when_orphaned
 from stampede.netutil import raise_open_file_limit
 
 BACKLOG = 4096
@@ -78,17 +76,6 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def exit_when_orphaned(parent_pid: int) -> None:
-    """SIGTERM ourselves once ``parent_pid`` is gone, so a killed test run leaves no server behind."""
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m infra.demo_target", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
@@ -100,7 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow", type=parse_slow, action="append", default=[], metavar="'METHOD /route=MS'",
                         help="add MS milliseconds to a route; repeatable")
     parser.add_argument("--limit-concurrency", type=int, default=LIMIT_CONCURRENCY)
-    parser.add_argument("--exit-with-parent", type=int, metavar="PID", help="stop when process PID is gone")
+    add_exit_with_parent(parser)
     return parser.parse_args(argv)
 
 
@@ -125,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         write_atomically(args.port_file, f"{port}\n")
     shown = f"[{host}]" if ":" in host else host
     print(f"demo target listening on http://{shown}:{port}/v1", flush=True)
-    if args.exit_with_parent:
-        exit_when_orphaned(args.exit_with_parent)
+    exit_when_orphaned(args.exit_with_parent)
     config = uvicorn.Config(
         app,
         access_log=False,
