@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from stampede.capacity import capacity_from_points
+from stampede.load_window import WindowClosed, kind_of, with_allowed_hours
 from stampede.locust_runner import run_master
 from stampede.metrics import generator_health, stage_results
 from stampede.plan import RunPlan
@@ -190,6 +191,7 @@ def search(
         raise ValueError(f"scenario {scenario.name}: search: missing; fix: add a search block to the scenario")
     open_model = scenario.model == "open"
     run_dir = run_dir or run_dir_for(plan)
+    stop_probe = with_allowed_hours(plan, stop_probe)
     cap = None
     if user_cap:
         if open_model and spec.max_users and spec.max_users > user_cap:
@@ -227,6 +229,8 @@ def search(
         halted = output.get("stopped")
         if halted and halted.get("kind") == "kill_switch":
             stopped = str(halted.get("reason") or "kill switch")
+        elif halted and halted.get("kind") == "allowed_hours":
+            stopped = WindowClosed(halted.get("reason") or "allowed hours")
         log.info("step %d (%s): %s → %.1f req/s, p95 %s ms, errors %.2f%% — %s", index, phase, _load(step), step.rps,
                  step.p95_ms, 100 * step.error_rate, "GOOD" if step.good else ("INVALID" if not step.valid else "BAD"))
         return step
@@ -299,7 +303,7 @@ def search(
         run_id=plan.run_id, scenario=plan.scenario_name, target=plan.target, verdict=verdict,  # type: ignore[arg-type]
         started_at=_iso(started_at or now), finished_at=_iso(now), stages=stage_rows, generator=generator,
         environment=plan.environment, run_tag=plan.run_tag, aborted=stopped is not None,
-        stopped={"reason": stopped, "kind": "kill_switch"} if stopped else None,
+        stopped={"reason": str(stopped), "kind": kind_of(stopped)} if stopped else None,
         series=series, workers=plan.workers,
     )
     result.breaking_point = point

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 
+from stampede.load_window import kind_of
 from stampede.plan import RunPlan
 from stampede.stage_health import StageHealthWatch
 
@@ -101,7 +102,8 @@ def run_master(
 ) -> LocustRun:
     """Start the master (or a standalone process when ``expect_workers`` is 0) and wait for it.
 
-    :param stop_probe: polled twice a second; a reason stops the load (kill switch).
+    :param stop_probe: polled twice a second; a reason stops the load (kill switch, or the kind a
+        ``stampede.load_window.StopRequest`` carries).
     :param stage_health: probes the target as each stage after the first starts; a reason
         stops the run with kind ``target_unhealthy``.
     """
@@ -155,7 +157,7 @@ def run_master(
             if not stop_written:
                 reason = stop_probe()
                 if reason:
-                    stop_file.write_text(reason)
+                    stop_file.write_text(json.dumps({"reason": str(reason), "kind": kind_of(reason)}))
                     stop_written = True
                     log.warning("Stop requested: %s (the master stops the load within seconds)", reason)
                 elif watch is not None and watch.problem:

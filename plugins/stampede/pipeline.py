@@ -23,6 +23,7 @@ from stampede.environments import (
     EnvironmentsError, TargetRefused, check_allowed_hours, load_environments, resolve_target,
 )
 from stampede.health import probe
+from stampede.load_window import with_allowed_hours
 from stampede.locust_runner import GeneratorSample, LocustRun, locustfiles_for, run_master
 from stampede.metrics import generator_health, stage_results
 from stampede.plan import RunPlan
@@ -132,6 +133,7 @@ def preflight(
         workers=default_worker_count(peak) if workers is None else workers,
         progress_interval_s=progress_interval_s, out_dir=out_dir,
         worker_provider=worker_provider, worker_spot=worker_spot, worker_size=worker_size,
+        allowed_hours=env.allowed_hours,
     )
     try:
         plan.locustfile  # noqa: B018 - validates that all scenarios share one locustfile
@@ -235,7 +237,7 @@ def run_stages(plan: RunPlan, *, stop_probe: Callable[[], str | None] = lambda: 
             master_port=workers.master_port if workers else None,
             expect_workers=plan.workers,
             worker_processes=worker_sampler(plan, run_dir, workers),
-            stop_probe=stop_probe,
+            stop_probe=with_allowed_hours(plan, stop_probe),
             master_bind_host=master_bind_host(plan),
             stage_health=lambda: probe(plan.target, timeout_s=2.0, attempts=2, pause_s=0.5),
         )
@@ -327,7 +329,7 @@ def notify_stages(plan: RunPlan, result: RunResult) -> None:
 
 
 def _verdict(stages, stopped: dict | None, saturated: bool) -> str:
-    if saturated or (stopped and stopped.get("kind") == "kill_switch") or not stages:
+    if saturated or (stopped and stopped.get("kind") in ("kill_switch", "allowed_hours")) or not stages:
         return "invalid"
     # a target that went down under load is a finding about the target, not a broken run
     if (stopped and stopped.get("kind") in ("abort", "target_unhealthy")) or not all(s.passed for s in stages):

@@ -59,6 +59,7 @@ class RunPlan:
     worker_provider: str = "local"  # local | ecs | ec2 (stampede.workers.provider_for)
     worker_spot: bool = False  # FARGATE_SPOT / EC2 spot for cloud workers
     worker_size: str = ""  # override: a Fargate size (fargate-1vcpu-2gb) or an instance type; empty: derived
+    allowed_hours: tuple[tuple[int, int], ...] = ()  # the environment's UTC windows; the load stops when they close
 
     @property
     def run_tag(self) -> str:
@@ -147,6 +148,7 @@ class RunPlan:
             "worker_provider": self.worker_provider,
             "worker_spot": self.worker_spot,
             "worker_size": self.worker_size,
+            "allowed_hours": [list(w) for w in self.allowed_hours],
         }
 
     @classmethod
@@ -164,4 +166,5 @@ class RunPlan:
             worker_provider=data.get("worker_provider") or "local",
             worker_spot=bool(data.get("worker_spot", False)),
             worker_size=data.get("worker_size") or "",
+            allowed_hours=tuple((int(a), int(b)) for a, b in data.get("allowed_hours") or ()),
         )

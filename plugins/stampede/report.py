@@ -25,6 +25,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 STOP_KINDS = {
     "abort": "a threshold marked abort was breached", "kill_switch": "the kill switch was set",
     "target_unhealthy": "the target failed its health check between stages (it went down under load: a finding)",
+    "allowed_hours": "the environment's allowed hours ended",
 }
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from infra.canary import Canary
 from infra.demo_target.server import DemoTarget
 from infra.fixed_latency_target import FixedLatencyTarget
 from infra.slack_standin import SlackStandin
-from stampede import killswitch, pipeline, target_lock
+from stampede import killswitch, load_window, pipeline, target_lock
 from stampede.netutil import free_port
 from stampede.plan import DEFAULT_ACCOUNTS
 
@@ -85,6 +86,38 @@ def test_kill_switch_mid_stage_stops_the_load_within_5_seconds(tmp_path, kill_fi
     assert took < 40
     assert result.verdict == "invalid" and result.aborted
     assert result.stopped["kind"] == "kill_switch" and "operator: stop the load" in result.stopped["reason"]
+
+
+def test_a_run_stops_when_its_environments_allowed_hours_close(tmp_path, monkeypatch):
+    """Started inside the window (preflight passes), stopped when the clock leaves it mid-stage."""
+    now = datetime.now(timezone.utc)
+    window = f"{now - timedelta(hours=1):%H:%M}-{now + timedelta(hours=1):%H:%M}"
+    environments = tmp_path / "environments.yaml"
+    environments.write_text(yaml.safe_dump({"environments": {"local": {
+        "allow_load": True, "max_users": 100, "allowed_hours": window, "metrics": {"source": "none"},
+    }}}))
+    monkeypatch.setenv("STAMPEDE_ENVIRONMENTS_FILE", str(environments))
+    closed = threading.Event()
+    real_utcnow = load_window.utcnow
+    monkeypatch.setattr(load_window, "utcnow", lambda: real_utcnow() + timedelta(hours=3 if closed.is_set() else 0))
+    with Canary() as canary:
+        scenario = _polling_scenario(tmp_path, [{"name": "night", "users": 3, "spawn_rate": 3, "duration_s": 60}])
+        plan = pipeline.preflight(scenarios=[scenario], target=canary.base_url, run_id="window-closes", workers=0,
+                                  out_dir=str(tmp_path / "run"))
+        assert plan.allowed_hours and pipeline.RunPlan.from_dict(plan.to_dict()).allowed_hours == plan.allowed_hours
+
+        def close_the_window() -> None:
+            _wait_for(lambda: canary.hits(exclude_health=True) >= 10, 60)
+            closed.set()
+
+        threading.Thread(target=close_the_window, daemon=True).start()
+        started = time.time()
+        result = pipeline.run_load(plan)
+        took = time.time() - started
+    assert took < 30, took  # long before the planned 60 s
+    assert result.verdict == "invalid" and result.aborted
+    assert result.stopped["kind"] == "allowed_hours"
+    assert f"past local's window ({window} UTC)" in result.stopped["reason"]
 
 
 def test_abort_threshold_breach_stops_the_run_early_and_records_it(tmp_path):
