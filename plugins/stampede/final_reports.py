@@ -8,9 +8,12 @@ whatever a worker recorded since its last 3-second report is lost too.
 
 Stampede ends the load in three steps instead:
 
-1. users stop gracefully (``GRACEFUL_STOP_S`` as Locust's stop timeout): a user
-   finishes the request it is in, then stops at its next think time, so no new
-   request starts; one still hanging after the timeout is killed;
+1. every user is told to stop in one pass (``end_every_user``): one in its think
+   time is killed at once (it has nothing in flight), one mid-request finishes it
+   (``GRACEFUL_STOP_S`` as Locust's stop timeout) and starts no other. Locust
+   alone stops users one by one: at 15,000 users that took seconds, during which
+   users whose think time ended sent some 12,000 more requests (1–2 s slow, the
+   generator busy stopping the rest) that counted for the last stage;
 2. the master asks every worker for a final report (``FLUSH_MESSAGE``); a worker
    sends it (``FINAL_MESSAGE``) once its last user has stopped;
 3. the master quits when every live worker has reported, or after
@@ -27,6 +30,7 @@ from typing import Any, Callable
 
 import gevent
 from locust.runners import STATE_MISSING
+from locust.user.task import LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 logger = logging.getLogger("stampede")
 
@@ -43,11 +47,29 @@ def use_graceful_stop(environment) -> None:
         environment.stop_timeout = GRACEFUL_STOP_S
 
 
+def end_every_user(runner) -> None:
+    """In one pass, no switch in between: every user stops, and none starts another request.
+
+    Marked stopping first, a user whose think time ends meanwhile stops instead of
+    sending; one in its think time is also killed at once. Locust then waits for the
+    users mid-request (its ``_state`` is private, but the only way to say "stopping").
+    """
+    for greenlet in list(runner.user_greenlets):
+        user = greenlet.args[0] if greenlet.args else None
+        if user is None:
+            continue
+        waiting = user._state == LOCUST_STATE_WAITING
+        user._state = LOCUST_STATE_STOPPING
+        if waiting:
+            greenlet.kill(block=False)
+
+
 def listen_on_worker(environment, drain: Callable[[], dict[str, Any]]) -> None:
-    """On a worker: answer the master's flush with everything recorded, once the last user has stopped."""
+    """On a worker: at the master's flush, end every user, then report everything once the last has stopped."""
     runner = environment.runner
 
     def on_flush(msg: Any = None, **_kw: Any) -> None:
+        end_every_user(runner)  # the flush comes just before the master's spawn of 0 users
         deadline = time.time() + (environment.stop_timeout or 0.0) + 2.0
         while runner.user_count > 0 and time.time() < deadline:
             gevent.sleep(0.05)

@@ -30,7 +30,7 @@ from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 
 from stampede import open_model
-from stampede.final_reports import FinalReports, listen_on_worker, use_graceful_stop
+from stampede.final_reports import FinalReports, end_every_user, listen_on_worker, use_graceful_stop
 from stampede.locust_fixes import patch_connection_pool
 from stampede.histogram import LatencyHistogram
 
@@ -431,7 +431,10 @@ class StageShape(LoadTestShape):
                     return stage["users"], stage["spawn_rate"]
         now = time.time()
         aggregator.end_load(now)
-        if aggregator.final_reports is not None and aggregator.final_reports.pending(now):
+        if aggregator.final_reports is None:  # standalone: this process runs the users
+            end_every_user(self.runner)
+            return None
+        if aggregator.final_reports.pending(now):
             # every user stops at once (gracefully) while the workers' final reports come in
             self.end_rate = self.end_rate or max(1.0, float(self.runner.user_count))
             return 0, self.end_rate

@@ -102,8 +102,46 @@ def test_every_request_the_target_served_is_recorded_when_the_load_stops(tmp_pat
         plan = pipeline.preflight(scenarios=[str(scenario)], target=canary.base_url, run_id=f"in-flight-{workers}",
                                   workers=workers, out_dir=str(tmp_path / "run"))
         result = pipeline.run_load(plan)
-        served = sum(1 for hit in canary.requests if hit.path.startswith("/v1/escrows"))
+        arrivals = [hit.t for hit in canary.requests if hit.path.startswith("/v1/escrows")]
+    served = len(arrivals)
+    load_ended = json.loads((tmp_path / "run" / "locust_output.json").read_text())["load_ended"]
+    assert max(arrivals) < load_ended + 0.1  # no request started after the load ended
     (hold,) = result.stages
     assert served >= 18  # 6 users x 4 s / ~0.9 s per request, so the stop did catch requests in flight
     assert sum(p.requests for p in (hold.ramp, hold.steady) if p) == served
     assert hold.failures == 0
+
+
+def test_ending_every_user_lets_requests_in_flight_finish_and_starts_none():
+    """200 users, each request 0.3 s, think time 0.01–0.05 s: at the end, no task starts; those in flight finish."""
+    code = """
+import json, time, gevent
+from locust import User, task, between
+from locust.env import Environment
+from stampede.final_reports import end_every_user
+log = {"started": [], "finished": []}
+class Busy(User):
+    wait_time = between(0.01, 0.05)
+    @task
+    def work(self):
+        log["started"].append(time.time())
+        gevent.sleep(0.3)  # a request in flight
+        log["finished"].append(time.time())
+env = Environment(user_classes=[Busy])
+runner = env.create_local_runner()
+runner.start(200, spawn_rate=200)
+gevent.sleep(1.5)
+ended = time.time()
+in_flight = len(log["started"]) - len(log["finished"])
+end_every_user(runner)
+gevent.sleep(0.6)
+print(json.dumps({"in_flight": in_flight, "late_starts": sum(t > ended for t in log["started"]),
+                  "finished_after": sum(t > ended for t in log["finished"]), "alive": runner.user_count}))
+"""
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    out = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert out["in_flight"] > 50  # most users were mid-request at the end
+    assert out["late_starts"] == 0
+    assert out["finished_after"] == out["in_flight"]  # none killed mid-request
+    assert out["alive"] == 0

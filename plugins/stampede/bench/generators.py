@@ -288,10 +288,13 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
     for index, stage, start, end, target_stats in measured:
         seconds = [series[t] for t in range(start, end) if t in series]
         requests = sum(s["requests"] for s in seconds)
+        # only the worker processes alive in this window: an agent restarts its Locust worker
+        # when the master quits, and those fresh processes must not count as idle workers
+        live = [pid for pid in workers if _window_mean(samples, pid, start, end, "cpu_pct") is not None]
         raw_levels.append((stage["users"], requests / max(1, len(seconds)), sum(s["failures"] for s in seconds) / max(1, requests),
-                           [_window_mean(samples, pid, start, end, "cpu_pct") or 0.0 for pid in workers],
-                           [_window_mean(samples, pid, start, end, "rss_mib") or 0.0 for pid in workers],
-                           [_window_mean(samples, pid, start, end, "wait_pct") or 0.0 for pid in workers],
+                           [_window_mean(samples, pid, start, end, "cpu_pct") or 0.0 for pid in live],
+                           [_window_mean(samples, pid, start, end, "rss_mib") or 0.0 for pid in live],
+                           [_window_mean(samples, pid, start, end, "wait_pct") or 0.0 for pid in live],
                            _window_mean(samples, master, start, end, "cpu_pct") if master else None,
                            result.stages[index].p95_ms, target_stats, float(len(seconds))))
     if not raw_levels:
