@@ -321,7 +321,7 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
     cpu_slope, cpu_base = _fit([lv.users for lv in fit_levels], [sum(lv.worker_cpu_pct) for lv in fit_levels])
     at = next((lv for lv in levels_measured if lv.users == 10_000), levels_measured[-1])
     target_p95 = at.target.get("p95_ms")
-    common = {"levels": [lv.to_dict() for lv in levels_measured], "workers": len(workers), "delay_ms": delay_ms,
+    common = {"levels": [lv.to_dict() for lv in levels_measured], "workers": max(len(lv.worker_cpu_pct) for lv in levels_measured), "delay_ms": delay_ms,
               "spawn_rate": spawn_rate, "settle_s": settle_s, "per_user_rps": round(per_user, 5),
               "cpu_limit_pct": CPU_LIMIT_PCT, "rate_tolerance": RATE_TOLERANCE}
     stamp = _now_iso()
