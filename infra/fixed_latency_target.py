@@ -131,6 +131,10 @@ class FixedLatencyTarget:
     def __exit__(self, *_exc) -> None:
         self._process.stop()
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from stampede.capacity import capacity_from_points
-from stampede.load_window import WindowClosed, kind_of, with_allowed_hours
+from stampede.load_window import kind_of, stop_request, with_allowed_hours
 from stampede.locust_runner import run_master
 from stampede.metrics import generator_health, stage_results
 from stampede.plan import RunPlan
@@ -226,11 +226,7 @@ def search(
         health_all.append(health)
         stage_rows.append(stage)
         steps.append(step)
-        halted = output.get("stopped")
-        if halted and halted.get("kind") == "kill_switch":
-            stopped = str(halted.get("reason") or "kill switch")
-        elif halted and halted.get("kind") == "allowed_hours":
-            stopped = WindowClosed(halted.get("reason") or "allowed hours")
+        stopped = stop_request(output.get("stopped")) or stopped
         log.info("step %d (%s): %s → %.1f req/s, p95 %s ms, errors %.2f%% — %s", index, phase, _load(step), step.rps,
                  step.p95_ms, 100 * step.error_rate, "GOOD" if step.good else ("INVALID" if not step.valid else "BAD"))
         return step

@@ -31,8 +31,21 @@ class WindowClosed(StopRequest):
     kind = "allowed_hours"
 
 
+# stops that say nothing about the target: the run is invalid, not failed
+INVALIDATING_KINDS = frozenset({StopRequest.kind, WindowClosed.kind})
+
+
 def kind_of(reason: str) -> str:
     return getattr(reason, "kind", StopRequest.kind)
+
+
+def stop_request(stopped: dict) -> StopRequest | None:
+    """The results' ``stopped`` back as a request, when its kind invalidates the run (else ``None``)."""
+    kind = stopped.get("kind") if stopped else None
+    if kind not in INVALIDATING_KINDS:
+        return None
+    request = WindowClosed if kind == WindowClosed.kind else StopRequest
+    return request(stopped.get("reason") or kind.replace("_", " "))
 
 
 def utcnow() -> datetime:

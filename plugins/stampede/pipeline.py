@@ -23,7 +23,7 @@ from stampede.environments import (
     EnvironmentsError, TargetRefused, check_allowed_hours, load_environments, resolve_target,
 )
 from stampede.health import probe
-from stampede.load_window import with_allowed_hours
+from stampede.load_window import INVALIDATING_KINDS, with_allowed_hours
 from stampede.locust_runner import GeneratorSample, LocustRun, locustfiles_for, run_master
 from stampede.metrics import generator_health, stage_results
 from stampede.plan import RunPlan
@@ -329,7 +329,7 @@ def notify_stages(plan: RunPlan, result: RunResult) -> None:
 
 
 def _verdict(stages, stopped: dict | None, saturated: bool) -> str:
-    if saturated or (stopped and stopped.get("kind") in ("kill_switch", "allowed_hours")) or not stages:
+    if saturated or (stopped and stopped.get("kind") in INVALIDATING_KINDS) or not stages:
         return "invalid"
     # a target that went down under load is a finding about the target, not a broken run
     if (stopped and stopped.get("kind") in ("abort", "target_unhealthy")) or not all(s.passed for s in stages):

@@ -18,7 +18,7 @@ import sys, time
 from pathlib import Path
 from infra.{module} import {cls}
 target = {cls}({args}).__enter__()
-print(target._process.pid, flush=True)
+print(target.pid, flush=True)
 time.sleep(120)
 """
 

@@ -290,9 +290,10 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
         requests = sum(s["requests"] for s in seconds)
         # only the worker processes alive in this window: an agent restarts its Locust worker
         # when the master quits, and those fresh processes must not count as idle workers
-        live = [pid for pid in workers if _window_mean(samples, pid, start, end, "cpu_pct") is not None]
+        cpu = {pid: v for pid in workers if (v := _window_mean(samples, pid, start, end, "cpu_pct")) is not None}
+        live = list(cpu)
         raw_levels.append((stage["users"], requests / max(1, len(seconds)), sum(s["failures"] for s in seconds) / max(1, requests),
-                           [_window_mean(samples, pid, start, end, "cpu_pct") or 0.0 for pid in live],
+                           list(cpu.values()),
                            [_window_mean(samples, pid, start, end, "rss_mib") or 0.0 for pid in live],
                            [_window_mean(samples, pid, start, end, "wait_pct") or 0.0 for pid in live],
                            _window_mean(samples, master, start, end, "cpu_pct") if master else None,
