@@ -40,13 +40,13 @@ $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed
 setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db
 
 demo: setup
-	$(PY) -m stampede.demo
+	$(PY) -m stampede.surfaces.demo
 
 test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) -m stampede.bench
+	$(PY) -m stampede.surfaces.bench
 
 airflow: setup
 	$(VENV)/bin/airflow standalone

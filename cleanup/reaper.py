@@ -1,6 +1,6 @@
 """Remove stale load-test data: every ``LT-``-tagged entity older than an age, whatever run made it.
 
-A run's own cleanup (``cleanup.test_data``) deletes its data by its tag; this is
+A run's own cleanup (``stampede.cleanup.run_data``) deletes its data by its tag; this is
 the safety net for runs that died before their cleanup ran. The hourly
 ``loadtest_reaper`` DAG calls :func:`reap_stale_test_data` for every
 environment that allows load.
@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from cleanup.test_data import (  # the run cleanup's session: retries, deadline, no redirects
+from stampede.cleanup.run_data import (  # the run cleanup's session: retries, deadline, no redirects
     DELETE_CONCURRENCY, KINDS, CleanupError, CleanupReport, _delete, _Gone, _RequestFailed, _search_all, _Session,
 )
 
@@ -201,9 +201,9 @@ def reap_all_targets(
     Each target must pass the same check as a load run (``resolve_target``): the
     reaper never touches production, nor a host no environment lists.
     """
-    from stampede import target_lock
-    from stampede.environments import TargetRefused, load_environments, resolve_target
-    from stampede.plan import run_tag_for
+    from stampede.safety import lease as target_lock
+    from stampede.plan.environments import TargetRefused, load_environments, resolve_target
+    from stampede.plan.run_plan import run_tag_for
 
     environments = load_environments(environments_text)
     targets = [url for env in environments.values() if env.allow_load for url in env.base_urls]

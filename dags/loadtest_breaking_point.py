@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag
 
-from stampede.airflow_tasks import wire_breaking_point
-from stampede.dag_defaults import dag_defaults
+from stampede.surfaces.airflow_tasks import wire_breaking_point
+from stampede.surfaces.dag_defaults import dag_defaults
 
 
 @dag(

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag
 
-from stampede.airflow_tasks import wire_pipeline
-from stampede.environments import load_environments
-from stampede.dag_defaults import dag_defaults
-from stampede.scenario import available_scenarios
+from stampede.surfaces.airflow_tasks import wire_pipeline
+from stampede.plan.environments import load_environments
+from stampede.surfaces.dag_defaults import dag_defaults
+from stampede.plan.scenario import available_scenarios
 
 # Reading two small local files at parse time is cheap; no network, no Variables.
 SCENARIOS = available_scenarios()

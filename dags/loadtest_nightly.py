@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag
 
-from stampede.airflow_tasks import wire_pipeline
-from stampede.dag_defaults import dag_defaults
+from stampede.surfaces.airflow_tasks import wire_pipeline
+from stampede.surfaces.dag_defaults import dag_defaults
 
 NIGHTLY_SCENARIOS = ["normal", "peak", "stress"]
 

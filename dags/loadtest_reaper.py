@@ -19,15 +19,15 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from stampede.dag_defaults import dag_defaults
+from stampede.surfaces.dag_defaults import dag_defaults
 
 DEFAULT_AGE_S = 6 * 3600
 
 
 @task(retries=2, retry_delay=timedelta(seconds=30))
 def reap() -> dict:
-    """Stale test data and expired workers; a plain function call each (cleanup.reaper, stampede.workers)."""
-    from stampede.reaping import reap_everything
+    """Stale test data and expired workers; a plain function call each (stampede.cleanup.reaper, stampede.workers)."""
+    from stampede.steps.reap import reap_everything
 
     params = get_current_context()["params"]
     return reap_everything(

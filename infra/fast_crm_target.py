@@ -20,7 +20,7 @@ returns its percentiles over that window, the truth a generator's report is
 compared with. Storage is in memory; pages are positional, so an entity
 deleted since the last compaction can leave one item short in a page.
 
-    python -m infra.fast_crm_target --delay-ms 20 --port-file F [--seed 500]
+    python -m stampede.infra.fast_crm_target --delay-ms 20 --port-file F [--seed 500]
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from infra.loopback_process import LoopbackProcess, add_exit_with_parent, bind_free_loopback, exit_when_orphaned
-from stampede.histogram import LatencyHistogram
-from stampede.netutil import raise_open_file_limit
+from stampede.infra.loopback_process import LoopbackProcess, add_exit_with_parent, bind_free_loopback, exit_when_orphaned
+from stampede.core.histogram import LatencyHistogram
+from stampede.core.netutil import raise_open_file_limit
 
 PASSWORD_ENV = "STAMPEDE_DEMO_PASSWORD"
 DEFAULT_PASSWORD = "LoadTest123!"  # demo only, as the demo target's
@@ -356,7 +356,7 @@ class FastCrmTarget:
         self.delay_ms = delay_ms
         self.seed = seed
         self._process = LoopbackProcess(
-            "infra.fast_crm_target", ["--delay-ms", str(delay_ms), "--seed", str(seed)], workdir=Path(workdir),
+            "stampede.infra.fast_crm_target", ["--delay-ms", str(delay_ms), "--seed", str(seed)], workdir=Path(workdir),
         )
         self.base_url = ""
         self.root_url = ""

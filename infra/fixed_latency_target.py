@@ -11,7 +11,7 @@ clock (a request finishes at max(arrival, server free) + delay), so the event
 loop's own overhead does not eat into it: the target completes at most C / delay
 requests per second, and beyond that latency grows with the queue.
 
-    python -m infra.fixed_latency_target --delay-ms 20 --port-file F [--capacity-rps 200]
+    python -m stampede.infra.fixed_latency_target --delay-ms 20 --port-file F [--capacity-rps 200]
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import socket
 import sys
 from pathlib import Path
 
-from infra.loopback_process import LoopbackProcess, add_exit_with_parent, bind_free_loopback, exit_when_orphaned
-from stampede.netutil import raise_open_file_limit
+from stampede.infra.loopback_process import LoopbackProcess, add_exit_with_parent, bind_free_loopback, exit_when_orphaned
+from stampede.core.netutil import raise_open_file_limit
 
 BODY = b'{"items": [], "total": 0}'
 
@@ -118,7 +118,7 @@ class FixedLatencyTarget:
         # the exact capacity: whole servers, each busy for delay_ms per request
         self.capacity_rps = self.servers * 1000 / delay_ms if self.servers else None
         self._process = LoopbackProcess(
-            "infra.fixed_latency_target",
+            "stampede.infra.fixed_latency_target",
             ["--delay-ms", str(delay_ms), *(["--capacity-rps", str(self.capacity_rps)] if self.capacity_rps else [])],
             workdir=Path(workdir), startup_timeout_s=20,
         )

@@ -23,7 +23,7 @@ Use it in tests::
 
 or for a demo, as a process (serves until SIGTERM)::
 
-    python -m infra.slack_standin --port-file /tmp/slack.port --record /tmp/slack.jsonl
+    python -m stampede.infra.slack_standin --port-file /tmp/slack.port --record /tmp/slack.jsonl
 """
 
 from __future__ import annotations
@@ -414,7 +414,7 @@ def _handler_for(standin: SlackStandin) -> type[BaseHTTPRequestHandler]:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; write the port to ``--port-file`` once listening."""
-    parser = argparse.ArgumentParser(prog="python -m infra.slack_standin", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stampede.infra.slack_standin", description=__doc__.splitlines()[0])
     parser.add_argument("--port-file", type=Path, required=True, help="file to write the bound port to")
     parser.add_argument("--port", type=int, default=0, help="port to bind (default: a free one)")
     parser.add_argument("--host", default="127.0.0.1")

@@ -10,6 +10,6 @@ The journey weights, think time, accounts and run tag come from the plan; the
 password from the environment variable the plan names.
 """
 
-from loadtests.journeys import AdminUser, AgentUser, BrokerUser, ReadonlyUser
+from stampede.loadtests.journeys import AdminUser, AgentUser, BrokerUser, ReadonlyUser
 
 __all__ = ["AdminUser", "AgentUser", "BrokerUser", "ReadonlyUser"]

@@ -33,7 +33,7 @@ import pytest  # noqa: E402  (the environment above must be set before anything 
 @pytest.fixture(scope="session")
 def moto_server():
     """moto's server on a free loopback port with the workers stack from infra/aws deployed, once a session."""
-    from infra.moto_standin import MotoStandin
+    from stampede.infra.moto_standin import MotoStandin
 
     with MotoStandin() as server:
         server.reset()

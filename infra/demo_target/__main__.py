@@ -1,4 +1,4 @@
-"""Serve the demo target: ``python -m infra.demo_target --port 0 --db PATH [--port-file FILE]``.
+"""Serve the demo target: ``python -m stampede.infra.demo_target --port 0 --db PATH [--port-file FILE]``.
 
 Loopback only: the demo target exists to be loaded, so it refuses to listen
 anywhere another machine could reach it. ``--port 0`` binds a free port before
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import uvicorn
 
-from infra.demo_target.app import DEMO_PASSWORD_DEFAULT, DEMO_PASSWORD_ENV, create_app
-from infra.loopback_process import add_exit_with_parent, exit_when_orphaned
-from stampede.netutil import raise_open_file_limit
+from stampede.infra.demo_target.app import DEMO_PASSWORD_DEFAULT, DEMO_PASSWORD_ENV, create_app
+from stampede.infra.loopback_process import add_exit_with_parent, exit_when_orphaned
+from stampede.core.netutil import raise_open_file_limit
 
 BACKLOG = 4096
 # Thousands of load-test users each keep a connection open; beyond this uvicorn answers 503.
@@ -77,7 +77,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m infra.demo_target", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stampede.infra.demo_target", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--db", required=True, type=Path, help="SQLite database file (created if missing)")

@@ -11,8 +11,8 @@ In code::
 
 From a Makefile (detached; the state file remembers the pid and URL)::
 
-    python -m infra.demo_target.server start --state-file .demo.json
-    python -m infra.demo_target.server stop --state-file .demo.json
+    python -m stampede.infra.demo_target.server start --state-file .demo.json
+    python -m stampede.infra.demo_target.server stop --state-file .demo.json
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ DEFAULT_PASSWORD = "LoadTest123!"  # demo only
 STARTUP_TIMEOUT_S = 60.0  # generous: cold imports take ~4-9 s on a busy 2-core machine
 STOP_TIMEOUT_S = 5.0
 _WORKDIR_PREFIX = "stampede-demo-"
-_MODULE = "infra.demo_target"
+_MODULE = "stampede.infra.demo_target"
 
 
 class DemoTargetError(RuntimeError):
@@ -258,7 +258,7 @@ def _is_alive(pid: int) -> bool:
 
 
 def _is_demo_target(pid: int) -> bool:
-    """Alive and running ``-m infra.demo_target`` (Linux: read from /proc; elsewhere: alive is enough)."""
+    """Alive and running ``-m stampede.infra.demo_target`` (Linux: read from /proc; elsewhere: alive is enough)."""
     if not _is_alive(pid):
         return False
     try:
@@ -271,7 +271,7 @@ def _is_demo_target(pid: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.demo_target.server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stampede.infra.demo_target.server", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start detached; return once healthy")
     start.add_argument("--state-file", type=Path, required=True)

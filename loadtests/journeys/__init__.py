@@ -9,7 +9,7 @@
 
 The classes load on first access: importing Locust monkey-patches the whole
 process with gevent, which must never happen in the pipeline's own process
-(Airflow, pytest), so ``loadtests.journeys.data`` stays importable there.
+(Airflow, pytest), so ``stampede.loadtests.journeys.data`` stays importable there.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from loadtests.journeys.admin import AdminUser
-    from loadtests.journeys.agent import AgentUser
-    from loadtests.journeys.base import CrmUser
-    from loadtests.journeys.broker import BrokerUser
-    from loadtests.journeys.readonly import ReadonlyUser
+    from stampede.loadtests.journeys.admin import AdminUser
+    from stampede.loadtests.journeys.agent import AgentUser
+    from stampede.loadtests.journeys.base import CrmUser
+    from stampede.loadtests.journeys.broker import BrokerUser
+    from stampede.loadtests.journeys.readonly import ReadonlyUser
 
 __all__ = ["AdminUser", "AgentUser", "BrokerUser", "CrmUser", "ReadonlyUser"]
 

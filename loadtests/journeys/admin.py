@@ -11,7 +11,7 @@ import random
 
 from locust import SequentialTaskSet, task
 
-from loadtests.journeys.base import CrmUser
+from stampede.loadtests.journeys.base import CrmUser
 
 LARGE_PAGE = 100  # the target API's largest page (the demo target caps limit at 100)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from locust import SequentialTaskSet, task
 
-from loadtests.journeys import data
-from loadtests.journeys.base import CrmUser, check_entity, check_page
+from stampede.loadtests.journeys import data
+from stampede.loadtests.journeys.base import CrmUser, check_entity, check_page
 
 DASHBOARD_LIMIT = 20
 

@@ -10,9 +10,9 @@ logs in again once when a request comes back 401. Every request:
   never bounce the load to another host;
 - goes through ``JourneyHttpClient`` (one keep-alive connection per user), not
   ``FastHttpSession``: the same timings and events for well under the CPU (see
-  ``loadtests.journeys.http``), so a generator holds more users honestly.
+  ``stampede.loadtests.journeys.http``), so a generator holds more users honestly.
 
-The run plan (``stampede.locust_plugin.plan_of``) supplies the run tag, the
+The run plan (``stampede.load.plugin.plan_of``) supplies the run tag, the
 accounts and the *name* of the environment variable that holds the password;
 the password itself is read from the environment and never logged.
 """
@@ -28,11 +28,11 @@ from typing import Any, Callable, ClassVar
 from locust import User
 from locust.exception import CatchResponseError, RescheduleTask
 
-from loadtests.journeys.http import JourneyHttpClient, JourneyResponse
+from stampede.loadtests.journeys.http import JourneyHttpClient, JourneyResponse
 
-from stampede.locust_plugin import mark_created, plan_of
+from stampede.load.plugin import mark_created, plan_of
 
-from stampede.plan import DEFAULT_ACCOUNTS, PASSWORD_ENV
+from stampede.plan.run_plan import DEFAULT_ACCOUNTS, PASSWORD_ENV
 
 logger = logging.getLogger("stampede.journeys")
 

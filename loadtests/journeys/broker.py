@@ -9,8 +9,8 @@ import random
 
 from locust import SequentialTaskSet, task
 
-from loadtests.journeys import data
-from loadtests.journeys.base import CrmUser, check_entity, check_page
+from stampede.loadtests.journeys import data
+from stampede.loadtests.journeys.base import CrmUser, check_entity, check_page
 
 PAGE_SIZE = 20
 

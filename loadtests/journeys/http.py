@@ -29,7 +29,7 @@ from urllib.parse import urlencode, urlsplit
 
 from geventhttpclient import HTTPClient
 
-from stampede.locust_fixes import patch_connection_pool
+from stampede.load.fixes import patch_connection_pool
 
 __all__ = ["JourneyHttpClient", "JourneyResponse"]
 
@@ -64,7 +64,7 @@ class JourneyHttpClient:
         self.prefix = parts.path.rstrip("/")
         self.request_event = request_event
         # thousands of keep-alive sockets per process: without the fix every socket
-        # numbered 1,024 or more is reopened for each request (stampede.locust_fixes)
+        # numbered 1,024 or more is reopened for each request (stampede.load.fixes)
         patch_connection_pool()
         self._http = HTTPClient(
             parts.hostname, parts.port, ssl=parts.scheme == "https", concurrency=1,

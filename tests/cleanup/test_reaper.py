@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from cleanup.reaper import _registry_time, reap_all_targets, reap_stale_test_data, tag_of
-from infra.canary import Canary
-from infra.demo_target.server import DemoTarget
-from loadtests.journeys import data
-from stampede.plan import DEFAULT_ACCOUNTS
+from stampede.cleanup.reaper import _registry_time, reap_all_targets, reap_stale_test_data, tag_of
+from stampede.infra.canary import Canary
+from stampede.infra.demo_target.server import DemoTarget
+from stampede.loadtests.journeys import data
+from stampede.plan.run_plan import DEFAULT_ACCOUNTS
 
 ADMIN = DEFAULT_ACCOUNTS["admin"]
 

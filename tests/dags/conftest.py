@@ -34,7 +34,7 @@ SLACK_TOKEN = "xoxb-e2e-secret-token"
 @pytest.fixture
 def slack(monkeypatch):
     """A Slack stand-in, reached through the Airflow connection slack_api_default (as in production)."""
-    from infra.slack_standin import SlackStandin
+    from stampede.infra.slack_standin import SlackStandin
 
     with SlackStandin(token=SLACK_TOKEN) as standin:
         monkeypatch.setenv("AIRFLOW_CONN_SLACK_API_DEFAULT", json.dumps({
@@ -46,7 +46,7 @@ def slack(monkeypatch):
 
 @pytest.fixture
 def demo_target(tmp_path):
-    from infra.demo_target.server import DemoTarget
+    from stampede.infra.demo_target.server import DemoTarget
 
     with DemoTarget(workdir=tmp_path / "target") as target:
         yield target

@@ -61,7 +61,7 @@ def test_pipeline_wiring(dag_bag, dag_id):
 
 
 def test_manual_form_offers_every_scenario_and_bounds_overrides(dag_bag):
-    from stampede.scenario import available_scenarios
+    from stampede.plan.scenario import available_scenarios
 
     params = dag_bag.dags.get("loadtest_manual").params
     assert params.get_param("scenario").schema["enum"] == available_scenarios()

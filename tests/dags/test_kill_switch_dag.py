@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.canary import Canary
+from stampede.infra.canary import Canary
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 
-from infra.demo_target.server import DemoTarget
-from stampede.plan import DEFAULT_ACCOUNTS
+from stampede.infra.demo_target.server import DemoTarget
+from stampede.plan.run_plan import DEFAULT_ACCOUNTS
 
 ADMIN = DEFAULT_ACCOUNTS["admin"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.demo_target.server import DemoTarget
+from stampede.infra.demo_target.server import DemoTarget
 
 pytestmark = pytest.mark.integration
 

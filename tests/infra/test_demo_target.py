@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from infra.demo_target import server
-from infra.demo_target.server import DemoTarget, start_detached, stop_detached
+from stampede.infra.demo_target import server
+from stampede.infra.demo_target.server import DemoTarget, start_detached, stop_detached
 
 ROLES = ("agent", "broker", "admin", "readonly")
 ENTITIES = [
@@ -414,7 +414,7 @@ def test_detached_start_and_stop_with_a_state_file(tmp_path: Path) -> None:
 # -- no server needed ------------------------------------------------------------------------
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.com", "::", "10.0.0.1"])
 def test_cli_refuses_non_loopback_hosts(host: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from infra.demo_target.__main__ import main
+    from stampede.infra.demo_target.__main__ import main
 
     assert main(["--host", host, "--port", "0", "--db", str(tmp_path / "demo.db")]) == 2
     err = capsys.readouterr().err
@@ -425,13 +425,13 @@ def test_cli_refuses_non_loopback_hosts(host: str, tmp_path: Path, capsys: pytes
 @pytest.mark.parametrize(("host", "literal"), [("127.0.0.1", "127.0.0.1"), ("127.8.0.2", "127.8.0.2"),
                                                ("::1", "::1"), ("[::1]", "::1"), ("localhost", "127.0.0.1")])
 def test_loopback_hosts_are_accepted(host: str, literal: str) -> None:
-    from infra.demo_target.__main__ import loopback_host
+    from stampede.infra.demo_target.__main__ import loopback_host
 
     assert loopback_host(host) == literal
 
 
 def test_extra_latency_for_an_unknown_route_is_an_error(tmp_path: Path) -> None:
-    from infra.demo_target.app import create_app
+    from stampede.infra.demo_target.app import create_app
 
     with pytest.raises(ValueError, match="unknown route"):
         create_app(database_url=f"sqlite:///{tmp_path / 'demo.db'}", password="pw",
@@ -439,6 +439,6 @@ def test_extra_latency_for_an_unknown_route_is_an_error(tmp_path: Path) -> None:
 
 
 def test_server_module_agrees_with_the_app_on_the_password() -> None:
-    from infra.demo_target import app
+    from stampede.infra.demo_target import app
 
     assert (server.PASSWORD_ENV, server.DEFAULT_PASSWORD) == (app.DEMO_PASSWORD_ENV, app.DEMO_PASSWORD_DEFAULT)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from infra.fast_crm_target import Collection, FastCrmTarget, Stats, Store
+from stampede.infra.fast_crm_target import Collection, FastCrmTarget, Stats, Store
 
 DELAY_MS = 30.0
 PASSWORD = "LoadTest123!"

@@ -16,7 +16,7 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from infra.slack_standin import SlackStandin
+from stampede.infra.slack_standin import SlackStandin
 
 TOKEN = "xoxb-standin-test-token"
 REPO = Path(__file__).resolve().parents[2]
@@ -184,7 +184,7 @@ def test_runs_as_a_process_until_sigterm(tmp_path: Path) -> None:
     port_file, record = tmp_path / "slack.port", tmp_path / "slack.jsonl"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infra.slack_standin", "--port-file", str(port_file), "--record", str(record)],
+        [sys.executable, "-m", "stampede.infra.slack_standin", "--port-file", str(port_file), "--record", str(record)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def journeys_target() -> Iterator:
-    from infra.demo_target.server import DemoTarget
+    from stampede.infra.demo_target.server import DemoTarget
 
     with DemoTarget() as target:
         yield target

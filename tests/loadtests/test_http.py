@@ -16,14 +16,14 @@ import textwrap
 
 import pytest
 
-from stampede.locust_fixes import socket_is_reusable
+from stampede.load.fixes import socket_is_reusable
 
 SERVER_AND_CLIENT = textwrap.dedent('''
     from gevent import monkey; monkey.patch_all()
     import json, resource, socket, sys
     import gevent
     from gevent.server import StreamServer
-    from loadtests.journeys.http import JourneyHttpClient
+    from stampede.loadtests.journeys.http import JourneyHttpClient
 
     connections = []
 
@@ -131,7 +131,7 @@ def test_redirects_are_returned_not_followed_timing_covers_the_body_and_refusals
 
 
 def test_a_bad_host_is_refused_with_the_field_and_the_fix() -> None:
-    from loadtests.journeys.http import JourneyHttpClient
+    from stampede.loadtests.journeys.http import JourneyHttpClient
 
     with pytest.raises(ValueError, match=r"^host: 'ftp://x' is not an http\(s\) URL; pass --host"):
         JourneyHttpClient("ftp://x", request_event=None, connection_timeout=1, network_timeout=1)

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from cleanup.test_data import cleanup_run_data
-from loadtests.journeys import data
-from stampede.plan import DEFAULT_ACCOUNTS, PASSWORD_ENV
+from stampede.cleanup.run_data import cleanup_run_data
+from stampede.loadtests.journeys import data
+from stampede.plan.run_plan import DEFAULT_ACCOUNTS, PASSWORD_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -190,7 +190,7 @@ import time
 
 from locust import task
 
-from loadtests.journeys.base import CrmUser, check_page
+from stampede.loadtests.journeys.base import CrmUser, check_page
 
 
 class ProbeUser(CrmUser):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from stampede.scenario import SCENARIO_DIR, available_scenarios, load_scenario
+from stampede.plan.scenario import SCENARIO_DIR, available_scenarios, load_scenario
 
 SEED_MIX = {"agent": 60.0, "broker": 20.0, "admin": 5.0, "readonly": 15.0}
-STOCK_JOURNEYS = set(SEED_MIX)  # the `journey` names of loadtests.journeys (not imported: locust patches gevent)
+STOCK_JOURNEYS = set(SEED_MIX)  # the `journey` names of stampede.loadtests.journeys (not imported: locust patches gevent)
 SEED_SCENARIOS = ("normal", "peak", "stress", "spike", "endurance")
 SHIPPED = (*SEED_SCENARIOS, "demo", "smoke")
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from stampede.bottlenecks import find_bottlenecks
-from stampede.recommendations import recommend
+from stampede.analysis.bottlenecks import find_bottlenecks
+from stampede.analysis.recommendations import recommend
 
 T0 = 1_760_000_000
 
@@ -92,7 +92,7 @@ def test_a_saturated_generator_outranks_everything_and_recommendations_say_what_
 
 @pytest.mark.integration
 def test_demo_target_with_a_tiny_pool_shows_the_pool_as_first_saturated(tmp_path):
-    from infra.demo_target.server import DemoTarget
+    from stampede.infra.demo_target.server import DemoTarget
 
     scenario = tmp_path / "pool.yaml"
     scenario.write_text(
@@ -104,7 +104,7 @@ def test_demo_target_with_a_tiny_pool_shows_the_pool_as_first_saturated(tmp_path
     with DemoTarget(workdir=tmp_path / "t", pool_size=1,
                     extra_latency_ms={"GET /v1/listings": 100, "GET /v1/escrows": 100}) as target:
         completed = subprocess.run(
-            [sys.executable, "-m", "stampede.cli", "run", "--target", target.base_url, "--scenario", str(scenario),
+            [sys.executable, "-m", "stampede.surfaces.cli", "run", "--target", target.base_url, "--scenario", str(scenario),
              "--workers", "0", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=240, env=env)
     assert completed.returncode in (0, 1), completed.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())

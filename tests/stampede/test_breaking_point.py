@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.fixed_latency_target import FixedLatencyTarget
-from stampede.breaking_point import StepFigures, bisect_level, breaking_point_of, judge_step, plan_levels
-from stampede.scenario import Search
+from stampede.infra.fixed_latency_target import FixedLatencyTarget
+from stampede.analysis.breaking_point import StepFigures, bisect_level, breaking_point_of, judge_step, plan_levels
+from stampede.plan.scenario import Search
 
 THRESHOLDS = {"p95_ms": 500.0, "error_rate": 0.01}
 
@@ -79,7 +79,7 @@ def test_search_finds_a_known_capacity_within_ten_percent(tmp_path):
     out = tmp_path / "out"
     with FixedLatencyTarget(20.0, tmp_path, capacity_rps=200) as target:
         completed = subprocess.run(
-            [sys.executable, "-m", "stampede.cli", "breaking-point", "--target", target.base_url,
+            [sys.executable, "-m", "stampede.surfaces.cli", "breaking-point", "--target", target.base_url,
              "--scenario", str(scenario), "--workers", "0", "--out", str(out)],
             capture_output=True, text=True, timeout=400,
         )

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from stampede.capacity import capacity_from_points, capacity_of_stages, fit_usl, usl_throughput
-from stampede.results import StageResult
+from stampede.analysis.capacity import capacity_from_points, capacity_of_stages, fit_usl, usl_throughput
+from stampede.core.records import StageResult
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from infra.demo_target.server import DemoTarget
-from stampede.netutil import free_port
+from stampede.infra.demo_target.server import DemoTarget
+from stampede.core.netutil import free_port
 
-CLI = [sys.executable, "-m", "stampede.cli", "run"]
+CLI = [sys.executable, "-m", "stampede.surfaces.cli", "run"]
 
 
 def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -8,10 +8,10 @@ from datetime import date
 import boto3
 import pytest
 
-from stampede import cost
-from stampede.cost_ledger import CostLedger
-from stampede.plan import RunPlan
-from stampede.scenario import load_scenario
+from stampede.cost import estimate as cost
+from stampede.state.ledger import CostLedger
+from stampede.plan.run_plan import RunPlan
+from stampede.plan.scenario import load_scenario
 from stampede.workers.sizing import plan_workers
 
 
@@ -101,7 +101,7 @@ def test_the_monthly_budget_counts_what_was_spent_this_month(tmp_path, monkeypat
     monkeypatch.setenv("STAMPEDE_REPORTS_DIR", str(tmp_path / "reports"))
     import time
 
-    from stampede.cost_ledger import month_of
+    from stampede.state.ledger import month_of
 
     cost.ledger().record_estimate(run_id="earlier", provider="ec2", workers=4, size="c6i.large", estimate_usd=9.5)
     assert cost.ledger().month_to_date(month=month_of(time.time())) == 9.5

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from stampede.environments import (
+from stampede.plan.environments import (
     EnvironmentsError, TargetRefused, airflow_override, check_allowed_hours, load_environments, resolve_target,
 )
 

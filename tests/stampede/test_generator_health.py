@@ -19,9 +19,9 @@ import time
 import pytest
 import yaml
 
-from infra.fixed_latency_target import FixedLatencyTarget
-from stampede.locust_runner import GeneratorSample
-from stampede.metrics import generator_health, recommended_workers
+from stampede.infra.fixed_latency_target import FixedLatencyTarget
+from stampede.load.runner import GeneratorSample
+from stampede.figures.stages import generator_health, recommended_workers
 
 BURNER = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 
@@ -83,7 +83,7 @@ def test_starved_generator_makes_the_run_invalid_with_exit_3(tmp_path):
         os.sched_setaffinity(burner.pid, {core})
         with FixedLatencyTarget(1.0, tmp_path) as target:
             cli = subprocess.Popen(
-                [sys.executable, "-m", "stampede.cli", "run", "--target", target.base_url, "--scenario", str(scenario),
+                [sys.executable, "-m", "stampede.surfaces.cli", "run", "--target", target.base_url, "--scenario", str(scenario),
                  "--workers", "0", "--out", str(out)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                 preexec_fn=lambda: os.sched_setaffinity(0, {core}),  # the generator shares the burner's core

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from stampede.histogram import LatencyHistogram, bucket_of
+from stampede.core.histogram import LatencyHistogram, bucket_of
 
 
 def _exact_percentile(values: list[float], fraction: float) -> float:

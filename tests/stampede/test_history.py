@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from stampede.histogram import LatencyHistogram
-from stampede.history import RunStore, Tolerance, compare, compare_pair, prob_slower, publish_to_s3, target_key, trend
+from stampede.core.histogram import LatencyHistogram
+from stampede.state.history import RunStore, Tolerance, compare, compare_pair, prob_slower, publish_to_s3, target_key, trend
 
 
 def hist(values_ms, failures: int = 0) -> dict:
@@ -110,7 +110,7 @@ def test_report_files_are_copied_to_s3(tmp_path, monkeypatch):
     moto_server = pytest.importorskip("moto.server", reason="moto[server] is needed for the S3 test")
     import boto3
 
-    from stampede.netutil import free_port
+    from stampede.core.netutil import free_port
 
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -146,8 +146,8 @@ SLACK_TOKEN = "xoxb-history-test"
 
 @pytest.fixture(scope="module")
 def baseline_then_slowed(tmp_path_factory):
-    from infra.demo_target.server import DemoTarget
-    from infra.slack_standin import SlackStandin
+    from stampede.infra.demo_target.server import DemoTarget
+    from stampede.infra.slack_standin import SlackStandin
 
     root = tmp_path_factory.mktemp("regression")
     scenario = root / "regress.yaml"
@@ -160,7 +160,7 @@ def baseline_then_slowed(tmp_path_factory):
         for name, slow in (("base", {}), ("slow", {"GET /v1/listings": 60})):
             with DemoTarget(workdir=root / f"{name}-target", extra_latency_ms=slow) as target:
                 completed = subprocess.run(
-                    [sys.executable, "-m", "stampede.cli", "run", "--target", target.base_url, "--scenario",
+                    [sys.executable, "-m", "stampede.surfaces.cli", "run", "--target", target.base_url, "--scenario",
                      str(scenario), "--workers", "0", "--out", str(root / name)],
                     capture_output=True, text=True, timeout=240, env=env)
             assert completed.returncode == 0, completed.stderr[-3000:]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from stampede import load_window
-from stampede.load_window import WindowClosed, kind_of, with_allowed_hours
-from stampede.plan import RunPlan
+from stampede.safety import hours as load_window
+from stampede.safety.hours import WindowClosed, kind_of, with_allowed_hours
+from stampede.plan.run_plan import RunPlan
 
 NIGHT = ((22 * 60, 6 * 60),)  # 22:00-06:00 UTC
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.fixed_latency_target import FixedLatencyTarget
-from stampede import pipeline
+from stampede.infra.fixed_latency_target import FixedLatencyTarget
+from stampede.steps import pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,7 @@ def test_breached_threshold_fails_the_stage_with_the_observed_value(fixed_target
 
 
 def test_workers_that_never_register_fail_clearly(fixed_target, tmp_path, monkeypatch):
-    from stampede import locust_runner
+    from stampede.load import runner as locust_runner
 
     monkeypatch.setattr(locust_runner, "EXPECT_WORKERS_WAIT_S", 3)
     scenario = _scenario(tmp_path, [{"name": "hold", "users": 2, "spawn_rate": 2, "duration_s": 3}], {"p95_ms": 200})
@@ -97,6 +97,6 @@ def test_workers_that_never_register_fail_clearly(fixed_target, tmp_path, monkey
 
 
 def locust_runner_free_port() -> int:
-    from stampede.netutil import free_port
+    from stampede.core.netutil import free_port
 
     return free_port()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from stampede.histogram import LatencyHistogram
-from stampede.locust_runner import GeneratorSample
-from stampede.metrics import generator_health, stage_results
+from stampede.core.histogram import LatencyHistogram
+from stampede.load.runner import GeneratorSample
+from stampede.figures.stages import generator_health, stage_results
 
 
 def _hist(*values_ms: float) -> dict:

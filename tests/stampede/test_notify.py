@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from infra.slack_standin import SlackStandin
-from stampede import notify
-from stampede.notify import (
+from stampede.infra.slack_standin import SlackStandin
+from stampede.render import slack as notify
+from stampede.render.slack import (
     Message,
     abort_message,
     failure_message,
@@ -23,9 +23,9 @@ from stampede.notify import (
     summary_message,
     task_failure_callback,
 )
-from stampede.plan import RunPlan
-from stampede.results import Check, CleanupResult, GeneratorHealth, RunResult, StageResult
-from stampede.scenario import Scenario, Stage, Thresholds
+from stampede.plan.run_plan import RunPlan
+from stampede.core.records import Check, CleanupResult, GeneratorHealth, RunResult, StageResult
+from stampede.plan.scenario import Scenario, Stage, Thresholds
 
 TOKEN = "xoxb-42-notify-test-SECRET"
 

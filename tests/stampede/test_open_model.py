@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.fixed_latency_target import FixedLatencyTarget
-from stampede import pipeline
+from stampede.infra.fixed_latency_target import FixedLatencyTarget
+from stampede.steps import pipeline
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from stampede.plan import RunPlan, run_tag_for
-from stampede.scenario import load_scenario
+from stampede.plan.run_plan import RunPlan, run_tag_for
+from stampede.plan.scenario import load_scenario
 
 
 def _plan(*names: str) -> RunPlan:

@@ -18,11 +18,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from infra.canary import Canary
-from stampede import pipeline, target_lock
-from stampede.health import probe
+from stampede.infra.canary import Canary
+from stampede.steps import pipeline
+from stampede.safety import lease as target_lock
+from stampede.safety.health import probe
 
-CLI = [sys.executable, "-m", "stampede.cli", "run"]
+CLI = [sys.executable, "-m", "stampede.surfaces.cli", "run"]
 
 
 @pytest.fixture

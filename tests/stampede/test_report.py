@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from stampede.charts import MAX_POINTS, bucketed, stage_spans
-from stampede.report import render_report
-from stampede.results import (
+from stampede.render.charts import MAX_POINTS, bucketed, stage_spans
+from stampede.render.report import render_report
+from stampede.core.records import (
     Check,
     CleanupResult,
     EndpointResult,

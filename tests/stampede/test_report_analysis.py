@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from stampede.report import render_report
-from stampede.results import RunResult
+from stampede.render.report import render_report
+from stampede.core.records import RunResult
 
 T0 = 1_760_000_000
 

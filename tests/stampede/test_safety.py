@@ -18,14 +18,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cleanup.reaper import reap_stale_test_data
-from infra.canary import Canary
-from infra.demo_target.server import DemoTarget
-from infra.fixed_latency_target import FixedLatencyTarget
-from infra.slack_standin import SlackStandin
-from stampede import killswitch, load_window, pipeline, target_lock
-from stampede.netutil import free_port
-from stampede.plan import DEFAULT_ACCOUNTS
+from stampede.cleanup.reaper import reap_stale_test_data
+from stampede.infra.canary import Canary
+from stampede.infra.demo_target.server import DemoTarget
+from stampede.infra.fixed_latency_target import FixedLatencyTarget
+from stampede.infra.slack_standin import SlackStandin
+from stampede.safety import killswitch
+from stampede.safety import hours as load_window
+from stampede.steps import pipeline
+from stampede.safety import lease as target_lock
+from stampede.core.netutil import free_port
+from stampede.plan.run_plan import DEFAULT_ACCOUNTS
 
 pytestmark = pytest.mark.integration
 
@@ -159,8 +162,8 @@ def test_a_value_exactly_at_the_threshold_is_a_breach():
     """Strict, like validation: error_rate < 0.05 fails at exactly 0.05 (checked in a subprocess: Locust patches gevent)."""
     code = """
 import types
-from stampede.histogram import LatencyHistogram
-from stampede.locust_plugin import RunAggregator
+from stampede.core.histogram import LatencyHistogram
+from stampede.load.plugin import RunAggregator
 env = types.SimpleNamespace(runner=None, parsed_options=None)
 stage = {"name": "s", "users": 1, "spawn_rate": 1, "duration_s": 60, "thresholds": {"error_rate": 0.05},
          "abort": True, "abort_delay_s": 0, "abort_window_s": 2}
@@ -231,7 +234,7 @@ def test_a_run_killed_between_stages_and_retried_leaves_nothing_behind(tmp_path,
                 kill_file.write_text("stop between stages")
 
         watcher = StageTwoStarts()
-        logging.getLogger("stampede.locust_runner").addHandler(watcher)
+        logging.getLogger("stampede.load.runner").addHandler(watcher)
         threading.Thread(target=kill_at_stage_two, daemon=True).start()
         try:
             pipeline.run_stages(first, stop_probe=killswitch.local_reason)
@@ -241,7 +244,7 @@ def test_a_run_killed_between_stages_and_retried_leaves_nothing_behind(tmp_path,
             cleanup1 = pipeline.cleanup_test_data(first)
             pipeline.teardown_workers(first)
             pipeline.notify_summary(first)
-            logging.getLogger("stampede.locust_runner").removeHandler(watcher)
+            logging.getLogger("stampede.load.runner").removeHandler(watcher)
         kill_file.unlink()
         assert killed.stages[1].requests > 0 and killed.stages[1].duration_s < 15  # killed early in stage two
         assert killed.verdict == "invalid" and killed.stopped["kind"] == "kill_switch"

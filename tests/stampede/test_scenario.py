@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from stampede.scenario import ScenarioError, load_scenario, parse_scenario
+from stampede.plan.scenario import ScenarioError, load_scenario, parse_scenario
 
 VALID = {
     "name": "normal",

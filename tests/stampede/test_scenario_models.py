@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from stampede.plan import RunPlan
-from stampede.scenario import Scenario, ScenarioError, parse_scenario
+from stampede.plan.run_plan import RunPlan
+from stampede.plan.scenario import Scenario, ScenarioError, parse_scenario
 
 OPEN = {
     "name": "open",

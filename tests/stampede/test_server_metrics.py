@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from stampede.server_metrics import (
+from stampede.figures.server import (
     DEMO_SERIES, MetricsConfig, Sampler, SeriesSpec, collect_after_run, config_for, parse_prometheus, sampling, summarise,
 )
 
@@ -66,7 +66,7 @@ def test_local_environment_scrapes_the_targets_origin_and_bad_config_is_named():
 
 
 def test_an_unreachable_endpoint_is_recorded_not_raised(tmp_path):
-    from stampede.netutil import free_port
+    from stampede.core.netutil import free_port
 
     with sampling(environment="local", target=f"http://127.0.0.1:{free_port()}/v1", run_dir=tmp_path, max_s=5):
         time.sleep(0.2)
@@ -77,7 +77,7 @@ def test_an_unreachable_endpoint_is_recorded_not_raised(tmp_path):
 
 @pytest.mark.integration
 def test_scrapes_the_real_demo_target_while_it_is_under_load(tmp_path):
-    from infra.demo_target.server import DemoTarget
+    from stampede.infra.demo_target.server import DemoTarget
 
     with DemoTarget(workdir=tmp_path / "t", pool_size=1, extra_latency_ms={"GET /v1/listings": 100}) as target:
         config = MetricsConfig.from_dict({"source": "prometheus", "interval_s": 0.2}, target=target.base_url)
@@ -115,7 +115,7 @@ def test_scrapes_the_real_demo_target_while_it_is_under_load(tmp_path):
 @pytest.fixture
 def moto_cloudwatch(monkeypatch):
     moto_server = pytest.importorskip("moto.server", reason="moto[server] is needed for the CloudWatch test")
-    from stampede.netutil import free_port
+    from stampede.core.netutil import free_port
 
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

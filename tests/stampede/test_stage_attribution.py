@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.canary import Canary
-from stampede import pipeline
+from stampede.infra.canary import Canary
+from stampede.steps import pipeline
 
 POLLING_LOCUSTFILE = Path(__file__).with_name("polling_locustfile.py")
 
@@ -28,8 +28,8 @@ def _aggregator(script: str) -> dict:
     """Run ``script`` against a fresh ``RunAggregator`` in a subprocess (importing Locust patches gevent)."""
     code = """
 import json, types
-from stampede.histogram import LatencyHistogram
-from stampede.locust_plugin import RunAggregator
+from stampede.core.histogram import LatencyHistogram
+from stampede.load.plugin import RunAggregator
 runner = types.SimpleNamespace(user_count=4, state="running")
 env = types.SimpleNamespace(runner=runner, parsed_options=None)
 stages = [{"name": name, "users": 4, "spawn_rate": 4, "duration_s": 5, "thresholds": {}} for name in ("one", "two")]
@@ -118,7 +118,7 @@ def test_ending_every_user_lets_requests_in_flight_finish_and_starts_none():
 import json, time, gevent
 from locust import User, task, between
 from locust.env import Environment
-from stampede.final_reports import end_every_user
+from stampede.load.final_reports import end_every_user
 log = {"started": [], "finished": []}
 class Busy(User):
     wait_time = between(0.01, 0.05)

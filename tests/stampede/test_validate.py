@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from stampede.results import Check, StageResult
-from stampede.validate import ValidationOutcome, apply_outcome, validate_stages
+from stampede.core.records import Check, StageResult
+from stampede.analysis.expectations import ValidationOutcome, apply_outcome, validate_stages
 
 NORMAL = {"p95_ms": 200, "p99_ms": 500, "error_rate": 0.01, "min_rps": 100}
 PEAK = {"p95_ms": 500, "error_rate": 0.05}

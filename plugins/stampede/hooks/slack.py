@@ -37,7 +37,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, FixedValueRetryIntervalCalculator
 
-from stampede.notify import redact
+from stampede.render.slack import redact
 
 __all__ = ["FALLBACK_FILE", "SlackNotConfiguredError", "StampedeSlackHook"]
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from stampede.netutil import raise_open_file_limit
+from stampede.core.netutil import raise_open_file_limit
 
 RESTART_PAUSE_S = 1.0
 

@@ -30,9 +30,10 @@ from pathlib import Path
 
 import psutil
 
-from stampede.netutil import free_port
+from stampede.core.netutil import free_port
 from stampede.workers.base import WorkerSet, load_worker_set
 from stampede.workers.local import LocalWorkers
+from stampede.core.paths import PACKAGE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ TAG_RUN_ID = "stampede:run_id"
 TAG_SCENARIO = "stampede:scenario"
 TAG_EXPIRES_AT = "stampede:expires_at"
 TAG_PROVIDER = "stampede:provider"
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = PACKAGE_DIR.parents[1]  # the checkout the worker image copies to /app
 IMAGE_WORKDIR = "/app"  # where worker.Dockerfile puts the repository
 STANDIN_DIR = "standin"
 POLL_S = 1.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from stampede.netutil import free_port
+from stampede.core.netutil import free_port
 from stampede.workers.base import WorkerSet, load_worker_set
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.slack_standin import SlackStandin
+from stampede.infra.slack_standin import SlackStandin
 from stampede.hooks.slack import FALLBACK_FILE, StampedeSlackHook
 
 TOKEN = "xoxb-1234567890-hook-test-SECRET"
@@ -81,7 +81,7 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 
 def test_importing_the_hook_does_not_import_airflow() -> None:
     code = (
-        "import sys, stampede.hooks.slack, stampede.notify\n"
+        "import sys, stampede.hooks.slack, stampede.render.slack\n"
         "loaded = [m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')]\n"
         "assert not loaded, loaded\n"
     )

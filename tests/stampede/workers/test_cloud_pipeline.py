@@ -14,8 +14,9 @@ import boto3
 import psutil
 import pytest
 
-from infra.demo_target.server import DemoTarget
-from stampede import cost, pipeline
+from stampede.infra.demo_target.server import DemoTarget
+from stampede.cost import estimate as cost
+from stampede.steps import pipeline
 from stampede.workers import load_worker_set
 from stampede.workers.cloud import STANDIN_DIR, TAG_RUN_ID
 

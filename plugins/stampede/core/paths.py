@@ -1,0 +1,64 @@
+"""Where things are: the reports root, one run's folder, and the name of every artifact in it.
+
+This module is the one owner of these names. Steps reach a run's files only
+through :class:`stampede.core.artifacts.RunFolder`, by the names below; nothing
+else builds a path into a run folder.
+
+The reports root is ``$STAMPEDE_REPORTS_DIR`` when set (the Makefile and the
+tests set it), else ``reports/`` at the top of a source checkout, else
+``reports/`` in the current directory (an installed package has no checkout).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from enum import StrEnum
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../stampede
+_CHECKOUT = PACKAGE_DIR.parents[1]  # plugins/stampede -> the repository, when run from a checkout
+
+
+class Artifact(StrEnum):
+    """The files of one run folder (``reports/<run tag>/``), by role."""
+
+    RESULTS = "results.json"  # the public contract (docs/results.md)
+    REPORT = "report.html"
+    LOCUST_OUTPUT = "locust_output.json"  # the master's raw per-stage histograms and series
+    GENERATOR_SAMPLES = "generator_samples.json"
+    SERVER_METRICS = "server_metrics.json"
+    WORKERS = "workers.json"
+    WORKERS_STOP = "workers.stop"  # local worker agents end when this file appears
+    TEARDOWN = "teardown.json"
+    CLEANUP = "cleanup.json"
+    STOP = "STOP"  # the supervisor asks the master to stop the load
+    SLACK_FALLBACK = "slack_messages.jsonl"
+    SLACK_STAGES_SENT = "slack_stages.sent"
+    MASTER_LOG = "logs/master.log"
+    LOGS = "logs"
+    CHARTS = "charts"
+    STEPS = "steps"  # breaking-point search: one sub-folder per level
+    STANDIN = "standin"  # cloud workers' local stand-ins (tests, trying without AWS)
+
+
+def reports_root() -> Path:
+    """The folder that holds every run folder (and the kill-switch file by default)."""
+    configured = os.environ.get("STAMPEDE_REPORTS_DIR")
+    if configured:
+        return Path(configured)
+    if (_CHECKOUT / "dags").is_dir() and (_CHECKOUT / "plugins").is_dir():
+        return _CHECKOUT / "reports"
+    return Path.cwd() / "reports"
+
+
+def data_dir(package: str) -> Path:
+    """The folder of ``loadtests``, ``cleanup`` or ``infra``, found as installed (without importing it).
+
+    These install as ``stampede.loadtests`` and so on (pyproject's package-dir), so their
+    files are found through the import system, from a checkout or an installed wheel.
+    """
+    spec = importlib.util.find_spec(f"stampede.{package}")
+    if spec is None or not spec.submodule_search_locations:
+        raise LookupError(f"stampede.{package} is not installed; fix: pip install -e . (or make setup)")
+    return Path(next(iter(spec.submodule_search_locations)))

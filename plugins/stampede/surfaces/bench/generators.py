@@ -1,0 +1,358 @@
+"""Generator figures: journey cost per request, users held, memory and CPU per user, latency error.
+
+Both parts run against ``stampede.infra.fast_crm_target`` (an asyncio target far faster
+than the generators) and drive the product's own pipeline functions
+(``preflight`` → ``provision_workers`` → ``run_stages`` → ``validate``), so the
+figures are the product's, not a special harness's. Generator CPU and memory
+come from the pipeline's own sampler (psutil, from outside the processes).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stampede.infra.fast_crm_target import FastCrmTarget
+from stampede.steps import pipeline
+from stampede.surfaces.bench.figures import Figure
+from stampede.load.runner import GeneratorSample, _Sampler
+from stampede.plan.scenario import load_scenario
+
+log = logging.getLogger(__name__)
+
+CPU_LIMIT_PCT = 70.0  # users_held: every generator process under this share of one core
+RATE_TOLERANCE = 0.05  # users_held: request rate within 5 % of the expected one
+MAX_ERROR_RATE = 0.01
+BARE_URL = "/escrows?limit=20"  # the journeys' most frequent request (the dashboard list)
+
+BARE_LOCUSTFILE = '''
+"""Bare Locust: FastHttpUser requesting one URL, no think time, no plugin, no checks."""
+import os
+from locust import FastHttpUser, constant, task
+
+class BareUser(FastHttpUser):
+    wait_time = constant(0)
+
+    def on_start(self):
+        response = self.client.post("/auth/login", json={
+            "email": "agent@demo.stampede.local", "password": os.environ["STAMPEDE_TARGET_PASSWORD"]})
+        self.headers = {"Authorization": "Bearer " + response.json()["token"]}
+
+    @task
+    def one_url(self):
+        self.client.get(%r, headers=self.headers, name="bare")
+''' % BARE_URL
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _stock_mix() -> dict[str, float]:
+    return dict(load_scenario("normal").journeys)
+
+
+def _write_scenario(path: Path, name: str, think: tuple[float, float], stages: list[dict]) -> Path:
+    path.write_text(yaml.safe_dump({
+        "name": name,
+        "description": "written by stampede.surfaces.bench",
+        "journeys": _stock_mix(),
+        "think_time_s": list(think),
+        "stages": stages,
+        "thresholds": {},
+        "abort_on_breach": False,
+    }, sort_keys=False))
+    return path
+
+
+def _cpu_seconds(samples: list[GeneratorSample], pid: int, start: float, end: float) -> float:
+    """CPU-seconds a process used in ``(start, end]``, from the sampler's per-interval percentages."""
+    own = sorted((s for s in samples if s.pid == pid), key=lambda s: s.t)
+    total = 0.0
+    for before, sample in zip(own, own[1:]):
+        if start < sample.t <= end:
+            total += sample.cpu_pct / 100 * (sample.t - before.t)
+    return total
+
+
+def _window_mean(samples: list[GeneratorSample], pid: int, start: float, end: float, attr: str) -> float | None:
+    values = [getattr(s, attr) for s in samples if s.pid == pid and start < s.t <= end]
+    return sum(values) / len(values) if values else None
+
+
+# -- journey_rps_ratio ---------------------------------------------------------------
+@dataclass
+class RateRun:
+    label: str
+    requests: int
+    failures: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def per_core(self) -> float:
+        return self.requests / self.cpu_seconds if self.cpu_seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label, "requests": self.requests, "failures": self.failures,
+            "seconds": round(self.seconds, 1), "rps": round(self.requests / self.seconds, 1) if self.seconds else 0,
+            "generator_cpu_pct": round(100 * self.cpu_seconds / self.seconds, 1) if self.seconds else 0,
+            "rps_per_core": round(self.per_core, 1),
+        }
+
+
+def journey_rps_ratio(workdir: Path, *, quick: bool = False) -> Figure:
+    """Journeys' requests per generator CPU-second / bare FastHttpUser's, one process each, same target.
+
+    Runs bare, journeys, bare (journeys, bare again in a full run), so slow drift
+    in the machine's load cancels out of the ratio.
+    """
+    users, warm_s, measure_s = (24, 5, 10) if quick else (32, 5, 15)
+    order = ["bare", "journeys", "bare"] if quick else ["bare", "journeys", "bare", "journeys", "bare"]
+    runs: list[RateRun] = []
+    with FastCrmTarget(delay_ms=0, workdir=workdir) as target:
+        for index, kind in enumerate(order):
+            run_dir = workdir / f"rps-{index}-{kind}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            runner = _bare_rate if kind == "bare" else _journey_rate
+            run = runner(target, run_dir, users=users, warm_s=warm_s, measure_s=measure_s)
+            print(f"  {kind:<9} {run.requests / run.seconds:8.0f} req/s at {100 * run.cpu_seconds / run.seconds:4.0f}% "
+                  f"of a core = {run.per_core:7.0f} req per CPU-second ({run.failures} failures)", flush=True)
+            runs.append(run)
+    bare = [r for r in runs if r.label == "bare"]
+    journeys = [r for r in runs if r.label == "journeys"]
+    bare_rate = sum(r.requests for r in bare) / sum(r.cpu_seconds for r in bare)
+    journey_rate = sum(r.requests for r in journeys) / sum(r.cpu_seconds for r in journeys)
+    failures = sum(r.failures for r in journeys)
+    return Figure(
+        name="journey_rps_ratio",
+        value=round(journey_rate / bare_rate, 3),
+        measured_at=_now_iso(),
+        details={
+            "bare_rps_per_core": round(bare_rate, 1),
+            "journeys_rps_per_core": round(journey_rate, 1),
+            "journey_error_rate": round(failures / max(1, sum(r.requests for r in journeys)), 5),
+            "users": users, "measure_s": measure_s, "bare_url": BARE_URL,
+            "how": "one standalone Locust process each, no think time, fast_crm_target with 0 ms delay; "
+                   "requests in the measured window / generator CPU-seconds in it (psutil)",
+            "runs": [r.to_dict() for r in runs],
+        },
+    )
+
+
+def _bare_rate(target: FastCrmTarget, run_dir: Path, *, users: int, warm_s: int, measure_s: int) -> RateRun:
+    locustfile = run_dir / "bare_locustfile.py"
+    locustfile.write_text(BARE_LOCUSTFILE)
+    prefix = run_dir / "bare"
+    command = [
+        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", target.base_url,
+        "-u", str(users), "-r", str(users), "-t", f"{warm_s + measure_s + 2}s", "--only-summary",
+        "--csv", str(prefix), "--csv-full-history", "--loglevel", "WARNING", "--stop-timeout", "0",
+    ]
+    samples: list[GeneratorSample] = []
+    with open(run_dir / "locust.log", "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        sampler = _Sampler(process.pid, list)
+        deadline = time.time() + warm_s + measure_s + 60
+        while process.poll() is None and time.time() < deadline:
+            samples.extend(sampler.sample())
+            time.sleep(0.1)
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    history = []
+    with open(f"{prefix}_stats_history.csv") as handle:
+        for row in csv.DictReader(handle):
+            if row["Name"] == "Aggregated":
+                history.append((float(row["Timestamp"]), int(row["Total Request Count"]), int(row["Total Failure Count"])))
+    started = next(t for t, requests, _f in history if requests > 0)
+    start, end = started + warm_s, started + warm_s + measure_s
+    at_start = max((h for h in history if h[0] <= start), key=lambda h: h[0])
+    at_end = max((h for h in history if h[0] <= end), key=lambda h: h[0])
+    # the history's timestamps are whole seconds; count CPU over exactly the same span
+    return RateRun(
+        label="bare", requests=at_end[1] - at_start[1], failures=at_end[2] - at_start[2],
+        seconds=at_end[0] - at_start[0], cpu_seconds=_cpu_seconds(samples, process.pid, at_start[0], at_end[0]),
+    )
+
+
+def _journey_rate(target: FastCrmTarget, run_dir: Path, *, users: int, warm_s: int, measure_s: int) -> RateRun:
+    scenario = _write_scenario(run_dir / "journeys.yaml", "bench-journeys", (0.0, 0.0), [
+        {"name": "warm", "users": users, "spawn_rate": users, "duration_s": warm_s},
+        {"name": "measure", "users": users, "spawn_rate": users, "duration_s": measure_s},
+    ])
+    plan = pipeline.preflight(
+        scenarios=[str(scenario)], target=target.base_url, run_id=f"bench-rps-{time.time_ns()}",
+        workers=0, out_dir=str(run_dir), progress_interval_s=60,
+    )
+    try:
+        pipeline.run_stages(plan)
+    finally:
+        pipeline.release_target(plan)  # the next run of this part uses the same target
+    output = json.loads((run_dir / "locust_output.json").read_text())
+    samples = [GeneratorSample(**s) for s in json.loads((run_dir / "generator_samples.json").read_text())]
+    pid = next(s.pid for s in samples if s.role == "master")
+    seconds = [s for s in output["series"] if s["stage"] == "measure"]
+    seconds = sorted(seconds, key=lambda s: s["t"])[1:-1]  # partial first and last seconds
+    start, end = seconds[0]["t"], seconds[-1]["t"] + 1
+    return RateRun(
+        label="journeys", requests=sum(s["requests"] for s in seconds), failures=sum(s["failures"] for s in seconds),
+        seconds=end - start, cpu_seconds=_cpu_seconds(samples, pid, start, end),
+    )
+
+
+# -- users_held, mib/cpu per 1,000 users, p95 error ------------------------------------
+@dataclass
+class Level:
+    users: int
+    rps: float
+    expected_rps: float
+    error_rate: float
+    worker_cpu_pct: list[float]
+    worker_rss_mib: list[float]
+    worker_wait_pct: list[float]  # runnable but no core free: the machine, not the generator, was short
+    master_cpu_pct: float | None
+    p95_ms: float | None
+    target: dict[str, Any]
+    window_s: float
+
+    @property
+    def rate_ratio(self) -> float:
+        return self.rps / self.expected_rps if self.expected_rps else 0.0
+
+    @property
+    def held(self) -> bool:
+        return (
+            bool(self.worker_cpu_pct) and max(self.worker_cpu_pct) < CPU_LIMIT_PCT
+            and abs(self.rate_ratio - 1) <= RATE_TOLERANCE and self.error_rate <= MAX_ERROR_RATE
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "users": self.users, "held": self.held, "rps": round(self.rps, 1), "expected_rps": round(self.expected_rps, 1),
+            "rate_ratio": round(self.rate_ratio, 4), "error_rate": round(self.error_rate, 5),
+            "worker_cpu_pct": [round(c, 1) for c in self.worker_cpu_pct],
+            "worker_rss_mib": [round(m, 1) for m in self.worker_rss_mib],
+            "worker_wait_pct": [round(w, 1) for w in self.worker_wait_pct],
+            "master_cpu_pct": None if self.master_cpu_pct is None else round(self.master_cpu_pct, 1),
+            "p95_ms": self.p95_ms, "target_service": self.target, "window_s": self.window_s,
+        }
+
+
+def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) -> list[Figure]:
+    """One stepped run of the stock mix (3–8 s think time) through the pipeline, judged level by level."""
+    if quick:
+        levels, spawn_rate, hold_s, settle_s = [500, 1000, 2000], 200.0, 20, 5
+    else:
+        levels, spawn_rate, hold_s, settle_s = [1000, 2500, 5000, 7500, 10_000, 12_500, 15_000], 250.0, 35, 10
+    stages, previous = [], 0
+    for users in levels:
+        ramp_s = math.ceil((users - previous) / spawn_rate) + 2
+        stages.append({"name": f"u{users}", "users": users, "spawn_rate": spawn_rate, "duration_s": ramp_s + hold_s})
+        previous = users
+    run_dir = workdir / "users"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    scenario = _write_scenario(run_dir / "stepped.yaml", "bench-stepped", (3.0, 8.0), stages)
+    with FastCrmTarget(delay_ms=delay_ms, workdir=workdir, seed=500) as target:
+        plan = pipeline.preflight(
+            scenarios=[str(scenario)], target=target.base_url, run_id=f"bench-users-{time.time_ns()}",
+            out_dir=str(run_dir), progress_interval_s=10,
+        )
+        print(f"  {len(levels)} levels up to {levels[-1]:,} users, {plan.workers} local workers "
+              f"(the product's default for {os.cpu_count()} cores), about {plan.load_duration_s} s", flush=True)
+        result = pipeline.run_load(plan)
+        output = json.loads((run_dir / "locust_output.json").read_text())
+        samples = [GeneratorSample(**s) for s in json.loads((run_dir / "generator_samples.json").read_text())]
+        measured = []
+        for index, stage in enumerate(output["stages"]):
+            if stage.get("steady_from") is None or stage.get("end") is None:
+                continue
+            start, end = stage["steady_from"] + settle_s, int(stage["end"]) - 1
+            measured.append((index, stage, start, end, target.stats(start, end)))
+    series = {s["t"]: s for s in output["series"]}
+    workers = sorted({s.pid for s in samples if s.role == "worker"})
+    master = next((s.pid for s in samples if s.role == "master"), None)
+    raw_levels = []
+    for index, stage, start, end, target_stats in measured:
+        seconds = [series[t] for t in range(start, end) if t in series]
+        requests = sum(s["requests"] for s in seconds)
+        # only the worker processes alive in this window: an agent restarts its Locust worker
+        # when the master quits, and those fresh processes must not count as idle workers
+        cpu = {pid: v for pid in workers if (v := _window_mean(samples, pid, start, end, "cpu_pct")) is not None}
+        live = list(cpu)
+        raw_levels.append((stage["users"], requests / max(1, len(seconds)), sum(s["failures"] for s in seconds) / max(1, requests),
+                           list(cpu.values()),
+                           [_window_mean(samples, pid, start, end, "rss_mib") or 0.0 for pid in live],
+                           [_window_mean(samples, pid, start, end, "wait_pct") or 0.0 for pid in live],
+                           _window_mean(samples, master, start, end, "cpu_pct") if master else None,
+                           result.stages[index].p95_ms, target_stats, float(len(seconds))))
+    if not raw_levels:
+        raise RuntimeError(f"bench: the stepped run measured no level; see {run_dir}/logs")
+    # expected rate: the per-user rate of the lowest level, where the generators idle
+    per_user = raw_levels[0][1] / raw_levels[0][0]
+    levels_measured = [Level(u, rps, u * per_user, err, cpu, rss, wait, mcpu, p95, tgt, w)
+                       for u, rps, err, cpu, rss, wait, mcpu, p95, tgt, w in raw_levels]
+    for level in levels_measured:
+        print(f"  {level.users:>6} users: {level.rps:7.1f} req/s ({level.rate_ratio:6.1%} of expected), "
+              f"workers {', '.join(f'{c:.0f}%' for c in level.worker_cpu_pct)} of a core "
+              f"(+{', '.join(f'{w:.0f}%' for w in level.worker_wait_pct)} waiting for one), "
+              f"{sum(level.worker_rss_mib):.0f} MiB, p95 {level.p95_ms} ms (target {level.target.get('p95_ms')} ms), "
+              f"errors {level.error_rate:.2%} -> {'held' if level.held else 'NOT held'}", flush=True)
+    held = 0
+    for level in levels_measured:
+        if not level.held:
+            break
+        held = level.users
+    fit_levels = [lv for lv in levels_measured if lv.held] or levels_measured
+    if len(fit_levels) < 3:
+        fit_levels = levels_measured
+    mem_slope, mem_base = _fit([lv.users for lv in fit_levels], [sum(lv.worker_rss_mib) for lv in fit_levels])
+    cpu_slope, cpu_base = _fit([lv.users for lv in fit_levels], [sum(lv.worker_cpu_pct) for lv in fit_levels])
+    at = next((lv for lv in levels_measured if lv.users == 10_000), levels_measured[-1])
+    target_p95 = at.target.get("p95_ms")
+    common = {"levels": [lv.to_dict() for lv in levels_measured], "workers": max(len(lv.worker_cpu_pct) for lv in levels_measured), "delay_ms": delay_ms,
+              "spawn_rate": spawn_rate, "settle_s": settle_s, "per_user_rps": round(per_user, 5),
+              "cpu_limit_pct": CPU_LIMIT_PCT, "rate_tolerance": RATE_TOLERANCE}
+    stamp = _now_iso()
+    return [
+        Figure("users_held", held, stamp, lower_bound=held == levels_measured[-1].users, details={
+            **common, "how": "highest level (and every level below it) with each worker's mean CPU under "
+                             f"{CPU_LIMIT_PCT:.0f}% of a core, rate within 5 % of users x the lowest level's per-user "
+                             "rate, errors under 1 %; steady part minus the first settle_s seconds"}),
+        Figure("mib_per_1000_users", round(mem_slope * 1000, 2), stamp, details={
+            "fit_users": [lv.users for lv in fit_levels], "base_mib": round(mem_base, 1),
+            "fit_includes_levels_not_held": any(not lv.held for lv in fit_levels),
+            "how": "least-squares slope of the workers' summed RSS over the levels"}),
+        Figure("cpu_pct_per_1000_users", round(cpu_slope * 1000, 2), stamp, details={
+            "fit_users": [lv.users for lv in fit_levels], "base_pct": round(cpu_base, 1),
+            "fit_includes_levels_not_held": any(not lv.held for lv in fit_levels),
+            "how": "least-squares slope of the workers' summed CPU (% of one core) over the levels"}),
+        Figure("p95_error_ms", None if at.p95_ms is None or target_p95 is None else round(at.p95_ms - target_p95, 2), stamp,
+               details={"users": at.users, "reported_p95_ms": at.p95_ms, "target_p95_ms": target_p95, "delay_ms": delay_ms,
+                        "error_vs_delay_ms": None if at.p95_ms is None else round(at.p95_ms - delay_ms, 2),
+                        "how": "the pipeline's steady-state p95 of the stage minus the p95 service time the target "
+                               "measured itself (arrival to write) over the same seconds"}),
+    ]
+
+
+def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares line ``y = slope * x + base``."""
+    n = len(xs)
+    if n < 2:
+        return 0.0, ys[0] if ys else 0.0
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    var = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var if var else 0.0
+    return slope, mean_y - slope * mean_x
