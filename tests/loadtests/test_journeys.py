@@ -24,7 +24,7 @@ from stampede.plan.run_plan import DEFAULT_ACCOUNTS, PASSWORD_ENV
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-PLUGIN = REPO / "plugins" / "stampede" / "locust_entry.py"
+PLUGIN = REPO / "plugins" / "stampede" / "load" / "entry.py"
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
 CLASSES = ("AgentUser", "BrokerUser", "AdminUser", "ReadonlyUser")
 STAGE_S = 9

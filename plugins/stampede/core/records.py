@@ -1,24 +1,79 @@
 """Typed records of a run's outcome, and the stable results.json contract.
 
-results.json keys are a public contract (DESIGN.md §2): add keys, never rename.
+Every part of a run's result is a dataclass here, from the stages' figures to
+the breaking point, the baseline comparison and the cost. Steps and domain
+modules pass these records to each other; they become JSON only when
+results.json is written (:func:`write_results`) and records again when it is
+read (:func:`read_results`). results.json's keys are a public contract
+(``docs/results.md``): add keys, never rename.
+
+``from_dict`` is generic: it builds nested records from their type hints and
+ignores keys it does not know (a newer writer's additions), so an older reader
+never fails on a newer file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TypeVar
 
-Verdict = Literal["pass", "fail", "invalid"]
+from stampede.core.stops import StopKind, stop_kind
+from stampede.core.verdict import Verdict
+
 LONG_SERIES = 4 * 3600  # seconds of series beyond which results.json is written compact
+T = TypeVar("T")
 
 
+# -- generic conversion -----------------------------------------------------------------------------------
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _build(options[0], value) if len(options) == 1 else value
+    if origin in (list, tuple):
+        (item,) = typing.get_args(tp)[:1] or (Any,)
+        return [_build(item, v) for v in value]
+    if origin is dict:
+        _, item = typing.get_args(tp) or (Any, Any)
+        return {k: _build(item, v) for k, v in value.items()}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return from_dict(tp, value)
+    if tp is StopKind:
+        return stop_kind(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """``cls`` from its JSON form; nested records from their type hints; unknown keys ignored."""
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: _build(hints[k], v) for k, v in data.items() if k in names})
+
+
+def to_dict(record: Any) -> dict[str, Any]:
+    return asdict(record)
+
+
+# -- stages -------------------------------------------------------------------------------------------------
 @dataclass
 class Check:
     """One threshold judged on one stage: ``value op threshold`` must hold."""
 
-    metric: str  # p95_ms | p99_ms | error_rate | min_rps
+    metric: str  # the scenario's key: p95_ms | p99_ms | error_rate | min_rps | requests
     op: str  # "<" or ">"
     threshold: float
     value: float | None
@@ -69,7 +124,7 @@ class StageResult:
     endpoints: list[EndpointResult] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     passed: bool = True
-    judged_on: str = "steady"  # which part the figures and checks come from: steady | whole
+    judged_on: str = "steady"  # which part the figures and checks come from: steady | whole | not_run | ramp_down
     ramp: PhaseFigures | None = None
     steady: PhaseFigures | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
@@ -79,6 +134,42 @@ class StageResult:
     target_rate: float | None = None
     iterations: int | None = None
     dropped_iterations: int | None = None
+
+    @property
+    def ran(self) -> bool:
+        return self.judged_on != "not_run"
+
+    @property
+    def judged(self) -> bool:
+        """Held to its thresholds (a stage that ran, and does not lower the load)."""
+        return self.judged_on in ("steady", "whole")
+
+    @property
+    def outcome(self) -> str:
+        """``pass`` | ``fail`` | ``invalid`` | ``not run`` | ``reported`` (a ramp-down), for people."""
+        if self.judged_on == "not_run":
+            return "not run"
+        if self.judged_on == "ramp_down":
+            return "reported"
+        if not self.valid:
+            return "invalid"
+        return "pass" if self.passed else "fail"
+
+    def failed_checks(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+
+# -- the load's own figures ---------------------------------------------------------------------------------
+@dataclass(slots=True)
+class GeneratorSample:
+    """One second of one load-generating process, sampled from outside it."""
+
+    t: float
+    role: str  # master | worker
+    pid: int
+    cpu_pct: float
+    rss_mib: float
+    wait_pct: float = 0.0  # time runnable but waiting for a core (run queue), % of wall time: starvation
 
 
 @dataclass
@@ -95,14 +186,302 @@ class GeneratorHealth:
 
 
 @dataclass
+class Breach:
+    """A threshold that did not hold over the abort window while the load ran."""
+
+    stage: str
+    metric: str
+    threshold: float
+    value: float
+    at: float  # epoch second
+    window_s: int
+
+
+@dataclass
+class Stop:
+    """Why the load stopped before its planned end (results.json ``stopped``)."""
+
+    reason: str
+    kind: StopKind
+    at: float | None = None
+    breach: Breach | None = None
+
+
+@dataclass(slots=True)
+class SeriesPoint:
+    """One second of the load (results.json ``series[]``)."""
+
+    t: int
+    stage: str | None
+    phase: str | None
+    users: int | None
+    requests: int
+    failures: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    step: int | None = None  # breaking-point runs: the step the second belongs to
+
+
+@dataclass
 class CleanupResult:
+    """What cleanup did. ``left`` is a count proved after the deletes, or ``None``: not known.
+
+    The defaults read as *not clean*: a cleanup that never ran proved nothing.
+    """
+
     created: int = 0
     deleted: int = 0
-    left: int = 0
-    ok: bool = True
+    left: int | None = None
+    ok: bool = False
     error: str | None = None
 
+    @property
+    def clean(self) -> bool:
+        return self.ok and self.left == 0
 
+
+# -- analysis -----------------------------------------------------------------------------------------------
+@dataclass
+class Finding:
+    """A bottleneck, with the evidence behind it (results.json ``bottlenecks[]``, ``rank`` 1 first)."""
+
+    kind: str
+    subject: str
+    title: str
+    evidence: list[str] = field(default_factory=list)
+    score: float = 0.0
+    at_users: int | None = None
+    at_s: float | None = None  # seconds since the load started
+    rank: int = 0
+
+
+@dataclass
+class PairComparison:
+    """One endpoint (or a stage as a whole) against the same in the baseline run."""
+
+    name: str = ""
+    verdict: str = ""  # regressed | improved | unchanged | insufficient data | new | gone | not in baseline
+    why: str = ""
+    requests: int | None = None
+    baseline_requests: int | None = None
+    p50_ms: float | None = None
+    baseline_p50_ms: float | None = None
+    p95_ms: float | None = None
+    baseline_p95_ms: float | None = None
+    error_rate: float | None = None
+    baseline_error_rate: float | None = None
+    change_ms: float | None = None
+    change_pct: float | None = None
+    allowed_ms: float | None = None
+    p95_ci: list[float | None] | None = None
+    baseline_p95_ci: list[float | None] | None = None
+    prob_slower: float | None = None
+    error_z: float | None = None
+    shift_z: float | None = None
+
+
+@dataclass
+class StageComparison(PairComparison):
+    users: int | None = None
+    baseline_users: int | None = None
+    rps: float | None = None
+    baseline_rps: float | None = None
+    endpoints: list[PairComparison] = field(default_factory=list)
+
+
+@dataclass
+class Regression:
+    stage: str
+    endpoint: str
+    why: str
+
+
+@dataclass
+class Comparison:
+    """The run against its baseline (results.json ``comparison``)."""
+
+    verdict: str  # regressed | improved | unchanged | no baseline | unavailable
+    why: str = ""
+    baseline_run_id: str | None = None
+    baseline_started_at: str | None = None
+    baseline_verdict: str | None = None
+    tolerance: dict[str, float] = field(default_factory=dict)
+    regressions: list[Regression] = field(default_factory=list)
+    improvements: list[Regression] = field(default_factory=list)
+    stages: list[StageComparison] = field(default_factory=list)
+
+
+@dataclass
+class TrendStage:
+    users: int | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    rps: float | None = None
+    error_rate: float | None = None
+
+
+@dataclass
+class TrendPoint:
+    """One earlier run of the same scenario and target (results.json ``trend[]``, oldest first)."""
+
+    run_id: str
+    started_at: str
+    verdict: str
+    stages: dict[str, TrendStage] = field(default_factory=dict)
+
+
+@dataclass
+class Prediction:
+    users: int
+    rps: float
+    extrapolated: bool  # users > EXTRAPOLATION_FACTOR × the largest measured concurrency
+
+
+@dataclass
+class CapacityModel:
+    """A fitted Universal Scalability Law (results.json ``capacity``)."""
+
+    model: str
+    lambda_rps: float  # throughput of a single user (req/s)
+    sigma: float  # contention
+    kappa: float  # coherency
+    r_squared: float
+    points: int
+    max_measured_users: float
+    peak_users: float | None  # N*, None when κ = 0 (no peak: throughput only flattens)
+    peak_rps: float | None  # X(N*), or the asymptote λ/σ when κ = 0; None when unbounded
+    predictions: list[Prediction] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.peak_rps is not None and math.isinf(self.peak_rps):
+            self.peak_rps = None
+
+
+@dataclass
+class StepFigures:
+    """One level of the breaking-point search: its load, its steady figures and how it was judged."""
+
+    index: int
+    phase: str  # step (stepping up) | refine (bisecting)
+    level: float  # users (closed model) or iterations/s (open model)
+    users: int
+    duration_s: float
+    requests: int
+    rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    error_rate: float
+    target_rate: float | None = None
+    iterations: int | None = None
+    dropped_iterations: int | None = None
+    valid: bool = True  # False: the generator saturated during the step
+    good: bool | None = None
+    reasons: list[str] = field(default_factory=list)
+    generator_cpu_max_pct: float = 0.0
+    generator_demand_max_pct: float = 0.0
+    run_dir: str = ""
+
+
+@dataclass
+class BreakingPoint:
+    """The most load the target held, and why the next level failed (results.json ``breaking_point``)."""
+
+    reason: str
+    found: bool = False
+    users: int | None = None
+    rps: float | None = None
+    p95_ms: float | None = None
+    error_rate: float | None = None
+    level: float | None = None
+    first_bad_level: float | None = None
+    first_bad_users: int | None = None
+    max_rps: float | None = None
+    rate: float | None = None  # open model: iterations/s of the breaking point
+    user_cap: int | None = None
+    max_level_searched: float | None = None
+
+
+@dataclass
+class ServerStage:
+    mean: float
+    max: float
+
+
+@dataclass
+class ServerSeries:
+    role: str | None = None
+    unit: str | None = None
+    limit: float | None = None
+    samples: int = 0
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    last: float | None = None
+    per_stage: dict[str, ServerStage] = field(default_factory=dict)
+
+
+@dataclass
+class ServerSummary:
+    """The target's own metrics over the run (results.json ``server``)."""
+
+    source: str = "none"
+    url: str | None = None
+    errors: int = 0
+    first_error: str | None = None
+    series: dict[str, ServerSeries] = field(default_factory=dict)
+
+
+@dataclass
+class Goal:
+    users: int
+    text: str
+    factor: float | None = None
+
+
+@dataclass
+class GeneratorPlan:
+    """How many generators a run at the goal would need, and what they would cost."""
+
+    text: str
+    workers: int | None = None
+    machines: int | None = None
+    size: str | None = None
+    cost_usd: float | None = None
+    hourly_usd: float | None = None
+    per_worker_users: int | None = None
+
+
+@dataclass
+class Recommendations:
+    holds_now: str
+    limited_by: str
+    goal: Goal
+    generators: GeneratorPlan
+    actions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CostRecord:
+    """The run's cloud cost (results.json ``cost``): the estimate before, the actual after teardown."""
+
+    provider: str
+    workers: int
+    size: str
+    spot: bool = False
+    region: str = ""
+    estimate_usd: float | None = None
+    actual_usd: float | None = None
+    actual_compute_usd: float | None = None
+    actual_data_transfer_usd: float | None = None
+    worker_hours: float | None = None
+    prices_as_of: str | None = None
+    recorded_at: str | None = None
+
+
+# -- the run ------------------------------------------------------------------------------------------------
 @dataclass
 class RunResult:
     run_id: str
@@ -116,50 +495,66 @@ class RunResult:
     cleanup: CleanupResult = field(default_factory=CleanupResult)
     environment: str = "local"
     run_tag: str = ""
-    aborted: bool = False  # the load stopped before its planned end (kill switch or abort threshold)
-    stopped: dict[str, Any] | None = None  # why it stopped early: {reason, kind, at, ...}
-    breaches: list[dict[str, Any]] = field(default_factory=list)
-    series: list[dict[str, Any]] = field(default_factory=list)
+    aborted: bool = False  # the load stopped before its planned end
+    stopped: Stop | None = None
+    breaches: list[Breach] = field(default_factory=list)
+    series: list[SeriesPoint] = field(default_factory=list)
     workers: int = 0
-    validation: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)  # Great Expectations' own result document
     report_path: str | None = None
-    # capacity model (stampede.analysis.capacity) and breaking-point search (stampede.analysis.breaking_point)
-    capacity: dict[str, Any] | None = None
-    breaking_point: dict[str, Any] | None = None
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    # analysis (stampede.steps.analyse): server metrics summary, ranked findings, baseline comparison,
-    # the last runs of the same scenario and target, scaling recommendations
-    server: dict[str, Any] = field(default_factory=dict)
-    bottlenecks: list[dict[str, Any]] = field(default_factory=list)
-    comparison: dict[str, Any] = field(default_factory=dict)
-    trend: list[dict[str, Any]] = field(default_factory=list)
-    recommendations: dict[str, Any] = field(default_factory=dict)
-    # cloud cost (stampede.cost.estimate): {provider, workers, size, estimate_usd, actual_usd, ...}; None for no record
-    cost: dict[str, Any] | None = None
+    capacity: CapacityModel | None = None
+    breaking_point: BreakingPoint | None = None
+    steps: list[StepFigures] = field(default_factory=list)
+    server: ServerSummary | None = None
+    bottlenecks: list[Finding] = field(default_factory=list)
+    comparison: Comparison | None = None
+    trend: list[TrendPoint] = field(default_factory=list)
+    recommendations: Recommendations | None = None
+    cost: CostRecord | None = None
+
+    @property
+    def judged_stages(self) -> list[StageResult]:
+        return [s for s in self.stages if s.judged]
+
+    def failed_checks(self) -> list[tuple[StageResult, Check]]:
+        return [(s, c) for s in self.stages for c in s.checks if not c.passed]
+
+    @property
+    def peak_users(self) -> int:
+        return max((s.users for s in self.stages if s.requests), default=0)
 
     def to_dict(self) -> dict[str, Any]:
-        # asdict deep-copies recursively: on a 24-hour series (86,400 plain dicts) that takes
-        # tens of seconds, so the series, already plain data, is copied one level only
+        # asdict deep-copies recursively: a 24-hour series (86,400 points) is converted by hand, faster
         data = asdict(replace(self, series=[]))
-        data["series"] = [dict(row) for row in self.series]
+        data["series"] = [_point_dict(p) for p in self.series]
+        for key in ("server", "comparison", "recommendations"):  # results.json has always had {} for none
+            if data[key] is None:
+                data[key] = {}
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
-        stages = []
-        for raw in data.get("stages", []):
-            raw = dict(raw)
-            raw["endpoints"] = [EndpointResult(**e) for e in raw.get("endpoints", [])]
-            raw["checks"] = [Check(**c) for c in raw.get("checks", [])]
-            for part in ("ramp", "steady"):
-                if raw.get(part):
-                    raw[part] = PhaseFigures(**raw[part])
-            stages.append(StageResult(**raw))
-        fields = dict(data)
-        fields["stages"] = stages
-        fields["generator"] = GeneratorHealth(**data.get("generator", {}))
-        fields["cleanup"] = CleanupResult(**data.get("cleanup", {}))
-        return cls(**fields)
+        fields = {k: v for k, v in data.items() if k != "series"}
+        for key in ("server", "comparison", "recommendations"):
+            if not fields.get(key):
+                fields[key] = None
+        result = from_dict(cls, fields)
+        result.series = [_point(row) for row in data.get("series") or []]
+        return result
+
+
+_POINT_FIELDS = tuple(f.name for f in dataclasses.fields(SeriesPoint))
+
+
+def _point(row: dict[str, Any]) -> SeriesPoint:
+    return SeriesPoint(**{k: row.get(k) for k in _POINT_FIELDS if k in row or k != "step"})
+
+
+def _point_dict(point: SeriesPoint) -> dict[str, Any]:
+    data = {k: getattr(point, k) for k in _POINT_FIELDS}
+    if data["step"] is None:
+        del data["step"]
+    return data
 
 
 def write_results(result: RunResult, path: Path) -> Path:

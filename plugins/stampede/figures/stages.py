@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 
 from stampede.core.histogram import LatencyHistogram
-from stampede.load.runner import GeneratorSample
+from stampede.core.records import GeneratorSample
 from stampede.core.records import EndpointResult, GeneratorHealth, PhaseFigures, StageResult
 
 DEFAULT_CPU_LIMIT_PCT = 85.0

@@ -25,6 +25,7 @@ import psutil
 
 from stampede.safety.hours import kind_of
 from stampede.plan.run_plan import RunPlan
+from stampede.core.records import GeneratorSample
 from stampede.load.stage_health import StageHealthWatch
 from stampede.core.paths import data_dir
 
@@ -39,16 +40,6 @@ GRACE_S = 90  # beyond the planned load time: spawn, worker wait, shutdown
 
 class WorkersDidNotRegister(RuntimeError):
     """The master gave up waiting for the provisioned workers; teardown still runs."""
-
-
-@dataclass
-class GeneratorSample:
-    t: float
-    role: str  # master | worker
-    pid: int
-    cpu_pct: float
-    rss_mib: float
-    wait_pct: float = 0.0  # time runnable but waiting for a core (run queue), % of wall time: starvation
 
 
 @dataclass

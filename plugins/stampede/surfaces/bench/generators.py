@@ -26,7 +26,8 @@ import yaml
 from stampede.infra.fast_crm_target import FastCrmTarget
 from stampede.steps import pipeline
 from stampede.surfaces.bench.figures import Figure
-from stampede.load.runner import GeneratorSample, _Sampler
+from stampede.core.records import GeneratorSample
+from stampede.load.runner import _Sampler
 from stampede.plan.scenario import load_scenario
 
 log = logging.getLogger(__name__)
