@@ -39,16 +39,17 @@ def test_pipeline_wiring(dag_bag, dag_id):
     downstream = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     assert downstream == {
         "preflight": sorted([
-            "cost_check", "provision_workers", "run_stages", "validate", "report",
-            "cleanup_test_data", "teardown_workers", "notify_summary", "final_verdict",
+            "cost_check", "provision_workers", "run_stages", "validate", "analyse",
+            "cleanup_test_data", "teardown_workers", "report", "notify_summary", "final_verdict",
         ]),
         "cost_check": ["provision_workers"],
         "provision_workers": ["cleanup_test_data", "run_stages", "teardown_workers"],
         "run_stages": ["validate"],
-        "validate": ["report"],
-        "report": ["cleanup_test_data"],
+        "validate": ["analyse"],
+        "analyse": ["cleanup_test_data"],
         "cleanup_test_data": ["teardown_workers"],
-        "teardown_workers": ["notify_summary"],
+        "teardown_workers": ["report"],  # the report is written once, after cleanup and teardown
+        "report": ["notify_summary"],
         "notify_summary": ["final_verdict"],
         "final_verdict": [],
     }
@@ -56,6 +57,7 @@ def test_pipeline_wiring(dag_bag, dag_id):
     assert dag.get_task("cleanup_test_data").is_teardown
     assert dag.get_task("teardown_workers").is_teardown
     assert dag.get_task("run_stages").retries == 0  # never resend load by itself
+    assert dag.get_task("report").trigger_rule == "all_done"
     assert dag.get_task("notify_summary").trigger_rule == "all_done"
     assert dag.get_task("final_verdict").trigger_rule == "all_done"
 

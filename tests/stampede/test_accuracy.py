@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from stampede.infra.fixed_latency_target import FixedLatencyTarget
-from stampede.steps import pipeline
+from stampede.steps.preflight import RunRequest, preflight
+from stampede.surfaces.sequence import run_load
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +44,8 @@ def test_steady_percentiles_at_1000_users_are_within_5_ms_of_the_truth(tmp_path)
         "thresholds": {"p95_ms": 200, "error_rate": 0.01},
     }))
     with FixedLatencyTarget(DELAY_MS, tmp_path) as target:
-        plan = pipeline.preflight(scenarios=[str(scenario)], target=target.base_url, run_id="accuracy-1000",
-                                  workers=1, out_dir=str(tmp_path / "run"))
-        result = pipeline.run_load(plan)
+        plan = preflight(RunRequest(scenarios=[str(scenario)], target=target.base_url, run_id="accuracy-1000", workers=1, out_dir=str(tmp_path / "run")))
+        result = run_load(plan)
     hold = result.stages[1]
     assert hold.judged_on == "steady" and hold.requests > 800
     assert abs(hold.p50_ms - DELAY_MS) <= 5.0, hold

@@ -60,8 +60,8 @@ def test_bisection_and_the_reported_point():
     steps = [_step(4, 66, good=True), _step(8, 130, good=True), _step(16, 150, good=False), _step(12, 190, good=True)]
     steps[2].reasons = ["knee at 16 users"]
     point = breaking_point_of(steps, cap_reached=False, stopped=None)
-    assert (point["users"], point["rps"], point["reason"], point["found"]) == (12, 190, "knee at 16 users", True)
-    assert point["first_bad_level"] == 16 and point["max_rps"] == 190
+    assert (point.users, point.rps, point.reason, point.found) == (12, 190, "knee at 16 users", True)
+    assert point.first_bad_level == 16 and point.first_bad_users == 16 and point.max_rps == 190
 
 
 POLLING_LOCUSTFILE = Path(__file__).with_name("polling_locustfile.py")  # PollingUser

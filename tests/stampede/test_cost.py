@@ -9,7 +9,9 @@ import boto3
 import pytest
 
 from stampede.cost import estimate as cost
-from stampede.state.ledger import CostLedger
+from stampede.core.paths import Artifact
+from stampede.state.ledger import CostLedger, default_ledger
+from stampede.steps.cost_check import cost_check
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import load_scenario
 from stampede.workers.sizing import plan_workers
@@ -87,9 +89,9 @@ def test_the_ledger_keeps_month_to_date_spend(tmp_path):
 def test_an_over_budget_run_is_refused_before_anything_starts(aws, tmp_path):
     plan = _plan("manual__over-budget", provider="ecs", users=20_000, duration_s=4 * 3600, out_dir=tmp_path)
     with pytest.raises(cost.BudgetExceeded, match="per-run budget of 1.00 USD.*fix"):
-        cost.cost_check(plan, budgets=cost.Budgets(run_usd=1.0, month_usd=100.0))
+        cost_check(plan, budgets=cost.Budgets(run_usd=1.0, month_usd=100.0))
     assert not (tmp_path / "workers.json").exists()
-    assert cost.ledger().get(plan.run_id) is None
+    assert default_ledger().get(plan.run_id) is None
     ecs = boto3.client("ecs")
     assert ecs.list_tasks(cluster="stampede-workers", desiredStatus="RUNNING", startedBy="stampede")["taskArns"] == [] \
         or all("over-budget" not in json.dumps(t.get("tags"))
@@ -103,11 +105,11 @@ def test_the_monthly_budget_counts_what_was_spent_this_month(tmp_path, monkeypat
 
     from stampede.state.ledger import month_of
 
-    cost.ledger().record_estimate(run_id="earlier", provider="ec2", workers=4, size="c6i.large", estimate_usd=9.5)
-    assert cost.ledger().month_to_date(month=month_of(time.time())) == 9.5
+    default_ledger().record_estimate(run_id="earlier", provider="ec2", workers=4, size="c6i.large", estimate_usd=9.5)
+    assert default_ledger().month_to_date(month=month_of(time.time())) == 9.5
     plan = _plan("manual__month", provider="ec2", users=6000, duration_s=3000, out_dir=tmp_path / "run")
     with pytest.raises(cost.BudgetExceeded, match="on top of 9.50 USD spent this month.*monthly budget of 9.80"):
-        cost.cost_check(plan, budgets=cost.Budgets(run_usd=5.0, month_usd=9.8))
-    summary = cost.cost_check(plan, budgets=cost.Budgets(run_usd=5.0, month_usd=20.0))
+        cost_check(plan, budgets=cost.Budgets(run_usd=5.0, month_usd=9.8))
+    summary = cost_check(plan, budgets=cost.Budgets(run_usd=5.0, month_usd=20.0))
     assert summary["month_to_date_usd"] == 9.5 and summary["estimate_usd"] == pytest.approx(2 * 0.085 + 0.003 * 6000 * 3000 / 3600 * 0.02, abs=1e-3)
-    assert json.loads((tmp_path / "run" / cost.ESTIMATE_FILE).read_text())["estimate_usd"] == summary["estimate_usd"]
+    assert json.loads((tmp_path / "run" / Artifact.COST_ESTIMATE).read_text())["estimate_usd"] == summary["estimate_usd"]

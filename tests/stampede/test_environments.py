@@ -6,8 +6,10 @@ from datetime import datetime, timezone
 
 import pytest
 
+from stampede.surfaces.airflow_config import environments_override
+
 from stampede.plan.environments import (
-    EnvironmentsError, TargetRefused, airflow_override, check_allowed_hours, load_environments, resolve_target,
+    EnvironmentsError, TargetRefused, check_allowed_hours, load_environments, resolve_target,
 )
 
 CONFIG = """
@@ -93,11 +95,11 @@ def test_bad_allowed_hours_are_one_line_errors(hours):
 
 def test_the_airflow_variable_overrides_the_file(monkeypatch):
     monkeypatch.setenv("AIRFLOW_VAR_STAMPEDE_ENVIRONMENTS", '{"environments": {"qa": {"allow_load": true, "max_users": 7}}}')
-    environments = load_environments(airflow_override())
+    environments = load_environments(environments_override())
     assert set(environments) == {"qa"} and environments["qa"].max_users == 7
 
 
 def test_no_variable_means_the_file(monkeypatch):
     monkeypatch.delenv("AIRFLOW_VAR_STAMPEDE_ENVIRONMENTS", raising=False)
-    assert airflow_override() is None
-    assert "production" in load_environments(airflow_override())
+    assert environments_override() is None
+    assert "production" in load_environments(environments_override())

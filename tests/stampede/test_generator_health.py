@@ -21,7 +21,7 @@ import yaml
 
 from stampede.infra.fixed_latency_target import FixedLatencyTarget
 from stampede.load.runner import GeneratorSample
-from stampede.figures.stages import generator_health, recommended_workers
+from stampede.figures.generator import generator_health, recommended_workers
 
 BURNER = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 

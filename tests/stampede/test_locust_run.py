@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 from stampede.infra.fixed_latency_target import FixedLatencyTarget
-from stampede.steps import pipeline
+from stampede.steps.preflight import RunRequest, preflight
+from stampede.steps.teardown import teardown_workers
+from stampede.surfaces.sequence import run_load
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +46,8 @@ def test_two_workers_report_the_true_service_time_per_stage(fixed_target, tmp_pa
         {"name": "ramp", "users": 20, "spawn_rate": 10, "duration_s": 6},
         {"name": "hold", "users": 20, "spawn_rate": 10, "duration_s": 8},
     ], {"p95_ms": 200, "error_rate": 0.01})
-    plan = pipeline.preflight(scenarios=[scenario], target=fixed_target.base_url, run_id="known-latency",
-                              workers=2, out_dir=str(tmp_path / "run"))
-    result = pipeline.run_load(plan)
+    plan = preflight(RunRequest(scenarios=[scenario], target=fixed_target.base_url, run_id="known-latency", workers=2, out_dir=str(tmp_path / "run")))
+    result = run_load(plan)
 
     assert result.verdict == "pass"
     assert result.workers == 2
@@ -70,9 +71,8 @@ def test_two_workers_report_the_true_service_time_per_stage(fixed_target, tmp_pa
 
 def test_breached_threshold_fails_the_stage_with_the_observed_value(fixed_target, tmp_path):
     scenario = _scenario(tmp_path, [{"name": "hold", "users": 5, "spawn_rate": 5, "duration_s": 6}], {"p95_ms": 10})
-    plan = pipeline.preflight(scenarios=[scenario], target=fixed_target.base_url, run_id="breach", workers=0,
-                              out_dir=str(tmp_path / "run"))
-    result = pipeline.run_load(plan)
+    plan = preflight(RunRequest(scenarios=[scenario], target=fixed_target.base_url, run_id="breach", workers=0, out_dir=str(tmp_path / "run")))
+    result = run_load(plan)
     assert result.verdict == "fail"
     (check,) = [c for c in result.stages[0].checks if c.metric == "p95_ms"]
     assert (check.metric, check.op, check.threshold, check.passed) == ("p95_ms", "<", 10, False)
@@ -84,8 +84,7 @@ def test_workers_that_never_register_fail_clearly(fixed_target, tmp_path, monkey
 
     monkeypatch.setattr(locust_runner, "EXPECT_WORKERS_WAIT_S", 3)
     scenario = _scenario(tmp_path, [{"name": "hold", "users": 2, "spawn_rate": 2, "duration_s": 3}], {"p95_ms": 200})
-    plan = pipeline.preflight(scenarios=[scenario], target=fixed_target.base_url, run_id="no-workers", workers=1,
-                              out_dir=str(tmp_path / "run"))
+    plan = preflight(RunRequest(scenarios=[scenario], target=fixed_target.base_url, run_id="no-workers", workers=1, out_dir=str(tmp_path / "run")))
     try:
         # no provision_workers: the master waits for one worker that never comes
         run = locust_runner.run_master(plan, tmp_path / "run", master_port=locust_runner_free_port(),
@@ -93,7 +92,7 @@ def test_workers_that_never_register_fail_clearly(fixed_target, tmp_path, monkey
         with pytest.raises(locust_runner.WorkersDidNotRegister, match="not all workers registered"):
             run.output()
     finally:
-        pipeline.teardown_workers(plan)
+        teardown_workers(plan)
 
 
 def locust_runner_free_port() -> int:

@@ -6,7 +6,8 @@ import pytest
 
 from stampede.core.histogram import LatencyHistogram
 from stampede.load.runner import GeneratorSample
-from stampede.figures.stages import generator_health, stage_results
+from stampede.figures.generator import generator_health
+from stampede.figures.stages import stage_results
 
 
 def _hist(*values_ms: float) -> dict:

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from stampede.infra.fixed_latency_target import FixedLatencyTarget
-from stampede.steps import pipeline
+from stampede.steps.preflight import RunRequest, preflight
+from stampede.surfaces.sequence import run_load
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +35,8 @@ def _scenario(tmp_path, stage: dict) -> str:
 def test_constant_arrival_rate_is_met_across_workers(tmp_path):
     scenario = _scenario(tmp_path, {"name": "hold", "rate": 100, "duration_s": 8, "max_users": 20})
     with FixedLatencyTarget(20.0, tmp_path) as target:
-        plan = pipeline.preflight(scenarios=[scenario], target=target.base_url, run_id="open-constant", workers=2,
-                                  out_dir=str(tmp_path / "run"))
-        result = pipeline.run_load(plan)
+        plan = preflight(RunRequest(scenarios=[scenario], target=target.base_url, run_id="open-constant", workers=2, out_dir=str(tmp_path / "run")))
+        result = run_load(plan)
     (stage,) = result.stages
     assert result.verdict == "pass"
     assert stage.target_rate == 100
@@ -50,9 +50,8 @@ def test_too_few_users_for_a_slow_target_drop_iterations(tmp_path):
     # 5 users x 1 iteration / 200 ms = at most 25 iterations/s can start; 50/s are planned
     scenario = _scenario(tmp_path, {"name": "hold", "rate": 50, "duration_s": 8, "max_users": 5})
     with FixedLatencyTarget(200.0, tmp_path) as target:
-        plan = pipeline.preflight(scenarios=[scenario], target=target.base_url, run_id="open-dropped", workers=0,
-                                  out_dir=str(tmp_path / "run"))
-        result = pipeline.run_load(plan)
+        plan = preflight(RunRequest(scenarios=[scenario], target=target.base_url, run_id="open-dropped", workers=0, out_dir=str(tmp_path / "run")))
+        result = run_load(plan)
     (stage,) = result.stages
     assert stage.dropped_iterations > 0.3 * stage.iterations
     planned = stage.iterations + stage.dropped_iterations

@@ -19,7 +19,10 @@ from datetime import datetime, timezone
 import pytest
 
 from stampede.infra.canary import Canary
-from stampede.steps import pipeline
+from stampede.steps.folder import locks_dir
+from stampede.core.errors import Refusal
+from stampede.steps.preflight import HEALTH_ATTEMPTS, RunRequest, preflight
+from stampede.steps.teardown import teardown_workers
 from stampede.safety import lease as target_lock
 from stampede.safety.health import probe
 
@@ -43,7 +46,8 @@ def _preflight(target: str, **kwargs):
     kwargs.setdefault("scenarios", ["smoke"])
     kwargs.setdefault("run_id", "preflight-test")
     kwargs.setdefault("workers", 0)
-    return pipeline.preflight(target=target, **kwargs)
+    options = {k: kwargs.pop(k) for k in ("kill_switch", "environments_text", "lease_pid", "now") if k in kwargs}
+    return preflight(RunRequest(target=target, **kwargs), **options)
 
 
 def _env(canary_url: str, *, production: str = "", hours: str = "", max_users: int = 20000) -> str:
@@ -54,7 +58,7 @@ def _env(canary_url: str, *, production: str = "", hours: str = "", max_users: i
 
 
 def _refusal(call) -> str:
-    with pytest.raises(pipeline.RunRefused) as refused:
+    with pytest.raises(Refusal) as refused:
         call()
     text = str(refused.value)
     assert "\n" not in text and "fix:" in text, text
@@ -121,8 +125,8 @@ def test_unhealthy_target_is_refused_after_health_requests_only(canary):
     canary.health_status = 503
     text = _refusal(lambda: _preflight(canary.base_url))
     assert "/health is not healthy (HTTP 503)" in text
-    assert canary.hits(exclude_health=True) == 0 and canary.hits() == pipeline.HEALTH_ATTEMPTS
-    assert target_lock.holder(pipeline.locks_dir(), canary.base_url) is None  # a refused run holds nothing
+    assert canary.hits(exclude_health=True) == 0 and canary.hits() == HEALTH_ATTEMPTS
+    assert target_lock.holder(locks_dir(), canary.base_url) is None  # a refused run holds nothing
 
 
 def test_redirecting_health_is_unhealthy_and_not_followed(canary):
@@ -155,44 +159,44 @@ def test_second_run_on_a_held_target_is_refused_until_teardown(canary):
         seen = canary.hits()
         text = _refusal(lambda: _preflight(canary.base_url, run_id="second-run"))
         assert "another run (run id first-run) is active on 127.0.0.1:" in text
-        assert "delete" in text and str(target_lock.lock_path(pipeline.locks_dir(), canary.base_url)) in text
+        assert "delete" in text and str(target_lock.lock_path(locks_dir(), canary.base_url)) in text
         assert canary.hits() == seen  # the refused run sent nothing
         # the same run may take its own lease again (a retried preflight)
         assert _preflight(canary.base_url, run_id="first-run").run_id == "first-run"
     finally:
-        pipeline.teardown_workers(first)
+        teardown_workers(first)
     second = _preflight(canary.base_url, run_id="second-run")
-    pipeline.teardown_workers(second)
-    assert target_lock.holder(pipeline.locks_dir(), canary.base_url) is None
+    teardown_workers(second)
+    assert target_lock.holder(locks_dir(), canary.base_url) is None
 
 
 def test_a_dead_holders_lease_is_taken_over(canary):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    target_lock.acquire(pipeline.locks_dir(), canary.base_url, run_id="crashed-cli", ttl_s=3600, pid=dead.pid)
+    target_lock.acquire(locks_dir(), canary.base_url, run_id="crashed-cli", ttl_s=3600, pid=dead.pid)
     plan = _preflight(canary.base_url, run_id="after-crash")
-    pipeline.teardown_workers(plan)
+    teardown_workers(plan)
 
 
 def test_a_dag_runs_lease_holds_until_it_expires(canary):
-    target_lock.acquire(pipeline.locks_dir(), canary.base_url, run_id="dag-run", ttl_s=1.0, pid=None)
+    target_lock.acquire(locks_dir(), canary.base_url, run_id="dag-run", ttl_s=1.0, pid=None)
     try:
         _refusal(lambda: _preflight(canary.base_url, run_id="other"))
         assert canary.hits() == 0
         time.sleep(1.1)
-        pipeline.teardown_workers(_preflight(canary.base_url, run_id="other"))
+        teardown_workers(_preflight(canary.base_url, run_id="other"))
     finally:
-        target_lock.release(pipeline.locks_dir(), canary.base_url, run_id="dag-run")
+        target_lock.release(locks_dir(), canary.base_url, run_id="dag-run")
 
 
 @pytest.mark.integration
 def test_cli_refuses_a_held_target_and_sends_nothing(canary):
-    target_lock.acquire(pipeline.locks_dir(), canary.base_url, run_id="nightly-x", ttl_s=600, pid=os.getpid())
+    target_lock.acquire(locks_dir(), canary.base_url, run_id="nightly-x", ttl_s=600, pid=os.getpid())
     try:
         completed = subprocess.run([*CLI, "--target", canary.base_url, "--scenario", "smoke", "--workers", "0"],
                                    capture_output=True, text=True, timeout=120)
     finally:
-        target_lock.release(pipeline.locks_dir(), canary.base_url, run_id="nightly-x")
+        target_lock.release(locks_dir(), canary.base_url, run_id="nightly-x")
     assert completed.returncode == 2, completed.stderr[-2000:]
     (line,) = [l for l in completed.stderr.splitlines() if l.startswith("stampede: refused:")]
     assert "another run (run id nightly-x)" in line

@@ -25,7 +25,16 @@ from stampede.infra.fixed_latency_target import FixedLatencyTarget
 from stampede.infra.slack_standin import SlackStandin
 from stampede.safety import killswitch
 from stampede.safety import hours as load_window
-from stampede.steps import pipeline
+from stampede.plan.run_plan import RunPlan
+from stampede.steps.cleanup import cleanup_test_data
+from stampede.steps.folder import locks_dir
+from stampede.steps.notify import notify_summary
+from stampede.steps.preflight import RunRequest, preflight
+from stampede.steps.report import report
+from stampede.steps.run_stages import run_stages
+from stampede.steps.teardown import teardown_workers
+from stampede.steps.validate import validate
+from stampede.surfaces.sequence import run_load
 from stampede.safety import lease as target_lock
 from stampede.core.netutil import free_port
 from stampede.plan.run_plan import DEFAULT_ACCOUNTS
@@ -61,8 +70,7 @@ def _wait_for(condition, timeout_s: float) -> None:
 def test_kill_switch_mid_stage_stops_the_load_within_5_seconds(tmp_path, kill_file, record_property):
     with Canary() as canary:
         scenario = _polling_scenario(tmp_path, [{"name": "hold", "users": 5, "spawn_rate": 5, "duration_s": 60}])
-        plan = pipeline.preflight(scenarios=[scenario], target=canary.base_url, run_id="kill-mid-stage", workers=0,
-                                  out_dir=str(tmp_path / "run"))
+        plan = preflight(RunRequest(scenarios=[scenario], target=canary.base_url, run_id="kill-mid-stage", workers=0, out_dir=str(tmp_path / "run")))
         flipped: dict[str, float] = {}
 
         def flip() -> None:
@@ -75,10 +83,10 @@ def test_kill_switch_mid_stage_stops_the_load_within_5_seconds(tmp_path, kill_fi
         flipper.start()
         started = time.time()
         try:
-            pipeline.run_stages(plan, stop_probe=killswitch.local_reason)
-            result = pipeline.validate(plan)
+            run_stages(plan, stop_probe=killswitch.as_probe())
+            result = validate(plan)
         finally:
-            pipeline.teardown_workers(plan)
+            teardown_workers(plan)
         flipper.join(5)
         took = time.time() - started
         time.sleep(1)  # anything still in flight would land now
@@ -105,9 +113,8 @@ def test_a_run_stops_when_its_environments_allowed_hours_close(tmp_path, monkeyp
     monkeypatch.setattr(load_window, "utcnow", lambda: real_utcnow() + timedelta(hours=3 if closed.is_set() else 0))
     with Canary() as canary:
         scenario = _polling_scenario(tmp_path, [{"name": "night", "users": 3, "spawn_rate": 3, "duration_s": 60}])
-        plan = pipeline.preflight(scenarios=[scenario], target=canary.base_url, run_id="window-closes", workers=0,
-                                  out_dir=str(tmp_path / "run"))
-        assert plan.allowed_hours and pipeline.RunPlan.from_dict(plan.to_dict()).allowed_hours == plan.allowed_hours
+        plan = preflight(RunRequest(scenarios=[scenario], target=canary.base_url, run_id="window-closes", workers=0, out_dir=str(tmp_path / "run")))
+        assert plan.allowed_hours and RunPlan.from_dict(plan.to_dict()).allowed_hours == plan.allowed_hours
 
         def close_the_window() -> None:
             _wait_for(lambda: canary.hits(exclude_health=True) >= 10, 60)
@@ -115,7 +122,7 @@ def test_a_run_stops_when_its_environments_allowed_hours_close(tmp_path, monkeyp
 
         threading.Thread(target=close_the_window, daemon=True).start()
         started = time.time()
-        result = pipeline.run_load(plan)
+        result = run_load(plan)
         took = time.time() - started
     assert took < 30, took  # long before the planned 60 s
     assert result.verdict == "invalid" and result.aborted
@@ -130,10 +137,9 @@ def test_abort_threshold_breach_stops_the_run_early_and_records_it(tmp_path):
             tmp_path, [{"name": "hold", "users": 5, "spawn_rate": 5, "duration_s": 60}],
             thresholds={"p95_ms": 10, "min_rps": 1}, abort_on_breach=True, abort={"delay_s": 3, "window_s": 3},
         )
-        plan = pipeline.preflight(scenarios=[scenario], target=target.base_url, run_id="abort-breach", workers=0,
-                                  out_dir=str(tmp_path / "run"))
+        plan = preflight(RunRequest(scenarios=[scenario], target=target.base_url, run_id="abort-breach", workers=0, out_dir=str(tmp_path / "run")))
         started = time.time()
-        result = pipeline.run_load(plan)
+        result = run_load(plan)
         took = time.time() - started
     assert took < 30, took  # stopped long before the planned 60 s
     assert result.verdict == "fail" and result.aborted and result.stopped["kind"] == "abort"
@@ -150,9 +156,8 @@ def test_stress_records_a_breach_without_aborting(tmp_path):
             tmp_path, [{"name": "hold", "users": 5, "spawn_rate": 5, "duration_s": 9}],
             thresholds={"p95_ms": 10}, abort_on_breach=False, abort={"delay_s": 3, "window_s": 2},
         )
-        plan = pipeline.preflight(scenarios=[scenario], target=target.base_url, run_id="stress-breach", workers=0,
-                                  out_dir=str(tmp_path / "run"))
-        result = pipeline.run_load(plan)
+        plan = preflight(RunRequest(scenarios=[scenario], target=target.base_url, run_id="stress-breach", workers=0, out_dir=str(tmp_path / "run")))
+        result = run_load(plan)
     assert not result.aborted and result.stopped is None
     assert [b["metric"] for b in result.breaches] == ["p95_ms"]
     assert result.verdict == "fail"
@@ -186,8 +191,7 @@ def test_a_target_that_goes_down_between_stages_stops_the_run(tmp_path):
             {"name": "first", "users": 3, "spawn_rate": 3, "duration_s": 5},
             {"name": "second", "users": 3, "spawn_rate": 3, "duration_s": 30},
         ])
-        plan = pipeline.preflight(scenarios=[scenario], target=canary.base_url, run_id="down-between", workers=0,
-                                  out_dir=str(tmp_path / "run"))
+        plan = preflight(RunRequest(scenarios=[scenario], target=canary.base_url, run_id="down-between", workers=0, out_dir=str(tmp_path / "run")))
 
         def break_health() -> None:
             _wait_for(lambda: canary.hits(exclude_health=True) > 0, 60)
@@ -195,7 +199,7 @@ def test_a_target_that_goes_down_between_stages_stops_the_run(tmp_path):
 
         threading.Thread(target=break_health, daemon=True).start()
         started = time.time()
-        result = pipeline.run_load(plan)
+        result = run_load(plan)
         took = time.time() - started
     assert took < 25, took
     assert result.verdict == "fail" and result.aborted
@@ -220,8 +224,7 @@ def test_a_run_killed_between_stages_and_retried_leaves_nothing_behind(tmp_path,
         monkeypatch.setenv("STAMPEDE_SLACK_CHANNEL", "#loadtests")
 
         # run 1: killed as stage two starts
-        first = pipeline.preflight(scenarios=[str(scenario)], target=target.base_url, run_id="killed-1", workers=0,
-                                   out_dir=str(tmp_path / "run1"))
+        first = preflight(RunRequest(scenarios=[str(scenario)], target=target.base_url, run_id="killed-1", workers=0, out_dir=str(tmp_path / "run1")))
         stage_two = threading.Event()
 
         class StageTwoStarts(logging.Handler):  # the supervisor relays the master's stage-start lines
@@ -237,13 +240,13 @@ def test_a_run_killed_between_stages_and_retried_leaves_nothing_behind(tmp_path,
         logging.getLogger("stampede.load.runner").addHandler(watcher)
         threading.Thread(target=kill_at_stage_two, daemon=True).start()
         try:
-            pipeline.run_stages(first, stop_probe=killswitch.local_reason)
-            killed = pipeline.validate(first)
-            pipeline.report(first)
+            run_stages(first, stop_probe=killswitch.as_probe())
+            killed = validate(first)
+            report(first)
         finally:
-            cleanup1 = pipeline.cleanup_test_data(first)
-            pipeline.teardown_workers(first)
-            pipeline.notify_summary(first)
+            cleanup1 = cleanup_test_data(first)
+            teardown_workers(first)
+            notify_summary(first)
             logging.getLogger("stampede.load.runner").removeHandler(watcher)
         kill_file.unlink()
         assert killed.stages[1].requests > 0 and killed.stages[1].duration_s < 15  # killed early in stage two
@@ -257,17 +260,16 @@ def test_a_run_killed_between_stages_and_retried_leaves_nothing_behind(tmp_path,
         monkeypatch.setenv("STAMPEDE_SLACK_BASE_URL", f"http://127.0.0.1:{free_port()}/api/")
         retry_scenario = tmp_path / "retry.yaml"
         retry_scenario.write_text(scenario.read_text().replace("duration_s: 30", "duration_s: 3"))
-        second = pipeline.preflight(scenarios=[str(retry_scenario)], target=target.base_url, run_id="retry-2",
-                                    workers=0, out_dir=str(tmp_path / "run2"))
+        second = preflight(RunRequest(scenarios=[str(retry_scenario)], target=target.base_url, run_id="retry-2", workers=0, out_dir=str(tmp_path / "run2")))
         started = time.time()
         try:
-            pipeline.run_stages(second, stop_probe=killswitch.local_reason)
-            retried = pipeline.validate(second)
-            pipeline.report(second)
+            run_stages(second, stop_probe=killswitch.as_probe())
+            retried = validate(second)
+            report(second)
         finally:
-            cleanup2 = pipeline.cleanup_test_data(second)
-            pipeline.teardown_workers(second)
-            summary = pipeline.notify_summary(second)
+            cleanup2 = cleanup_test_data(second)
+            teardown_workers(second)
+            summary = notify_summary(second)
         assert time.time() - started < 60
         assert summary["ok"] is False  # Slack was down: reported, not raised
         assert retried.verdict == "pass" and not retried.aborted
@@ -277,7 +279,7 @@ def test_a_run_killed_between_stages_and_retried_leaves_nothing_behind(tmp_path,
         leftovers = reap_stale_test_data(base_url=target.base_url, email=DEFAULT_ACCOUNTS["admin"], password=password,
                                          older_than_s=0)
         assert (leftovers.found, leftovers.left) == (0, 0)
-        assert target_lock.holder(pipeline.locks_dir(), target.base_url) is None
+        assert target_lock.holder(locks_dir(), target.base_url) is None
 
     # secrets never in logs, results, reports, Slack fallbacks or Locust logs
     files = [p for run in ("run1", "run2") for p in (tmp_path / run).rglob("*") if p.is_file()]

@@ -68,9 +68,9 @@ def test_local_environment_scrapes_the_targets_origin_and_bad_config_is_named():
 def test_an_unreachable_endpoint_is_recorded_not_raised(tmp_path):
     from stampede.core.netutil import free_port
 
-    with sampling(environment="local", target=f"http://127.0.0.1:{free_port()}/v1", run_dir=tmp_path, max_s=5):
+    with sampling(environment="local", target=f"http://127.0.0.1:{free_port()}/v1", max_s=5) as sampled:
         time.sleep(0.2)
-    document = json.loads((tmp_path / "server_metrics.json").read_text())
+    document = sampled.document
     assert document["error_count"] >= 1 and "ConnectError" in document["errors"][0]
     assert all(not s["points"] for s in document["series"].values())
 

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from stampede.infra.canary import Canary
-from stampede.steps import pipeline
+from stampede.steps.preflight import RunRequest, preflight
+from stampede.surfaces.sequence import run_load
 
 POLLING_LOCUSTFILE = Path(__file__).with_name("polling_locustfile.py")
 
@@ -99,9 +100,8 @@ def test_every_request_the_target_served_is_recorded_when_the_load_stops(tmp_pat
         "stages": [{"name": "hold", "users": 6, "spawn_rate": 6, "duration_s": 4}],
     }))
     with Canary(delay_s=0.8) as canary:
-        plan = pipeline.preflight(scenarios=[str(scenario)], target=canary.base_url, run_id=f"in-flight-{workers}",
-                                  workers=workers, out_dir=str(tmp_path / "run"))
-        result = pipeline.run_load(plan)
+        plan = preflight(RunRequest(scenarios=[str(scenario)], target=canary.base_url, run_id=f"in-flight-{workers}", workers=workers, out_dir=str(tmp_path / "run")))
+        result = run_load(plan)
         arrivals = [hit.t for hit in canary.requests if hit.path.startswith("/v1/escrows")]
     served = len(arrivals)
     load_ended = json.loads((tmp_path / "run" / "locust_output.json").read_text())["load_ended"]

@@ -6,8 +6,9 @@ expectation per threshold per stage, restricted to that stage's row by a row con
 every ``Check`` (its observed value and verdict) is read back from GX's own result objects,
 never recomputed here.
 
-Every bound is strict, as the seed words them ("p95 < 200 ms", "errors < 1 %", "> 100 req/s"):
-a value equal to its threshold fails.
+The suite is built from the same threshold table (``stampede.core.thresholds``) that the
+mid-run abort and the breaking-point search judge by: one rule, strict as the seed words it
+("p95 < 200 ms", "errors < 1 %", "> 100 req/s"): a value equal to its threshold fails.
 
 Great Expectations is imported inside :func:`validate_stages`, never at module scope: the import
 alone takes seconds (about 16 s on a 2-core machine) and DAG files must stay cheap to parse.
@@ -24,19 +25,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from stampede.core import thresholds as threshold_rules
 from stampede.core.records import Check, StageResult
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("stage", "scenario", "users", "requests", "rps", "p50_ms", "p95_ms", "p99_ms", "error_rate")
 
-# threshold key -> (DataFrame column, operator the observed value must satisfy against the threshold)
-THRESHOLD_RULES: dict[str, tuple[str, str]] = {
-    "p95_ms": ("p95_ms", "<"),
-    "p99_ms": ("p99_ms", "<"),
-    "error_rate": ("error_rate", "<"),
-    "min_rps": ("rps", ">"),
-}
 # Checked on every stage, whatever its thresholds: reported as metric "requests", "> 0".
 REQUESTS_METRIC = "requests"
 
@@ -161,11 +156,11 @@ def _check_input(stages: list[StageResult]) -> None:
     if duplicate is not None:
         raise ValueError(f"validate: stage name {duplicate!r} is used twice; fix: give every stage a unique name")
     for stage in stages:
-        unknown = sorted(set(stage.thresholds) - set(THRESHOLD_RULES))
+        unknown = sorted(set(stage.thresholds) - set(threshold_rules.KEYS))
         if unknown:
             raise ValueError(
                 f"validate: stage {stage.name!r}: unknown threshold {unknown[0]!r}; "
-                f"fix: use one of {', '.join(THRESHOLD_RULES)}"
+                f"fix: use one of {', '.join(threshold_rules.KEYS)}"
             )
 
 
@@ -198,11 +193,7 @@ def _expectations(stages: list[StageResult]) -> list[Any]:
     expectations = []
     for stage in stages:
         rules = [(REQUESTS_METRIC, REQUESTS_METRIC, ">", 0.0)]
-        rules += [
-            (metric, THRESHOLD_RULES[metric][0], THRESHOLD_RULES[metric][1], float(limit))
-            for metric, limit in stage.thresholds.items()
-            if limit is not None
-        ]
+        rules += [(t.metric, t.figure, t.op, t.limit) for t in threshold_rules.table(stage.thresholds)]
         for metric, column, op, threshold in rules:
             common = {
                 "column": column,

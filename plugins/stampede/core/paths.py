@@ -32,6 +32,8 @@ class Artifact(StrEnum):
     WORKERS_STOP = "workers.stop"  # local worker agents end when this file appears
     TEARDOWN = "teardown.json"
     CLEANUP = "cleanup.json"
+    COST_ESTIMATE = "cost_estimate.json"  # the cost check's estimate and budgets
+    COST = "cost.json"  # the actual cost after teardown
     STOP = "STOP"  # the supervisor asks the master to stop the load
     SLACK_FALLBACK = "slack_messages.jsonl"
     SLACK_STAGES_SENT = "slack_stages.sent"

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import IntEnum
 from typing import Literal
 
 from stampede.core.stops import StopKind
@@ -26,3 +27,17 @@ def verdict_of(*, judged: Sequence[bool], stop: StopKind | None, saturated: bool
     if (stop is not None and stop.fails) or not all(judged):
         return "fail"
     return "pass"
+
+
+class Exit(IntEnum):
+    """The command line's exit codes, documented once here (and in docs/results.md)."""
+
+    PASS = 0  # every judged part held, the test data is proved gone, no worker is left
+    FAIL = 1  # a threshold was breached, an abort threshold stopped the load, or the target went down
+    REFUSED = 2  # refused or bad input before any load was sent (one line on stderr)
+    INVALID = 3  # the figures cannot be trusted: the generator saturated, or the kill switch / allowed hours stopped it
+    LEFT_BEHIND = 4  # test data may be left on the target (left above 0 or unknown), or a worker survived teardown
+    ERROR = 5  # Stampede itself failed (a bug or a broken dependency); the traceback is on stderr
+
+
+VERDICT_EXITS = {"pass": Exit.PASS, "fail": Exit.FAIL, "invalid": Exit.INVALID}

@@ -14,18 +14,16 @@ to date comes from :mod:`stampede.state.ledger`. Local workers cost nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stampede.state.ledger import FILE_NAME as LEDGER_FILE, CostLedger, month_of
+from stampede.core.errors import Refusal
 from stampede.workers.sizing import WorkerPlan, plan_workers
 from stampede.core.paths import data_dir
 
@@ -36,11 +34,9 @@ DEFAULT_RUN_BUDGET_USD = 25.0
 DEFAULT_MONTH_BUDGET_USD = 300.0
 # Beyond the load itself a worker lives through start-up, registration and teardown.
 LIFETIME_OVERHEAD_S = 600
-ESTIMATE_FILE = "cost_estimate.json"
-COST_FILE = "cost.json"
 
 
-class BudgetExceeded(ValueError):
+class BudgetExceeded(Refusal):
     """The estimate would exceed the per-run or the monthly budget; nothing was started."""
 
 
@@ -175,13 +171,7 @@ def check_budget(estimate_usd: float, *, budgets: Budgets, month_to_date_usd: fl
         )
 
 
-# -- pipeline steps -----------------------------------------------------------------------------
-def ledger() -> CostLedger:
-    from stampede.steps.pipeline import reports_root
-
-    return CostLedger(path=reports_root() / LEDGER_FILE)
-
-
+# -- a plan's workers ---------------------------------------------------------------------------
 def worker_plan_for(plan) -> WorkerPlan:
     """The plan's workers: provider, count (the plan's, already derived or overridden) and size."""
     return plan_workers(
@@ -194,83 +184,3 @@ def region() -> str:
     from stampede.hooks.aws import DEFAULT_REGION
 
     return os.environ.get("STAMPEDE_AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
-
-
-def cost_check(plan, *, budgets: Budgets, prices_override: str | dict | None = None) -> dict[str, Any]:
-    """Estimate the run's cloud cost and refuse it (:class:`BudgetExceeded`) before anything starts."""
-    from stampede.steps.pipeline import run_dir_for
-
-    workers = worker_plan_for(plan)
-    result = estimate(
-        workers, load_duration_s=plan.load_duration_s, peak_users=plan.peak_users, region=region(),
-        prices=load_prices(prices_override),
-    )
-    book = ledger()
-    now = time.time()
-    month = month_of(now)
-    spent = book.month_to_date(month=month, exclude_run_id=plan.run_id)
-    summary = result.to_dict() | {
-        "month": month, "month_to_date_usd": round(spent, 4),
-        "budget_run_usd": budgets.run_usd, "budget_month_usd": budgets.month_usd,
-        "vcpu": workers.vcpu, "memory_gib": workers.memory_gib, "users_per_worker": workers.users_per_worker,
-    }
-    log.info(
-        "Cost estimate: %d %s workers (%s%s) for %.2f h in %s = %.2f USD (prices as of %s); "
-        "month to date %.2f of %.2f USD, run budget %.2f USD",
-        workers.count, workers.provider, workers.size, ", spot" if workers.spot else "", result.hours,
-        result.region, result.estimate_usd, result.prices_as_of, spent, budgets.month_usd, budgets.run_usd,
-    )
-    if result.prices_stale:
-        log.warning("The price table is older than its max_age_days (as of %s); refresh infra/aws/prices.yaml",
-                    result.prices_as_of)
-    if workers.provider != "local":  # local workers cost nothing: never refused on cost
-        check_budget(result.estimate_usd, budgets=budgets, month_to_date_usd=spent)
-    if workers.provider != "local":
-        book.record_estimate(run_id=plan.run_id, provider=workers.provider, workers=workers.count, size=workers.size,
-                             estimate_usd=result.estimate_usd, now=now)
-    path = run_dir_for(plan) / ESTIMATE_FILE
-    path.write_text(json.dumps(summary, indent=2))
-    return summary
-
-
-def record_actual_cost(plan, *, lifetimes_s: list[float], prices_override: str | dict | None = None) -> dict[str, Any]:
-    """After teardown: the actual cost beside the estimate, into the ledger, cost.json and results.json."""
-    from stampede.steps.pipeline import run_dir_for
-    from stampede.core.records import read_results, write_results
-
-    run_dir = run_dir_for(plan)
-    workers = worker_plan_for(plan)
-    estimate_path = run_dir / ESTIMATE_FILE
-    estimated = json.loads(estimate_path.read_text()) if estimate_path.exists() else {}
-    results_path = run_dir / "results.json"
-    result = read_results(results_path) if results_path.exists() else None
-    requests = sum(s.requests for s in result.stages) if result else 0
-    prices = load_prices(prices_override)
-    actual = actual_cost(workers, lifetimes_s=lifetimes_s, requests=requests, region=region(), prices=prices)
-    cost = {
-        "provider": workers.provider, "workers": workers.count, "size": workers.size, "spot": workers.spot,
-        "region": estimated.get("region", region()),
-        "estimate_usd": estimated.get("estimate_usd"), "actual_usd": actual["actual_usd"],
-        "actual_compute_usd": actual["compute_usd"], "actual_data_transfer_usd": actual["data_transfer_usd"],
-        "worker_hours": actual["worker_hours"], "prices_as_of": estimated.get("prices_as_of", prices.get("as_of")),
-        "recorded_at": datetime.now(tz=timezone.utc).isoformat(timespec="seconds"),
-    }
-    if workers.provider != "local":
-        ledger().record_actual(run_id=plan.run_id, actual_usd=actual["actual_usd"])
-    (run_dir / COST_FILE).write_text(json.dumps(cost, indent=2))
-    if result is not None:
-        result.cost = cost
-        write_results(result, results_path)
-        _rerender_report(result, run_dir)
-    log.info("Actual cost of run %s: %.4f USD (estimate %s USD, %.3f worker-hours)", plan.run_id,
-             cost["actual_usd"], cost["estimate_usd"], cost["worker_hours"])
-    return cost
-
-
-def _rerender_report(result, run_dir: Path) -> None:
-    """The report was rendered before teardown; render it again so it shows the actual cost."""
-    if not result.report_path:
-        return
-    from stampede.render.report import render_report
-
-    render_report(result, run_dir)

@@ -321,9 +321,16 @@ def collect_after_run(config: MetricsConfig, start: float, end: float) -> tuple[
 
 
 # -- the pipeline's entry point --------------------------------------------------------------
+@dataclass
+class Sampled:
+    """What :func:`sampling` collected: the ``server_metrics.json`` document, once the body has ended."""
+
+    document: dict | None = None
+
+
 @contextmanager
-def sampling(*, environment: str, target: str, run_dir: Path, max_s: float) -> Iterator[None]:
-    """Sample the target's metrics while the body runs; write ``server_metrics.json`` after it."""
+def sampling(*, environment: str, target: str, max_s: float) -> Iterator[Sampled]:
+    """Sample the target's metrics while the body runs; the document is complete after it."""
     try:
         config = config_for(environment, target)
     except ValueError as exc:
@@ -333,8 +340,9 @@ def sampling(*, environment: str, target: str, run_dir: Path, max_s: float) -> I
         config_error = None
     sampler = Sampler(config, max_s=max_s).start() if config.source == "prometheus" and config.series else None
     started = time.time()
+    sampled = Sampled()
     try:
-        yield
+        yield sampled
     finally:
         ended = time.time()
         errors: list[str] = [config_error] if config_error else []
@@ -344,7 +352,7 @@ def sampling(*, environment: str, target: str, run_dir: Path, max_s: float) -> I
         else:
             points, more = collect_after_run(config, started, ended)
             errors, count = errors + more, len(errors) + len(more)
-        document = {
+        sampled.document = {
             "source": config.source, "url": _redact(config.url), "interval_s": config.interval_s,
             "started_at": started, "ended_at": ended,
             "series": {
@@ -353,7 +361,6 @@ def sampling(*, environment: str, target: str, run_dir: Path, max_s: float) -> I
             },
             "errors": errors, "error_count": count,
         }
-        (Path(run_dir) / FILE_NAME).write_text(json.dumps(document))
 
 
 def _redact(url: str | None) -> str | None:

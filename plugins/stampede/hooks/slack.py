@@ -37,11 +37,12 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, FixedValueRetryIntervalCalculator
 
-from stampede.render.slack import redact
+from stampede.core import redact
+from stampede.core.paths import Artifact
 
 __all__ = ["FALLBACK_FILE", "SlackNotConfiguredError", "StampedeSlackHook"]
 
-FALLBACK_FILE = "slack_messages.jsonl"
+FALLBACK_FILE = str(Artifact.SLACK_FALLBACK)
 ENV_TOKEN = "STAMPEDE_SLACK_TOKEN"
 ENV_BASE_URL = "STAMPEDE_SLACK_BASE_URL"
 ENV_CHANNEL = "STAMPEDE_SLACK_CHANNEL"
@@ -241,8 +242,8 @@ class StampedeSlackHook:
         :param blocks: Block Kit blocks, if any; secrets are masked.
         :return: Slack's answer (``ok`` True), or ``{"ok": False, "error": ..., "fallback_path": ...}``.
         """
-        text = redact(str(text))
-        blocks = _redact_value(list(blocks)) if blocks else None
+        text = redact.text(str(text))
+        blocks = redact.value(list(blocks)) if blocks else None
         record = {"kind": "message", "text": text, "blocks": blocks}
         return self._send(record, lambda client, channel: client.chat_postMessage(
             channel=channel, text=text, **({"blocks": blocks} if blocks else {}),
@@ -257,7 +258,7 @@ class StampedeSlackHook:
         :return: Slack's answer (``ok`` True), or ``{"ok": False, "error": ..., "fallback_path": ...}``.
         """
         path = Path(path)
-        comment = redact(str(comment)) if comment else None
+        comment = redact.text(str(comment)) if comment else None
         record = {"kind": "file", "path": str(path), "title": title, "text": comment}
 
         def upload(client: WebClient, channel: str) -> Any:
@@ -300,7 +301,7 @@ class StampedeSlackHook:
         config = self.__dict__.get("config")  # only what is already resolved: no lookup while failing
         if config is not None and config.token:
             text = text.replace(config.token, "***")
-        return redact(text)
+        return redact.text(text)
 
     def _resolved_channel(self) -> str | None:
         config = self.__dict__.get("config")  # no connection lookup while reporting a failure
@@ -332,13 +333,3 @@ class StampedeSlackHook:
                 self.log.warning("Could not write the Slack fallback file in %s: %s", self.fallback_dir, exc)
                 path = None
         return {"ok": False, "error": error, "fallback_path": str(path) if path else None}
-
-
-def _redact_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [_redact_value(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact_value(v) for k, v in value.items()}
-    return value

@@ -23,6 +23,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
@@ -32,7 +33,9 @@ from locust.runners import MasterRunner, WorkerRunner
 from stampede.load import open_model
 from stampede.load.final_reports import FinalReports, end_every_user, listen_on_worker, use_graceful_stop
 from stampede.load.fixes import patch_connection_pool
+from stampede.core import thresholds
 from stampede.core.histogram import LatencyHistogram
+from stampede.core.stops import StopKind, stop_kind
 
 logger = logging.getLogger("stampede")
 
@@ -42,6 +45,17 @@ ABORT_WINDOW_S = 10  # a breach must hold this long (default; a scenario's abort
 SETTLE_MAX_S = 5  # at most this long after a spawn ends before the steady part starts
 KEEP_CLOSED_S = 300  # finalized seconds kept for the abort window (bounded memory)
 STAGE_START_MARK = "[stampede] stage-start"  # the supervisor health-checks the target on this line
+
+
+@dataclass(frozen=True)
+class WindowFigures:
+    """The last abort window's figures, judged by the same thresholds as a whole stage."""
+
+    requests: int
+    rps: float
+    p95_ms: float | None
+    p99_ms: float | None
+    error_rate: float
 
 
 def settle_s(stage: dict[str, Any]) -> int:
@@ -273,48 +287,46 @@ class RunAggregator:
             if text.startswith("{"):  # {"reason": ..., "kind": ...} from the supervisor (e.g. target_unhealthy)
                 try:
                     request = json.loads(text)
-                    self.request_stop(str(request.get("reason") or "stop requested"), kind=str(request.get("kind") or "kill_switch"))
+                    self.request_stop(str(request.get("reason") or "stop requested"), kind=stop_kind(request.get("kind")))
                     return
                 except (ValueError, AttributeError):
                     pass
-            self.request_stop(text or "stop requested", kind="kill_switch")
+            self.request_stop(text or "stop requested", kind=StopKind.KILL_SWITCH)
 
     def check_abort(self, second: int) -> None:
         if self.current_stage is None or self.stop_reason is not None:
             return
         stage = self.stages[self.current_stage]
-        # min_rps is never judged here: req/s follows users x think time, the freshest seconds are
-        # still incomplete (workers report every 3 s), and a low rate harms no one, so stopping for it
-        # protects nothing; the stage's verdict judges it over the whole stage instead
-        thresholds = {k: v for k, v in (stage.get("thresholds") or {}).items() if k != "min_rps"}
+        judged = [t for t in thresholds.table(stage.get("thresholds") or {}) if t.judged_mid_run]
         window = int(stage.get("abort_window_s") or ABORT_WINDOW_S)
         delay = stage.get("abort_delay_s")
         # judged from delay_s into steady load on, and never over a window that reaches into the ramp
         delay = max(2 * window if delay is None else int(delay), window + 3)
-        if not thresholds or stage["steady_from"] is None or second - stage["steady_from"] < delay:
+        if not judged or stage["steady_from"] is None or second - stage["steady_from"] < delay:
             return
         # only complete seconds (every worker has reported) are judged
         histogram, requests, failures = self.recent(second - 3, window)
         if requests == 0:
             return
-        observed = {
-            "p95_ms": histogram.percentile_ms(0.95),
-            "p99_ms": histogram.percentile_ms(0.99),
-            "error_rate": failures / requests,
-        }
-        for metric, limit in thresholds.items():
-            value = observed.get(metric)
-            if value is None or value < limit:  # strict, as validation: "p95 < 200" means 200 breaches
+        figures = WindowFigures(
+            requests=requests, rps=requests / window, p95_ms=histogram.percentile_ms(0.95),
+            p99_ms=histogram.percentile_ms(0.99), error_rate=failures / requests,
+        )
+        for threshold in judged:
+            value = threshold.value_of(figures)
+            if not threshold.breached(value):  # the one rule validation uses too (strict)
                 continue
             breach = {
-                "stage": stage["name"], "metric": metric, "threshold": limit, "value": value, "at": second,
-                "window_s": window,
+                "stage": stage["name"], "metric": threshold.metric, "threshold": threshold.limit, "value": value,
+                "at": second, "window_s": window,
             }
-            if not any(b["stage"] == stage["name"] and b["metric"] == metric for b in self.breaches):
+            if not any(b["stage"] == stage["name"] and b["metric"] == threshold.metric for b in self.breaches):
                 self.breaches.append(breach)
-                logger.warning("stampede: %s breached %s: %.4g >= %.4g", stage["name"], metric, value, limit)
+                logger.warning("stampede: %s breached %s: %.4g (must be %s %.4g)", stage["name"], threshold.metric,
+                               value, threshold.op, threshold.limit)
             if stage.get("abort"):
-                self.request_stop(f"threshold {metric} breached in stage {stage['name']}", kind="abort", breach=breach)
+                self.request_stop(f"threshold {threshold.metric} breached in stage {stage['name']}",
+                                  kind=StopKind.ABORT, breach=breach)
 
     def print_progress(self, now: float) -> None:
         interval = float(self.plan.get("progress_interval_s", 5))
@@ -499,7 +511,7 @@ def _on_init(environment, **_kw) -> None:
         out = environment.parsed_options.stampede_out
         if out:
             aggregator.write(out)
-        if aggregator.stop_reason and aggregator.stop_reason.get("kind") == "abort":
+        if aggregator.stop_reason and aggregator.stop_reason.get("kind") == StopKind.ABORT:
             environment.process_exit_code = 1
 
 

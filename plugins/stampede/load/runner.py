@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from stampede.safety.hours import kind_of
+from stampede.core.stops import StopKind, StopProbe, never
 from stampede.plan.run_plan import RunPlan
 from stampede.core.records import GeneratorSample
 from stampede.load.stage_health import StageHealthWatch
@@ -87,15 +87,15 @@ def run_master(
     master_port: int | None,
     expect_workers: int,
     worker_processes: Callable[[], list[psutil.Process]] = list,
-    stop_probe: Callable[[], str | None] = lambda: None,
+    stop_probe: StopProbe = never,
     on_line: Callable[[str], None] | None = None,
     stage_health: Callable[[], str | None] | None = None,
     master_bind_host: str = "127.0.0.1",
 ) -> LocustRun:
     """Start the master (or a standalone process when ``expect_workers`` is 0) and wait for it.
 
-    :param stop_probe: polled twice a second; a reason stops the load (kill switch, or the kind a
-        ``stampede.safety.hours.StopRequest`` carries).
+    :param stop_probe: polled twice a second; a :class:`stampede.core.stops.StopRequest` stops the load
+        (the kill switch, the allowed hours: the request carries its kind).
     :param stage_health: probes the target as each stage after the first starts; a reason
         stops the run with kind ``target_unhealthy``.
     """
@@ -147,13 +147,13 @@ def run_master(
             time.sleep(0.5)
             run.samples.extend(sampler.sample())
             if not stop_written:
-                reason = stop_probe()
-                if reason:
-                    stop_file.write_text(json.dumps({"reason": str(reason), "kind": kind_of(reason)}))
+                request = stop_probe()
+                if request is not None:
+                    stop_file.write_text(json.dumps(request.to_dict()))
                     stop_written = True
-                    log.warning("Stop requested: %s (the master stops the load within seconds)", reason)
+                    log.warning("Stop requested: %s (the master stops the load within seconds)", request.reason)
                 elif watch is not None and watch.problem:
-                    stop_file.write_text(json.dumps({"reason": watch.problem, "kind": "target_unhealthy"}))
+                    stop_file.write_text(json.dumps({"reason": watch.problem, "kind": StopKind.TARGET_UNHEALTHY}))
                     stop_written = True
                     log.error("Stopping the run: %s", watch.problem)
             if time.time() - started > wall_limit_s:

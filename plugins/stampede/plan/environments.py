@@ -8,8 +8,9 @@ host that *resolves* to one of a production host's addresses (checked with
 ``allowed_hours`` (UTC: ``"22:00-06:00"`` or a list of such windows).
 
 Where the config comes from, first found wins: the text passed in (the Airflow
-tasks pass the Variable ``stampede_environments``, read at run time only),
-$STAMPEDE_ENVIRONMENTS_FILE, the shipped ``loadtests/environments.yaml``.
+tasks pass the Variable ``stampede_environments``, read at run time only by
+``stampede.surfaces.airflow_config``), $STAMPEDE_ENVIRONMENTS_FILE, the shipped
+``loadtests/environments.yaml``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from stampede.core.errors import Refusal
 from stampede.core.netutil import is_loopback_host
 from stampede.core.paths import data_dir
 
@@ -34,7 +36,7 @@ VARIABLE = "stampede_environments"
 _WINDOW = re.compile(r"^\s*([01]?\d|2[0-3]):([0-5]\d)\s*-\s*([01]?\d|2[0-3]|24):([0-5]\d)\s*$")
 
 
-class TargetRefused(ValueError):
+class TargetRefused(Refusal):
     """The target may not receive load (one line: why, and what to do instead)."""
 
 
@@ -67,7 +69,7 @@ class Environment:
         return ", ".join(f"{s // 60:02d}:{s % 60:02d}-{e // 60:02d}:{e % 60:02d}" for s, e in self.allowed_hours)
 
 
-class EnvironmentsError(ValueError):
+class EnvironmentsError(Refusal):
     """The environments config is invalid (one line: which field, and the fix)."""
 
 
@@ -97,14 +99,6 @@ def _parse_hours(name: str, raw) -> tuple[tuple[int, int], ...]:
         h1, m1, h2, m2 = (int(g) for g in match.groups())
         parsed.append((h1 * 60 + m1, (h2 * 60 + m2) % (24 * 60)))
     return tuple(parsed)
-
-
-def airflow_override() -> str | None:
-    """The Variable ``stampede_environments`` (YAML or JSON), or None; call at task run time only."""
-    from airflow.sdk import Variable
-
-    value = Variable.get(VARIABLE, default=None)
-    return str(value) if value and str(value).strip() else None
 
 
 def load_environments(text: str | None = None) -> dict[str, Environment]:

@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from stampede.core.errors import Refusal
 from stampede.core.paths import data_dir
 
 SCENARIO_DIR = data_dir("loadtests") / "scenarios"
@@ -60,7 +62,7 @@ MAX_USERS = 200_000
 MAX_STAGE_S = 7 * 24 * 3600
 
 
-class ScenarioError(ValueError):
+class ScenarioError(Refusal):
     """A scenario file is missing, unreadable or invalid (one line: field and fix)."""
 
 

@@ -1,6 +1,7 @@
 """The kill switch: one flag an operator flips to stop every run's load within seconds.
 
-- Airflow: the Variable ``stampede_kill_switch`` set to anything but "", "0", "off", "false".
+- Airflow: the Variable ``stampede_kill_switch`` set to anything but "", "0", "off", "false"
+  (read by :mod:`stampede.surfaces.airflow_config`, which adds it to these checks).
 - CLI and anywhere else: the file named by $STAMPEDE_KILL_SWITCH_FILE (default
   ``reports/KILL_SWITCH``) exists, or the env var STAMPEDE_KILL_SWITCH is set on.
 The value (or the file's text) is the reason shown in the results and Slack.
@@ -9,22 +10,31 @@ The value (or the file's text) is the reason shown in the results and Slack.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+
 from stampede.core.paths import reports_root
+from stampede.core.stops import StopKind, StopProbe, StopRequest
 
 VARIABLE = "stampede_kill_switch"
 OFF = {"", "0", "off", "false", "no"}
 
+ReasonCheck = Callable[[], "str | None"]
+
 
 def kill_switch_file() -> Path:
-    default = reports_root() / "KILL_SWITCH"
-    return Path(os.environ.get("STAMPEDE_KILL_SWITCH_FILE") or default)
+    return Path(os.environ.get("STAMPEDE_KILL_SWITCH_FILE") or reports_root() / "KILL_SWITCH")
+
+
+def is_on(value: object) -> bool:
+    """A Variable's or env var's value switches the kill switch on unless it reads as off."""
+    return str(value if value is not None else "").strip().lower() not in OFF
 
 
 def local_reason() -> str | None:
     """Why the kill switch is on (env var or file), or None when it is off."""
     value = os.environ.get("STAMPEDE_KILL_SWITCH", "").strip()
-    if value.lower() not in OFF:
+    if is_on(value):
         return f"kill switch: {value}"
     path = kill_switch_file()
     if path.exists():
@@ -33,15 +43,16 @@ def local_reason() -> str | None:
     return None
 
 
-def airflow_reason() -> str | None:
-    """The local switch, or the Airflow Variable (read at call time, never at parse time)."""
-    reason = local_reason()
-    if reason:
-        return reason
-    from airflow.sdk import Variable
+def how_to_clear() -> str:
+    return (f"clear the Airflow Variable {VARIABLE}, unset STAMPEDE_KILL_SWITCH "
+            f"and remove {kill_switch_file()}")
 
-    try:
-        value = str(Variable.get(VARIABLE, default="") or "").strip()
-    except Exception:  # noqa: BLE001 - an unreachable metadata DB must not stop the safety poll loop
-        return None
-    return f"kill switch: {value}" if value.lower() not in OFF else None
+
+def as_probe(reason: ReasonCheck = local_reason) -> StopProbe:
+    """A stop probe (polled while the load runs) from a kill-switch check."""
+
+    def probe() -> StopRequest | None:
+        why = reason()
+        return StopRequest(why, StopKind.KILL_SWITCH) if why else None
+
+    return probe

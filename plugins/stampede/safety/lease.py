@@ -37,10 +37,12 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from stampede.core.errors import Refusal
+
 __all__ = ["Lease", "TargetBusy", "acquire", "active_run_ids", "holder", "lock_path", "release", "target_key"]
 
 
-class TargetBusy(RuntimeError):
+class TargetBusy(Refusal):
     """Another run holds the target (one line: which run, since when, and the fix)."""
 
 

@@ -95,7 +95,7 @@ def history_url() -> str:
         url = _variable(VARIABLE_URL)
     if url:
         return url
-    from stampede.steps.pipeline import reports_root
+    from stampede.core.paths import reports_root
 
     root = reports_root()
     root.mkdir(parents=True, exist_ok=True)

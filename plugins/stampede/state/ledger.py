@@ -15,6 +15,8 @@ from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
+from stampede.core.paths import reports_root
+
 FILE_NAME = "cost_ledger.sqlite"
 
 _SCHEMA = """
@@ -89,3 +91,8 @@ class CostLedger:
             db.row_factory = sqlite3.Row
             row = db.execute("SELECT * FROM cost_runs WHERE run_id=?", (run_id,)).fetchone()
         return dict(row) if row else None
+
+
+def default_ledger() -> CostLedger:
+    """The deployment's ledger: ``<reports root>/cost_ledger.sqlite``."""
+    return CostLedger(path=reports_root() / FILE_NAME)

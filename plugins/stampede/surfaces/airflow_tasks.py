@@ -1,22 +1,26 @@
-"""Thin Airflow tasks around the pipeline steps, and the wiring every load-test DAG shares.
+"""Thin Airflow tasks around the pipeline's steps, and the wiring every load-test DAG shares.
 
-Each task only translates Airflow's context (params, run id) into a call of
-a plain function in ``stampede.steps.pipeline``; the logic lives there and is tested
+Each task only translates Airflow's context (params, run id, Variables) into a
+call of one step in ``stampede.steps``; the logic lives there and is tested
 without Airflow. The plan travels between tasks as a small dict in XCom; the
-run's data lives in its run folder, keyed by the run id.
+run's data lives in its run folder, keyed by the run.
+
+    preflight → cost_check → provision_workers (setup) → run_stages → validate → analyse
+              → cleanup_test_data, teardown_workers (teardowns) → report → notify_summary → final_verdict
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from datetime import timedelta
 
 from airflow.sdk import TriggerRule, chain, get_current_context, task
 
-from stampede.plan import environments
-from stampede.safety import killswitch
-from stampede.steps import pipeline
+from stampede.core.errors import Refusal
 from stampede.plan.run_plan import RunPlan
+from stampede.safety import killswitch
+from stampede.surfaces import airflow_config
 
 log = logging.getLogger(__name__)
 
@@ -27,128 +31,170 @@ def _plan(plan: dict) -> RunPlan:
     return RunPlan.from_dict(plan)
 
 
+def _stop_probe():
+    return killswitch.as_probe(airflow_config.kill_switch_reason)
+
+
 @task(**SAFE_RETRY)
 def preflight(default_scenarios: list[str]) -> dict:
     """Refuse unsafe or invalid runs before any load is sent; return the run plan."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from stampede.steps import notify as notify_step
+    from stampede.steps import preflight as preflight_step
+
     context = get_current_context()
     params = context["params"]
     scenarios = params.get("scenarios") or ([params["scenario"]] if params.get("scenario") else default_scenarios)
+    request = preflight_step.RunRequest(
+        scenarios=tuple(scenarios),
+        target=params.get("target") or "",
+        environment=params.get("environment") or None,
+        run_id=context["run_id"],
+        users=params.get("users"),
+        duration_s=params.get("duration_s"),
+        workers=params.get("workers"),
+        worker_provider=params.get("worker_provider") or "local",
+        worker_spot=bool(params.get("worker_spot") or False),
+        worker_size=params.get("worker_size") or "",
+    )
     try:
-        plan = pipeline.preflight(
-            scenarios=list(scenarios),
-            target=params.get("target") or "",
-            environment=params.get("environment") or None,
-            run_id=context["run_id"],
-            users=params.get("users"),
-            duration_s=params.get("duration_s"),
-            workers=params.get("workers"),
-            kill_switch=killswitch.airflow_reason,
-            environments_text=environments.airflow_override(),  # the Variable, read at run time only
+        plan = preflight_step.preflight(
+            request,
+            kill_switch=airflow_config.kill_switch_reason,
+            environments_text=airflow_config.environments_override(),  # the Variable, read at run time only
             lease_pid=None,  # tasks are separate processes: the lease lasts until teardown or expiry
-            worker_provider=params.get("worker_provider") or "local",
-            worker_spot=bool(params.get("worker_spot") or False),
-            worker_size=params.get("worker_size") or "",
         )
-    except pipeline.RunRefused as exc:
+    except Refusal as exc:
         raise AirflowFailException(f"refused: {exc}") from exc  # a refusal is final: no retry
-    pipeline.notify_start(plan)
+    notify_step.notify_start(plan)
     return plan.to_dict()
 
 
 @task(**SAFE_RETRY)
 def cost_check(plan: dict) -> dict:
     """Estimate the workers' cost; refuse the run, before any worker starts, when over a budget."""
-    from airflow.sdk import Variable
     from airflow.sdk.exceptions import AirflowFailException
 
-    from stampede.cost import estimate as cost
+    from stampede.steps import cost_check as cost_check_step
+    from stampede.steps import teardown as teardown_step
 
-    budgets = cost.Budgets(
-        run_usd=float(Variable.get("stampede_budget_run_usd", default=None) or cost.DEFAULT_RUN_BUDGET_USD),
-        month_usd=float(Variable.get("stampede_budget_month_usd", default=None) or cost.DEFAULT_MONTH_BUDGET_USD),
-    )
     run_plan = _plan(plan)
     try:
-        return cost.cost_check(run_plan, budgets=budgets, prices_override=Variable.get("stampede_prices", default=None))
-    except cost.BudgetExceeded as exc:
-        pipeline.release_target(run_plan)  # nothing starts, so no teardown will give the lease back
+        return cost_check_step.cost_check(run_plan, budgets=airflow_config.budgets(),
+                                          prices_override=airflow_config.prices_override())
+    except Refusal as exc:
+        teardown_step.release_target(run_plan)  # nothing starts, so no teardown will give the lease back
         raise AirflowFailException(f"refused: {exc}") from exc
 
 
 @task(**SAFE_RETRY)
 def provision_workers(plan: dict) -> dict:
-    return pipeline.provision_workers(_plan(plan))
+    from stampede.steps import provision as provision_step
+
+    return asdict(provision_step.provision_workers(_plan(plan)))
 
 
 @task(retries=0)  # a retry would send the load again; the operator decides
 def run_stages(plan: dict) -> dict:
-    return pipeline.run_stages(_plan(plan), stop_probe=killswitch.airflow_reason)
+    from stampede.steps import run_stages as run_stages_step
+
+    return asdict(run_stages_step.run_stages(_plan(plan), stop_probe=_stop_probe()))
 
 
 @task(retries=1)
 def validate(plan: dict) -> str:
-    return pipeline.validate(_plan(plan)).verdict
+    from stampede.steps import validate as validate_step
+
+    return validate_step.validate(_plan(plan)).verdict
 
 
 @task(retries=1)
-def report(plan: dict) -> str:
-    path = pipeline.report(_plan(plan))
-    url = pipeline._report_url(path)
-    if url:  # read by the "Load test report" extra link (plugins/stampede_report_link.py)
-        get_current_context()["ti"].xcom_push(key="report_url", value=url)
-    return path
+def analyse(plan: dict) -> str:
+    from stampede.steps import analyse as analyse_step
+
+    return analyse_step.analyse(_plan(plan)).verdict
 
 
 @task(retries=3, retry_delay=timedelta(seconds=5))
 def cleanup_test_data(plan: dict) -> dict:
-    cleanup = pipeline.cleanup_test_data(_plan(plan))
-    if not cleanup.ok:
-        raise RuntimeError(f"cleanup: {cleanup.left} entities left ({cleanup.error})")
-    return cleanup.__dict__
+    from stampede.steps import cleanup as cleanup_step
+
+    cleanup = cleanup_step.cleanup_test_data(_plan(plan))
+    if not cleanup.clean:
+        left = "an unknown number of" if cleanup.left is None else cleanup.left
+        raise RuntimeError(f"cleanup: {left} entities left ({cleanup.error})")
+    return asdict(cleanup)
 
 
 @task(retries=3, retry_delay=timedelta(seconds=5))
 def teardown_workers(plan: dict) -> dict:
-    return pipeline.teardown_workers(_plan(plan))
+    from stampede.steps import cost_actual as cost_actual_step
+    from stampede.steps import provision as provision_step
+    from stampede.steps import teardown as teardown_step
+
+    run_plan = _plan(plan)
+    torn_down = teardown_step.teardown_workers(run_plan)
+    if provision_step.is_cloud(run_plan):
+        cost_actual_step.cost_actual(run_plan, prices_override=airflow_config.prices_override())
+    return asdict(torn_down)
+
+
+@task(trigger_rule=TriggerRule.ALL_DONE, retries=1)
+def report(plan: dict | None) -> str | None:
+    """Written once, after cleanup and teardown, with their real figures."""
+    from stampede.steps import report as report_step
+    from stampede.steps.folder import folder_of
+
+    if not plan:
+        return None
+    run_plan = _plan(plan)
+    path = report_step.report(run_plan)
+    url = report_step.report_url(folder_of(run_plan))
+    if url:  # read by the "Load test report" extra link (plugins/stampede_report_link.py)
+        get_current_context()["ti"].xcom_push(key="report_url", value=url)
+    return str(path) if path else None
 
 
 @task(trigger_rule=TriggerRule.ALL_DONE, retries=1)
 def notify_summary(plan: dict | None) -> dict:
+    from stampede.steps import notify as notify_step
+
     if not plan:  # refused in preflight: its failure callback already told Slack why
         return {"ok": False, "reason": "no run plan: preflight refused or failed"}
-    return pipeline.notify_summary(_plan(plan))
+    return notify_step.notify_summary(_plan(plan))
 
 
 @task(trigger_rule=TriggerRule.ALL_DONE)
 def final_verdict(plan: dict | None) -> dict:
-    """The run's outcome as the DAG run's state: fails on a breach, an invalid run or data left behind."""
+    """The run's outcome as the DAG run's state: fails on a breach, an invalid run or anything left behind."""
+    from stampede.steps import verdict as verdict_step
+
     if not plan:
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException("no run: preflight refused or failed (see the preflight task's log); no load was sent")
-    return pipeline.final_verdict(_plan(plan))
+    return verdict_step.final_verdict(_plan(plan))
 
 
 @task(retries=0)  # a retry would send the load again; the operator decides
 def search_breaking_point(plan: dict) -> dict:
     """Step the load up until a threshold breaks or throughput stops growing, then narrow down."""
-    from stampede.analysis import breaking_point
+    from stampede.steps import breaking_point as breaking_point_step
 
     run_plan = _plan(plan)
-    cap = breaking_point.user_cap_for(run_plan, environments.airflow_override())
-    result = breaking_point.search(run_plan, stop_probe=killswitch.airflow_reason, user_cap=cap)
-    return {"verdict": result.verdict, "breaking_point": result.breaking_point}
+    cap = breaking_point_step.user_cap_for(run_plan, airflow_config.environments_override())
+    result = breaking_point_step.search_breaking_point(run_plan, stop_probe=_stop_probe(), user_cap=cap)
+    return {"verdict": result.verdict, "breaking_point": asdict(result.breaking_point) if result.breaking_point else None}
 
 
 def wire_breaking_point(default_scenario: str) -> None:
-    """preflight → cost → [workers] → search → report → {cleanup, teardown} → notify → verdict."""
+    """preflight → cost → [workers] → search → analyse → {cleanup, teardown} → report → notify → verdict."""
     _wire([default_scenario], [search_breaking_point])
 
 
 def wire_pipeline(default_scenarios: list[str]) -> None:
-    """preflight → cost → [workers] → stages → validate → report → {cleanup, teardown} → notify → verdict."""
+    """preflight → cost → [workers] → stages → validate → analyse → {cleanup, teardown} → report → notify → verdict."""
     _wire(default_scenarios, [run_stages, validate])
 
 
@@ -156,11 +202,11 @@ def _wire(default_scenarios: list[str], load_steps: list) -> None:
     """The shape every load-test DAG shares; only the steps that send and judge the load differ."""
     plan = preflight(default_scenarios)
     workers = provision_workers(plan)
-    reported = report(plan)
     cleaned = cleanup_test_data(plan)
     torn_down = teardown_workers(plan)
 
-    chain(cost_check(plan), workers, *[step(plan) for step in load_steps], reported)
-    reported >> cleaned.as_teardown(setups=workers)
+    chain(cost_check(plan), workers, *[step(plan) for step in load_steps], analyse(plan), cleaned)
+    cleaned.as_teardown(setups=workers)
     cleaned >> torn_down.as_teardown(setups=workers)
-    torn_down >> notify_summary(plan) >> final_verdict(plan)
+    torn_down >> report(plan) >> notify_summary(plan) >> final_verdict(plan)
+

@@ -4,8 +4,9 @@
     stampede breaking-point --target URL --scenario NAME|PATH [--out DIR] [--workers N]
     stampede baseline pin|unpin|show RUN_ID [--by NAME]
 
-Exit codes: 0 pass, 1 thresholds breached, 2 refused or bad input,
-3 run invalid (for example the load generator itself was saturated).
+Exit codes (``stampede.core.verdict.Exit``): 0 pass, 1 thresholds breached,
+2 refused or bad input, 3 run invalid (for example the load generator itself
+was saturated), 4 test data or a worker may be left behind, 5 internal error.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import argparse
 import logging
 import secrets
 import sys
+import traceback
 from datetime import datetime, timezone
 
+from stampede.core.errors import Refusal
+from stampede.core.verdict import Exit
+from stampede.plan.run_plan import RunPlan
+from stampede.render.table import summary_lines
 from stampede.safety import killswitch
-from stampede.steps import pipeline
-from stampede.core.records import RunResult
-
-EXIT_CODES = {"pass": 0, "fail": 1, "invalid": 3}
-EXIT_REFUSED = 2
+from stampede.steps.folder import folder_of
+from stampede.steps.preflight import RunRequest, preflight
+from stampede.surfaces.sequence import run_pipeline
 
 log = logging.getLogger("stampede")
 
@@ -54,73 +58,66 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     run_id = args.run_id or f"cli-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
-    if args.command == "breaking-point":
-        return breaking_point_main(args, run_id)
     try:
-        plan = pipeline.preflight(
-            scenarios=args.scenario, target=args.target, run_id=run_id, workers=args.workers,
+        if args.command == "breaking-point":
+            return breaking_point_main(args, run_id)
+        plan = preflight(RunRequest(
+            scenarios=tuple(args.scenario), target=args.target, run_id=run_id, workers=args.workers,
             users=args.users, duration_s=args.duration, out_dir=args.out,
-            kill_switch=killswitch.local_reason,  # checked before the health check: a refusal sends nothing
-        )
-    except pipeline.RunRefused as exc:
+        ))  # the kill switch is checked before the health check: a refusal sends nothing
+        return execute(plan)
+    except Refusal as exc:
         print(f"stampede: refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    return execute(plan)
+        return Exit.REFUSED
+    except Exception:  # noqa: BLE001 - a crash is not a breached threshold: its own exit code
+        traceback.print_exc()
+        print("stampede: internal error (see the traceback above)", file=sys.stderr)
+        return Exit.ERROR
 
 
-def execute(plan) -> int:
+def execute(plan: RunPlan) -> int:
     """Every step in order; cleanup and teardown run whatever happened before them."""
-    def load() -> RunResult:
-        pipeline.run_stages(plan, stop_probe=killswitch.local_reason)
-        return pipeline.validate(plan)
+    from stampede.steps.run_stages import run_stages
+    from stampede.steps.validate import validate
 
-    result = _with_cleanup(plan, load)
-    return EXIT_CODES[result.verdict]
+    def load() -> None:
+        run_stages(plan, stop_probe=killswitch.as_probe())
+        validate(plan)
+
+    return _finish(plan, run_pipeline(plan, load))
 
 
-def _with_cleanup(plan, load) -> RunResult:
-    """notify → workers → ``load()`` → report; then cleanup, teardown and the summary, whatever happened."""
-    try:
-        pipeline.notify_start(plan)
-        pipeline.provision_workers(plan)
-        result = load()
-        pipeline.report(plan)
-    finally:
-        cleanup = pipeline.cleanup_test_data(plan)
-        pipeline.teardown_workers(plan)
-        pipeline.notify_summary(plan)
-    print_summary(result, cleanup, pipeline.run_dir_for(plan))
-    if not cleanup.ok:
-        print(f"stampede: test data left on the target: {cleanup.left} ({cleanup.error})", file=sys.stderr)
-    return result
+def _finish(plan: RunPlan, outcome) -> int:
+    folder = folder_of(plan)
+    if folder.exists("results.json"):
+        print("\n".join(summary_lines(folder.results(), folder.path)))
+    for problem in outcome.problems:
+        print(f"stampede: {problem}", file=sys.stderr)
+    return int(outcome.exit)
 
 
 def breaking_point_main(args, run_id: str) -> int:
-    """Preflight once, provision once, search, report; cleanup and teardown whatever happened."""
-    from stampede.analysis import breaking_point
-    from stampede.plan.scenario import ScenarioError, load_scenario
+    """Preflight once, provision once, search; cleanup and teardown whatever happened."""
+    from stampede.plan.scenario import load_scenario
+    from stampede.steps.breaking_point import search_breaking_point, user_cap_for
     from stampede.workers.local import default_worker_count
 
-    try:
-        scenario = load_scenario(args.scenario)
-        if scenario.search is None:
-            raise pipeline.RunRefused(f"scenario {scenario.name}: search: missing; fix: add a search block (see stampede.plan.scenario)")
-        workers = args.workers
-        if workers is None:  # sized for the search's top, not the scenario's own stages
-            workers = 1 if scenario.model == "open" else default_worker_count(int(scenario.search.maximum))
-        plan = pipeline.preflight(
-            scenarios=[args.scenario], target=args.target, run_id=run_id, workers=workers, out_dir=args.out,
-            kill_switch=killswitch.local_reason,
-        )
-    except (pipeline.RunRefused, ScenarioError) as exc:
-        print(f"stampede: refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    result = _with_cleanup(plan, lambda: breaking_point.search(
-        plan, stop_probe=killswitch.local_reason, user_cap=breaking_point.user_cap_for(plan)))
-    point = result.breaking_point or {}
-    print(f"breaking point: {point.get('users')} users, {point.get('rps')} req/s, p95 {point.get('p95_ms')} ms"
-          f" — {point.get('reason')}")
-    return EXIT_CODES[result.verdict]
+    scenario = load_scenario(args.scenario)
+    if scenario.search is None:
+        raise Refusal(f"scenario {scenario.name}: search", "missing", "add a search block (see docs/scenarios.md)")
+    workers = args.workers
+    if workers is None:  # sized for the search's top, not the scenario's own stages
+        workers = 1 if scenario.model == "open" else default_worker_count(int(scenario.search.maximum))
+    plan = preflight(RunRequest(scenarios=(args.scenario,), target=args.target, run_id=run_id, workers=workers,
+                                out_dir=args.out))
+    outcome = run_pipeline(plan, lambda: search_breaking_point(plan, stop_probe=killswitch.as_probe(),
+                                                               user_cap=user_cap_for(plan)))
+    code = _finish(plan, outcome)
+    folder = folder_of(plan)
+    point = folder.results().breaking_point if folder.exists("results.json") else None
+    if point is not None:
+        print(f"breaking point: {point.users} users, {point.rps} req/s, p95 {point.p95_ms} ms — {point.reason}")
+    return code
 
 
 def baseline_main(args) -> int:
@@ -132,7 +129,7 @@ def baseline_main(args) -> int:
         run = store.get(args.run_id)
         if run is None:
             print(f"stampede: no run {args.run_id!r} in the history ({store.url_redacted})", file=sys.stderr)
-            return EXIT_REFUSED
+            return Exit.REFUSED
         if args.action == "pin":
             store.pin(args.run_id, by=args.by)
             print(f"baseline of {run['scenario']} on {run['target_key']}: {args.run_id} (pinned)")
@@ -147,26 +144,6 @@ def baseline_main(args) -> int:
     finally:
         store.close()
     return 0
-
-
-def print_summary(result: RunResult, cleanup, run_dir) -> None:
-    print(f"\nverdict: {result.verdict.upper()}" + (f" (stopped: {result.stopped['reason']})" if result.stopped else ""))
-    print(f"{'stage':<22}{'users':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>9}  result")
-    for s in result.stages:
-        fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-        outcome = "pass" if s.passed else ("not run" if s.judged_on == "not_run" else "FAIL")
-        print(f"{s.name:<22}{s.users:>7}{s.rps:>9.1f}{fmt(s.p50_ms):>9}{fmt(s.p95_ms):>9}{fmt(s.p99_ms):>9}"
-              f"{s.error_rate:>9.2%}  {outcome}")
-        for check in s.checks:
-            if not check.passed:
-                print(f"{'':<4}{check.metric} = {check.value} (must be {check.op} {check.threshold})")
-    g = result.generator
-    print(f"generator: max {g.cpu_max_pct:.0f}% of a core, {g.memory_max_mib:.0f} MiB" + (" — SATURATED" if g.saturated else ""))
-    if g.advice:
-        print(f"generator: {g.advice}")
-    print(f"cleanup: created {cleanup.created}, deleted {cleanup.deleted}, left {cleanup.left}")
-    print(f"results: {run_dir / 'results.json'}")
-    print(f"report:  {run_dir / 'report.html'}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from stampede.render.slack import task_failure_callback
+from stampede.surfaces.callbacks import task_failure_callback
 
 
 def dag_defaults() -> dict[str, Any]:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from stampede.infra.demo_target.server import DemoTarget
-from stampede.steps.pipeline import reports_root
+from stampede.core.paths import reports_root
 from stampede.core.records import read_results
 
 DEMO_SCENARIO = "demo"

@@ -16,7 +16,10 @@ import pytest
 
 from stampede.infra.demo_target.server import DemoTarget
 from stampede.cost import estimate as cost
-from stampede.steps import pipeline
+from stampede.steps.preflight import RunRequest, preflight
+from stampede.steps.provision import provision_workers
+from stampede.steps.run_stages import run_stages
+from stampede.steps.teardown import teardown_workers
 from stampede.workers import load_worker_set
 from stampede.workers.cloud import STANDIN_DIR, TAG_RUN_ID
 
@@ -45,12 +48,10 @@ def _agents_alive(run_dir) -> list[int]:
 
 def test_teardown_after_a_failure_in_the_middle_of_a_stage(aws, demo_target, tmp_path):
     run_dir = tmp_path / "run"
-    plan = pipeline.preflight(scenarios=["smoke"], target=demo_target.base_url, environment="local",
-                              run_id="manual__midstage-failure", workers=2, worker_provider="ecs",
-                              out_dir=str(run_dir))
+    plan = preflight(RunRequest(scenarios=["smoke"], target=demo_target.base_url, environment="local", run_id="manual__midstage-failure", workers=2, worker_provider="ecs", out_dir=str(run_dir)))
     assert plan.worker_provider == "ecs" and plan.workers == 2
     estimate = cost.cost_check(plan, budgets=cost.Budgets())
-    provisioned = pipeline.provision_workers(plan)
+    provisioned = provision_workers(plan)
     assert provisioned["provider"] == "ecs" and len(provisioned["handles"]) == 2
     assert len(_running_tasks(plan.run_id)) == 2 and len(_agents_alive(run_dir)) == 2
 
@@ -62,9 +63,9 @@ def test_teardown_after_a_failure_in_the_middle_of_a_stage(aws, demo_target, tmp
         return None
 
     with pytest.raises(RuntimeError, match="died mid-stage"):
-        pipeline.run_stages(plan, stop_probe=fail_mid_stage)
+        run_stages(plan, stop_probe=fail_mid_stage)
 
-    summary = pipeline.teardown_workers(plan)
+    summary = teardown_workers(plan)
 
     assert summary["left"] == 0 and summary["stopped"] == 2
     assert _running_tasks(plan.run_id) == []

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("STAMPEDE_TARGET_PASSWORD", os.environ.get("STAMPEDE_DEMO_PASSWORD", "LoadTest123!"))
     os.environ.setdefault("STAMPEDE_DEMO_PASSWORD", os.environ["STAMPEDE_TARGET_PASSWORD"])
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    from stampede.steps.pipeline import reports_root
+    from stampede.core.paths import reports_root
 
     out = Path(args.out) if args.out else reports_root() / "bench.json"
     parts = _parts_for(args.only)

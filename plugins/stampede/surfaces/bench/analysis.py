@@ -4,7 +4,7 @@ The history is what the Locust master and the sampler would have written for
 the endurance scenario (1,000 users, ramp, 24 h soak, ramp-down): a 1-second
 series, per-stage/phase histograms of 20 endpoints with realistic (lognormal,
 per-endpoint) latencies, and 1-second CPU/memory samples of a master and two
-workers. ``pipeline.validate`` and ``pipeline.report`` then run on it in a
+workers. the validate, analyse and report steps then run on it in a
 fresh process, timed from its start (imports included) with its peak memory.
 """
 
@@ -33,13 +33,16 @@ SAMPLES_PER_ENDPOINT = 20_000  # drawn, then scaled to the endpoint's request co
 _TIMED = """
 import json, resource, sys, time
 started = time.time()
-from stampede.steps import pipeline
 from stampede.plan.run_plan import RunPlan
+from stampede.steps.analyse import analyse
+from stampede.steps.report import report
+from stampede.steps.validate import validate
 plan = RunPlan.from_dict(json.loads(open(sys.argv[1]).read()))
 imported = time.time()
-result = pipeline.validate(plan)
+result = validate(plan)
 validated = time.time()
-pipeline.report(plan)
+analyse(plan)
+report(plan)
 reported = time.time()
 print(json.dumps({"import_s": imported - started, "validate_s": validated - imported, "report_s": reported - validated,
                   "verdict": result.verdict, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -82,7 +85,7 @@ def analysis_24h(workdir: Path, *, quick: bool = False) -> Figure:
             "hours": hours, "endpoints": ENDPOINTS, **sizes,
             "report_bytes": report.stat().st_size if report.exists() else None,
             "children_max_rss_mib": round(children.ru_maxrss / 1024, 1),
-            "how": "pipeline.validate + pipeline.report in a fresh process (imports included) on a synthetic "
+            "how": "the validate, analyse and report steps in a fresh process (imports included) on a synthetic "
                    "endurance history at 1-second resolution",
         },
     )

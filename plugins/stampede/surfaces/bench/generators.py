@@ -24,7 +24,10 @@ from typing import Any
 import yaml
 
 from stampede.infra.fast_crm_target import FastCrmTarget
-from stampede.steps import pipeline
+from stampede.steps.preflight import RunRequest, preflight
+from stampede.steps.run_stages import run_stages
+from stampede.steps.teardown import release_target
+from stampede.surfaces.sequence import run_load
 from stampede.surfaces.bench.figures import Figure
 from stampede.core.records import GeneratorSample
 from stampede.load.runner import _Sampler
@@ -194,14 +197,14 @@ def _journey_rate(target: FastCrmTarget, run_dir: Path, *, users: int, warm_s: i
         {"name": "warm", "users": users, "spawn_rate": users, "duration_s": warm_s},
         {"name": "measure", "users": users, "spawn_rate": users, "duration_s": measure_s},
     ])
-    plan = pipeline.preflight(
-        scenarios=[str(scenario)], target=target.base_url, run_id=f"bench-rps-{time.time_ns()}",
+    plan = preflight(RunRequest(
+        scenarios=(str(scenario),), target=target.base_url, run_id=f"bench-rps-{time.time_ns()}",
         workers=0, out_dir=str(run_dir), progress_interval_s=60,
-    )
+    ))
     try:
-        pipeline.run_stages(plan)
+        run_stages(plan)
     finally:
-        pipeline.release_target(plan)  # the next run of this part uses the same target
+        release_target(plan)  # the next run of this part uses the same target
     output = json.loads((run_dir / "locust_output.json").read_text())
     samples = [GeneratorSample(**s) for s in json.loads((run_dir / "generator_samples.json").read_text())]
     pid = next(s.pid for s in samples if s.role == "master")
@@ -267,13 +270,13 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
     run_dir.mkdir(parents=True, exist_ok=True)
     scenario = _write_scenario(run_dir / "stepped.yaml", "bench-stepped", (3.0, 8.0), stages)
     with FastCrmTarget(delay_ms=delay_ms, workdir=workdir, seed=500) as target:
-        plan = pipeline.preflight(
-            scenarios=[str(scenario)], target=target.base_url, run_id=f"bench-users-{time.time_ns()}",
+        plan = preflight(RunRequest(
+            scenarios=(str(scenario),), target=target.base_url, run_id=f"bench-users-{time.time_ns()}",
             out_dir=str(run_dir), progress_interval_s=10,
-        )
+        ))
         print(f"  {len(levels)} levels up to {levels[-1]:,} users, {plan.workers} local workers "
               f"(the product's default for {os.cpu_count()} cores), about {plan.load_duration_s} s", flush=True)
-        result = pipeline.run_load(plan)
+        result = run_load(plan)
         output = json.loads((run_dir / "locust_output.json").read_text())
         samples = [GeneratorSample(**s) for s in json.loads((run_dir / "generator_samples.json").read_text())]
         measured = []

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from stampede.core.stops import StopKind, StopRequest
 from stampede.safety import hours as load_window
-from stampede.safety.hours import WindowClosed, kind_of, with_allowed_hours
+from stampede.safety.hours import with_allowed_hours
 from stampede.plan.run_plan import RunPlan
 
 NIGHT = ((22 * 60, 6 * 60),)  # 22:00-06:00 UTC
@@ -27,15 +28,16 @@ def test_inside_the_window_nothing_stops(monkeypatch):
 
 def test_past_the_window_the_probe_names_it(monkeypatch):
     _at(monkeypatch, 6, 0)
-    reason = with_allowed_hours(_plan(), lambda: None)()
-    assert isinstance(reason, WindowClosed) and kind_of(reason) == "allowed_hours"
-    assert reason == "allowed hours: 06:00 UTC is past staging's window (22:00-06:00 UTC)"
+    request = with_allowed_hours(_plan(), lambda: None)()
+    assert request == StopRequest("allowed hours: 06:00 UTC is past staging's window (22:00-06:00 UTC)",
+                                  StopKind.ALLOWED_HOURS)
+    assert request.kind.invalidates
 
 
 def test_the_kill_switch_is_asked_first(monkeypatch):
     _at(monkeypatch, 12, 0)
-    reason = with_allowed_hours(_plan(), lambda: "kill switch: incident 42")()
-    assert reason == "kill switch: incident 42" and kind_of(reason) == "kill_switch"
+    switch = StopRequest("kill switch: incident 42", StopKind.KILL_SWITCH)
+    assert with_allowed_hours(_plan(), lambda: switch)() is switch
 
 
 def test_no_window_means_the_probe_is_unchanged():

@@ -1,0 +1,94 @@
+"""Generator health: was the load generator itself the limit?
+
+Sampled from outside Locust once a second (``stampede.load.runner``): CPU,
+memory and the time each generator process waited for a core. A stage during
+which a generator *sat* above the limit is invalid: its figures measure the
+generator, not the target.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+
+from stampede.core.records import GeneratorHealth, GeneratorSample
+
+DEFAULT_CPU_LIMIT_PCT = 85.0
+SATURATION_WINDOW = 5  # consecutive samples (~1 s apart): a generator must *sit* above the limit
+
+
+def generator_health(
+    samples: Iterable[GeneratorSample], stages: list[dict], limit_pct: float | None = None
+) -> tuple[GeneratorHealth, set[int]]:
+    """Peak CPU/memory of the generators while load ran, and the stages during which one sat above the limit.
+
+    A generator is saturated when what it *wanted* (CPU used plus run-queue wait:
+    runnable but no core free) sat above the limit for ``SATURATION_WINDOW``
+    consecutive samples. CPU use alone misses a starved generator: sharing a core,
+    it gets half of it and shows ~50 % while every timer it sets fires late.
+    """
+    limit = limit_pct if limit_pct is not None else float(os.environ.get("STAMPEDE_GENERATOR_CPU_LIMIT", DEFAULT_CPU_LIMIT_PCT))
+    spans = [(i, s["start"], s["end"]) for i, s in enumerate(stages) if s.get("start") is not None and s.get("end")]
+    by_pid: dict[int, list[GeneratorSample]] = {}
+    for sample in samples:
+        if any(start <= sample.t <= end for _, start, end in spans):
+            by_pid.setdefault(sample.pid, []).append(sample)
+    cpu_max = mem_max = demand_max = 0.0
+    saturated_stages: set[int] = set()
+    for pid_samples in by_pid.values():
+        pid_samples.sort(key=lambda s: s.t)
+        mem_max = max(mem_max, max(s.rss_mib for s in pid_samples))
+        cpus = [s.cpu_pct for s in pid_samples]  # plain lists: a 24-hour run has ~86,400 samples per process
+        demands = [s.cpu_pct + s.wait_pct for s in pid_samples]
+        for i in range(len(pid_samples) - SATURATION_WINDOW + 1):
+            # the level it *sat* at over the window
+            cpu_max = max(cpu_max, min(cpus[i : i + SATURATION_WINDOW]))
+            sustained = min(demands[i : i + SATURATION_WINDOW])
+            demand_max = max(demand_max, sustained)
+            if sustained > limit:
+                last = pid_samples[i + SATURATION_WINDOW - 1].t
+                saturated_stages.update(idx for idx, start, end in spans if start <= last <= end)
+    generators = _generator_count(by_pid)
+    recommended = recommended_workers(generators, demand_max, limit, saturated=bool(saturated_stages))
+    health = GeneratorHealth(
+        cpu_max_pct=round(cpu_max, 1), memory_max_mib=round(mem_max, 1),
+        saturated=bool(saturated_stages), limit_pct=limit, processes=len(by_pid),
+        demand_max_pct=round(demand_max, 1), workers=generators, recommended_workers=recommended,
+        advice=_advice(generators, demand_max, limit, recommended) if saturated_stages else "",
+    )
+    return health, saturated_stages
+
+
+HEADROOM = 0.75  # plan each generator at three quarters of the limit
+
+
+def recommended_workers(generators: int, demand_pct: float, limit_pct: float, *, saturated: bool) -> int | None:
+    """Worker processes that would carry the same load with each under ``HEADROOM`` × the limit.
+
+    A saturated generator's demand is capped by the core it had, so the true demand is
+    at least what was measured; at least one more worker is recommended then.
+    """
+    if generators <= 0 or demand_pct <= 0 or limit_pct <= 0:
+        return None
+    needed = math.ceil(generators * demand_pct / (HEADROOM * limit_pct))
+    return max(needed, generators + 1) if saturated else max(1, needed)
+
+
+def _generator_count(by_pid: dict[int, list[GeneratorSample]]) -> int:
+    """Processes that generated load: the workers, or the single standalone process."""
+    workers = sum(1 for samples in by_pid.values() if samples and samples[0].role == "worker")
+    return workers or (1 if by_pid else 0)
+
+
+def _advice(generators: int, demand_pct: float, limit_pct: float, recommended: int | None) -> str:
+    more = (recommended or generators + 1) - generators
+    cores = os.cpu_count() or 1
+    text = (
+        f"the load generator, not the target, was the limit: a generator sat at {demand_pct:.0f}% of a core "
+        f"(limit {limit_pct:.0f}%); these figures measure the generator. Use {recommended} workers "
+        f"({more} more than {generators})"
+    )
+    if recommended and recommended > cores:
+        text += f" on more cores or machines (this one has {cores})"
+    return text + ", then run again"

@@ -1,0 +1,72 @@
+"""Step 5, validate: per-stage figures, generator health and the Great Expectations verdict.
+
+Reads what the load step left (``locust_output.json``, ``generator_samples.json``)
+and writes the first ``results.json``. A stage is judged on its steady part from
+the exactly merged histograms; a stage during which a generator saturated is
+invalid; a stage that never started is ``not_run``; a ramp-down is reported,
+not judged. The verdict comes from :func:`stampede.core.verdict.verdict_of`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from stampede.analysis.capacity import capacity_of_stages
+from stampede.analysis.expectations import apply_outcome, validate_stages
+from stampede.core.paths import Artifact
+from stampede.core.records import Breach, GeneratorSample, RunResult, SeriesPoint, StageResult, Stop, from_dict
+from stampede.core.verdict import verdict_of
+from stampede.figures.generator import generator_health
+from stampede.figures.stages import stage_results
+from stampede.plan.run_plan import RunPlan
+from stampede.steps.folder import folder_of
+
+
+def validate(plan: RunPlan) -> RunResult:
+    folder = folder_of(plan)
+    output = folder.read_json(Artifact.LOCUST_OUTPUT)
+    if output is None:
+        raise FileNotFoundError(f"validate: no {Artifact.LOCUST_OUTPUT} in {folder.path}; the load step did not finish")
+    samples = [GeneratorSample(**s) for s in folder.read_json(Artifact.GENERATOR_SAMPLES, default=[])]
+    stages = stage_results(output, [s.__dict__ for s in plan.stages])
+    health, saturated = generator_health(samples, output["stages"])
+    for index in saturated:
+        stages[index].valid = False
+    judged = mark_judged_parts(stages, output, plan)
+    outcome = validate_stages(judged)
+    apply_outcome(judged, outcome)
+    stop = from_dict(Stop, output["stopped"]) if output.get("stopped") else None
+    result = RunResult(
+        run_id=plan.run_id, scenario=plan.scenario_name, target=plan.target,
+        verdict=verdict_of(judged=[s.passed for s in judged], stop=stop.kind if stop else None,
+                           saturated=health.saturated),
+        started_at=iso(output["started_at"]), finished_at=iso(output["finished_at"]),
+        stages=stages, generator=health, environment=plan.environment, run_tag=plan.run_tag,
+        aborted=stop is not None, stopped=stop, breaches=[from_dict(Breach, b) for b in output.get("breaches", [])],
+        series=[SeriesPoint(**row) for row in output.get("series", [])], workers=plan.workers,
+        validation=outcome.gx_result,
+    )
+    result.cleanup.created = sum(output.get("created", {}).values())
+    result.capacity = capacity_of_stages(judged)  # three or more user levels: fit the USL
+    folder.write_results(result)
+    return result
+
+
+def mark_judged_parts(stages: list[StageResult], output: dict, plan: RunPlan) -> list[StageResult]:
+    """Which stages are judged: those that started and raise (or hold) the load; the rest say why not."""
+    ran = [s for s, o in zip(stages, output["stages"]) if o.get("start") is not None]
+    for stage in stages:
+        if stage not in ran:  # never started: the run stopped before it
+            stage.passed, stage.judged_on = False, "not_run"
+    for stage, planned in zip(stages, plan.stages):
+        if stage in ran and not planned.judged:
+            stage.judged_on = "ramp_down"  # reported, not held to the thresholds
+    judged = [s for s in ran if s.judged_on != "ramp_down"]
+    for stage in judged:
+        if stage.judged_on == "whole":  # all ramp, no steady part: throughput is still climbing
+            stage.thresholds.pop("min_rps", None)
+    return judged
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
