@@ -3,7 +3,7 @@
 Run it through Stampede (``stampede run --scenario normal ...``), which loads it
 together with the Stampede plugin::
 
-    locust -f plugins/stampede/locust_plugin.py,loadtests/locustfile.py --headless \
+    locust -f plugins/stampede/load/entry.py,loadtests/locustfile.py --headless \
         --host http://staging.example/v1 --stampede-plan '<json>' AgentUser BrokerUser ...
 
 The journey weights, think time, accounts and run tag come from the plan; the

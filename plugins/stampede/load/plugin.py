@@ -4,13 +4,13 @@ Loaded by Locust through ``-f stampede/locust_entry.py,<journeys>`` in the maste
 the workers, or a standalone process; it never imports Airflow (gevent's
 monkey-patching and Airflow do not mix in one process).
 
-- Workers record every request into a histogram per (second, endpoint) and
-  ship them with Locust's own worker reports; the master merges them exactly.
-- The master plays the plan's stages (``StageShape``), tags every second with
-  its stage and phase (ramp or steady), folds the workers' histograms into one
-  histogram per (stage, phase, endpoint) plus a 1-second series, prints a
-  progress line, polls the stop file (kill switch) and judges abort thresholds.
-- At quit the master writes everything to ``--stampede-out`` as JSON.
+- Workers record every request into a histogram per (second, endpoint)
+  (``stampede.load.recorder``) and ship them with Locust's own worker reports.
+- The master plays the plan's stages (``stampede.load.shape``) and merges the
+  workers' histograms exactly (``stampede.load.aggregator``), which also stops
+  and aborts the load; at quit it writes everything to ``--stampede-out``.
+- A team's locustfile reads the plan with :func:`plan_of` and counts what it
+  created with :func:`mark_created`.
 
 The plan travels as a custom Locust argument, which Locust forwards from the
 master to the workers, so cloud workers need no shared file system.
@@ -20,53 +20,26 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 import gevent
-from locust import LoadTestShape, events
+from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
+from stampede.core.stops import StopKind
 from stampede.load import open_model
-from stampede.load.final_reports import FinalReports, end_every_user, listen_on_worker, use_graceful_stop
+from stampede.load.aggregator import RunAggregator
+from stampede.load.final_reports import FinalReports, listen_on_worker, use_graceful_stop
 from stampede.load.fixes import patch_connection_pool
-from stampede.core import thresholds
-from stampede.core.histogram import LatencyHistogram
-from stampede.core.stops import StopKind, stop_kind
+from stampede.load.recorder import RequestRecorder
+from stampede.load.shape import StageShape
+
+__all__ = ["REPORT_KEY", "StageShape", "mark_created", "plan_of"]
 
 logger = logging.getLogger("stampede")
 
 REPORT_KEY = "stampede"
-FINALIZE_AFTER_S = 8  # workers report every 3 s; a second older than this is complete
-ABORT_WINDOW_S = 10  # a breach must hold this long (default; a scenario's abort.window_s overrides it)
-SETTLE_MAX_S = 5  # at most this long after a spawn ends before the steady part starts
-KEEP_CLOSED_S = 300  # finalized seconds kept for the abort window (bounded memory)
-STAGE_START_MARK = "[stampede] stage-start"  # the supervisor health-checks the target on this line
-
-
-@dataclass(frozen=True)
-class WindowFigures:
-    """The last abort window's figures, judged by the same thresholds as a whole stage."""
-
-    requests: int
-    rps: float
-    p95_ms: float | None
-    p99_ms: float | None
-    error_rate: float
-
-
-def settle_s(stage: dict[str, Any]) -> int:
-    """Seconds after a stage's users are all spawned that still count as its ramp.
-
-    Spawning N users sends N first requests and opens N connections within seconds;
-    at 1,000 users the next seconds' p95 was 1 s against a 20 ms target. A tenth
-    of the stage, at least 1 s and at most SETTLE_MAX_S, keeps that out of the
-    steady part the stage is judged on.
-    """
-    return int(min(SETTLE_MAX_S, max(1, round(0.1 * float(stage.get("duration_s") or 0)))))
 
 
 def plan_of(environment) -> dict[str, Any]:
@@ -93,364 +66,6 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--stampede-plan", default="", include_in_web_ui=False, help="Stampede run plan (JSON)")
     parser.add_argument("--stampede-out", default="", include_in_web_ui=False, help="Where the master writes results")
     parser.add_argument("--stampede-stop-file", default="", include_in_web_ui=False, help="Stop when this file exists")
-
-
-class RequestRecorder:
-    """Per-process buffer: {second: {endpoint: [histogram counts, failures, {error: n}]}}."""
-
-    def __init__(self) -> None:
-        self.buffer: dict[int, dict[str, list]] = {}
-        self.created: dict[str, int] = defaultdict(int)
-        self.environment = None  # set by _on_init: the open model's iteration counts ship with the requests
-
-    def on_request(self, request_type, name, response_time, response_length, exception=None, **_kw) -> None:
-        second = int(time.time())
-        per_endpoint = self.buffer.get(second)
-        if per_endpoint is None:
-            per_endpoint = self.buffer[second] = {}
-        key = f"{request_type} {name}"
-        entry = per_endpoint.get(key)
-        if entry is None:
-            entry = per_endpoint[key] = [LatencyHistogram(), 0, {}]
-        entry[0].record_ms(response_time or 0.0)
-        if exception is not None:
-            entry[1] += 1
-            message = _error_text(exception)
-            entry[2][message] = entry[2].get(message, 0) + 1
-
-    def drain(self) -> dict[str, Any]:
-        buffer, self.buffer = self.buffer, {}
-        created, self.created = dict(self.created), defaultdict(int)
-        return {
-            "seconds": {
-                str(sec): {ep: [e[0].to_dict(), e[1], e[2]] for ep, e in endpoints.items()}
-                for sec, endpoints in buffer.items()
-            },
-            "created": created,
-            open_model.REPORT_KEY: open_model.drain(self.environment) if self.environment is not None else {},
-        }
-
-
-class RunAggregator:
-    """Master side: stage timeline, exact merges, 1-second series, abort checks, output."""
-
-    def __init__(self, environment, plan: dict[str, Any]) -> None:
-        self.environment = environment
-        self.plan = plan
-        self.stages: list[dict[str, Any]] = [
-            {**s, "index": i, "start": None, "end": None, "steady_from": None} for i, s in enumerate(plan["stages"])
-        ]
-        self.timeline: dict[int, tuple[int, str, int]] = {}  # second -> (stage index, phase, users)
-        self.pending: dict[int, list[dict[str, list]]] = defaultdict(list)
-        self.open_seconds: dict[int, list] = {}  # second -> [histogram, requests, failures]
-        self.closed_seconds: dict[int, list] = {}  # finalized seconds, kept KEEP_CLOSED_S for the abort window
-        self.series: list[dict[str, Any]] = []
-        self.phases: dict[str, dict[str, dict[str, Any]]] = {}
-        self.phase_seconds: dict[str, int] = defaultdict(int)  # whole seconds tagged per stage/phase
-        self.created: dict[str, int] = defaultdict(int)
-        self.workers_cpu: dict[str, float] = {}
-        self.stop_reason: dict[str, Any] | None = None
-        self.breaches: list[dict[str, Any]] = []
-        self.started_at = time.time()
-        self.current_stage: int | None = None
-        self.iterations = open_model.IterationCounts()  # open model: started / dropped per second
-        self.load_ended: float | None = None  # when the shape ended the load (its last stage's end)
-        self.final_reports: FinalReports | None = None  # the master's; a standalone process records in-process
-        self.last_progress = 0.0
-
-    # -- data in -----------------------------------------------------------
-    def add_report(self, report: dict[str, Any]) -> None:
-        for sec, endpoints in report.get("seconds", {}).items():
-            self.pending[int(sec)].append(endpoints)
-        for kind, count in report.get("created", {}).items():
-            self.created[kind] += count
-        self.iterations.add(report.get(open_model.REPORT_KEY))
-
-    # -- the master's 1-second tick ----------------------------------------
-    def tick(self, now: float) -> None:
-        second = int(now)
-        runner = self.environment.runner
-        index = self.current_stage
-        if index is not None and self.load_ended is None:  # seconds after the load ended belong to no stage
-            stage = self.stages[index]
-            users = runner.user_count if runner else 0
-            if stage["steady_from"] is None and users >= stage["users"] and runner.state != "spawning":
-                # the spawn's transient (a burst of first requests and new connections) settles first
-                stage["steady_from"] = second + settle_s(stage)
-            phase = "steady" if stage["steady_from"] is not None and second >= stage["steady_from"] else "ramp"
-            if second not in self.timeline:
-                self.timeline[second] = (index, phase, users)
-                self.phase_seconds[f"{index}/{phase}"] += 1
-        self.fold(upto=second - 1)  # the current second may still change stage (see enter_stage)
-        self.finalize(before=second - FINALIZE_AFTER_S)
-        self.check_stop_file()
-        self.check_abort(second)
-        self.print_progress(now)
-
-    def enter_stage(self, index: int, now: float) -> None:
-        if self.current_stage is not None:
-            self.stages[self.current_stage]["end"] = now
-        self.current_stage = index
-        stage = self.stages[index]
-        stage["start"] = now
-        previous_users = self.stages[index - 1]["users"] if index > 0 else 0
-        if stage["users"] <= previous_users:
-            stage["steady_from"] = int(now)
-        # A second's requests belong to one stage. The ticker tags a second as it begins and the
-        # shape changes stage a moment later, so the second goes to the stage that runs most of it
-        # (the first stage's first second would otherwise belong to none).
-        second = int(now)
-        tagged = self.timeline.get(second)
-        if tagged is None or (tagged[0] != index and now - second < 0.5):
-            if tagged is not None:
-                self.phase_seconds[f"{tagged[0]}/{tagged[1]}"] -= 1
-            phase = "steady" if stage["steady_from"] is not None else "ramp"
-            self.timeline[second] = (index, phase, tagged[2] if tagged else 0)
-            self.phase_seconds[f"{index}/{phase}"] += 1
-        logger.info("stampede: stage %s (%d users) starts", stage["name"], stage["users"])
-        print(f"{STAGE_START_MARK} index={index} users={stage['users']} name={stage['name']}", flush=True)
-        open_model.stage_started(self.environment, self.plan, stage, now)
-
-    def fold(self, upto: int) -> None:
-        for sec in sorted(s for s in self.pending if s <= upto):
-            stage_index, phase = self.phase_at(sec)
-            for endpoints in self.pending.pop(sec):
-                for endpoint, (counts, failures, errors) in endpoints.items():
-                    if stage_index is not None:
-                        key = f"{stage_index}/{phase}"
-                        slot = self.phases.setdefault(key, {}).setdefault(
-                            endpoint, {"histogram": LatencyHistogram(), "failures": 0, "errors": defaultdict(int)}
-                        )
-                        slot["histogram"].merge(counts)
-                        slot["failures"] += failures
-                        for message, n in errors.items():
-                            slot["errors"][message] += n
-                    second = self.open_seconds.setdefault(sec, [LatencyHistogram(), 0, 0])
-                    second[0].merge(counts)
-                    second[1] += sum(counts.values())
-                    second[2] += failures
-
-    def phase_at(self, sec: int) -> tuple[int | None, str]:
-        """The stage and phase that requests completed in ``sec`` count for."""
-        entry = self.timeline.get(sec)
-        if entry is None:
-            # a second no tick tagged: the latest stage before it, also after the load ended,
-            # when requests in flight finish during the graceful stop (see stampede.load.final_reports)
-            earlier = [s for s in self.timeline if s <= sec]
-            if not earlier:
-                return None, "ramp"  # before the first stage started: not part of any stage
-            entry = self.timeline[max(earlier)]
-        return entry[0], entry[1]
-
-    def finalize(self, before: int) -> None:
-        for sec in sorted(s for s in self.open_seconds if s < before):
-            histogram, requests, failures = self.open_seconds.pop(sec)
-            self.closed_seconds[sec] = [histogram, requests, failures]
-            stage_index, phase = self.phase_at(sec)
-            users = self.timeline.get(sec, (None, None, None))[2]
-            self.series.append({
-                "t": sec,
-                "stage": self.stages[stage_index]["name"] if stage_index is not None else None,
-                "phase": phase if stage_index is not None else None,
-                "users": users,
-                "requests": requests,
-                "failures": failures,
-                "p50_ms": histogram.percentile_ms(0.50),
-                "p95_ms": histogram.percentile_ms(0.95),
-                "p99_ms": histogram.percentile_ms(0.99),
-            })
-
-    def recent(self, now: int, window_s: int) -> tuple[LatencyHistogram, int, int]:
-        histogram, requests, failures = LatencyHistogram(), 0, 0
-        for old in [s for s in self.closed_seconds if s < now - KEEP_CLOSED_S]:
-            del self.closed_seconds[old]
-        for sec, (h, r, f) in [*self.closed_seconds.items(), *self.open_seconds.items()]:
-            if now - window_s <= sec < now:
-                histogram.merge(h)
-                requests += r
-                failures += f
-        return histogram, requests, failures
-
-    # -- stop, abort, progress ---------------------------------------------
-    def request_stop(self, reason: str, **details: Any) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = {"reason": reason, "at": time.time(), **details}
-            logger.warning("stampede: stopping the load: %s", reason)
-
-    def check_stop_file(self) -> None:
-        path = getattr(self.environment.parsed_options, "stampede_stop_file", "")
-        if path and os.path.exists(path):
-            try:
-                text = open(path).read().strip()
-            except OSError:
-                text = ""
-            if text.startswith("{"):  # {"reason": ..., "kind": ...} from the supervisor (e.g. target_unhealthy)
-                try:
-                    request = json.loads(text)
-                    self.request_stop(str(request.get("reason") or "stop requested"), kind=stop_kind(request.get("kind")))
-                    return
-                except (ValueError, AttributeError):
-                    pass
-            self.request_stop(text or "stop requested", kind=StopKind.KILL_SWITCH)
-
-    def check_abort(self, second: int) -> None:
-        if self.current_stage is None or self.stop_reason is not None:
-            return
-        stage = self.stages[self.current_stage]
-        judged = [t for t in thresholds.table(stage.get("thresholds") or {}) if t.judged_mid_run]
-        window = int(stage.get("abort_window_s") or ABORT_WINDOW_S)
-        delay = stage.get("abort_delay_s")
-        # judged from delay_s into steady load on, and never over a window that reaches into the ramp
-        delay = max(2 * window if delay is None else int(delay), window + 3)
-        if not judged or stage["steady_from"] is None or second - stage["steady_from"] < delay:
-            return
-        # only complete seconds (every worker has reported) are judged
-        histogram, requests, failures = self.recent(second - 3, window)
-        if requests == 0:
-            return
-        figures = WindowFigures(
-            requests=requests, rps=requests / window, p95_ms=histogram.percentile_ms(0.95),
-            p99_ms=histogram.percentile_ms(0.99), error_rate=failures / requests,
-        )
-        for threshold in judged:
-            value = threshold.value_of(figures)
-            if not threshold.breached(value):  # the one rule validation uses too (strict)
-                continue
-            breach = {
-                "stage": stage["name"], "metric": threshold.metric, "threshold": threshold.limit, "value": value,
-                "at": second, "window_s": window,
-            }
-            if not any(b["stage"] == stage["name"] and b["metric"] == threshold.metric for b in self.breaches):
-                self.breaches.append(breach)
-                logger.warning("stampede: %s breached %s: %.4g (must be %s %.4g)", stage["name"], threshold.metric,
-                               value, threshold.op, threshold.limit)
-            if stage.get("abort"):
-                self.request_stop(f"threshold {threshold.metric} breached in stage {stage['name']}",
-                                  kind=StopKind.ABORT, breach=breach)
-
-    def print_progress(self, now: float) -> None:
-        interval = float(self.plan.get("progress_interval_s", 5))
-        if now - self.last_progress < interval or self.current_stage is None:
-            return
-        self.last_progress = now
-        histogram, requests, failures = self.recent(int(now), int(interval) + 3)
-        window = interval + 3
-        stage = self.stages[self.current_stage]
-        users = self.environment.runner.user_count if self.environment.runner else 0
-        p95 = histogram.percentile_ms(0.95)
-        # print (not log): the parent process relays these lines to the task log / terminal as they come
-        print(
-            f"[stampede] stage={stage['name']} users={users}/{stage['users']} "
-            f"rps={requests / window:.1f} p95={'-' if p95 is None else f'{p95:.0f}ms'} "
-            f"errors={(failures / requests if requests else 0):.2%}",
-            flush=True,
-        )
-
-    def end_load(self, now: float) -> None:
-        """The shape ended the load: the last stage ends now, and no later second is tagged."""
-        if self.load_ended is None:
-            self.load_ended = now
-            open_model.load_ended(self.environment, self.plan)
-            if self.current_stage is not None and self.stages[self.current_stage]["end"] is None:
-                self.stages[self.current_stage]["end"] = now
-
-    def phase_durations(self, now: float) -> dict[str, float]:
-        """Seconds per stage/phase: whole tagged seconds, but the run's first and last second only
-        as far as load ran in them (a 6 s stage that starts at x.9 and stops at x+6.9 has 6 s, not 7)."""
-        durations = {key: float(n) for key, n in self.phase_seconds.items()}
-        starts = [s["start"] for s in self.stages if s["start"] is not None]
-        end = self.load_ended if self.load_ended is not None else now
-        if starts:
-            first = self.timeline.get(int(min(starts)))
-            if first is not None:
-                durations[f"{first[0]}/{first[1]}"] -= min(starts) % 1.0
-            last = self.timeline.get(int(end))
-            if last is not None:
-                durations[f"{last[0]}/{last[1]}"] -= 1.0 - end % 1.0
-        return {key: round(max(0.0, value), 3) for key, value in durations.items()}
-
-    def fill_series(self, now: float) -> None:
-        """One row for every second of the load, also those in which no request completed."""
-        starts = [s["start"] for s in self.stages if s["start"] is not None]
-        if not starts:
-            return
-        seen = {row["t"] for row in self.series}
-        end = self.load_ended if self.load_ended is not None else now
-        for sec in range(int(min(starts)), int(end) + 1):
-            if sec in seen:
-                continue
-            stage_index, phase = self.phase_at(sec)
-            self.series.append({
-                "t": sec, "stage": self.stages[stage_index]["name"] if stage_index is not None else None,
-                "phase": phase if stage_index is not None else None,
-                "users": self.timeline.get(sec, (None, None, None))[2], "requests": 0, "failures": 0,
-                "p50_ms": None, "p95_ms": None, "p99_ms": None,
-            })
-        self.series.sort(key=lambda row: row["t"])
-
-    # -- output --------------------------------------------------------------
-    def write(self, path: str) -> None:
-        now = time.time()
-        if self.current_stage is not None and self.stages[self.current_stage]["end"] is None:
-            self.stages[self.current_stage]["end"] = now
-        self.fold(upto=int(now) + 60)
-        self.finalize(before=int(now) + 60)
-        self.fill_series(now)
-        output = {
-            "started_at": self.started_at,
-            "finished_at": now,
-            "stages": self.stages,
-            "series": self.series,
-            "phases": {
-                key: {
-                    ep: {"histogram": s["histogram"].to_dict(), "failures": s["failures"], "errors": dict(s["errors"])}
-                    for ep, s in endpoints.items()
-                }
-                for key, endpoints in self.phases.items()
-            },
-            "phase_seconds": self.phase_durations(now),
-            "load_ended": self.load_ended,
-            "iterations": self.iterations.by_phase(self.timeline),
-            "created": dict(self.created),
-            "stopped": self.stop_reason,
-            "breaches": self.breaches,
-            "worker_count": len(self.environment.runner.clients) if isinstance(self.environment.runner, MasterRunner) else 0,
-        }
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as handle:
-            json.dump(output, handle)
-        os.replace(tmp, path)
-
-
-class StageShape(LoadTestShape):
-    """Plays the plan's stages in order; stops early when the aggregator asks."""
-
-    use_common_options = False
-    end_rate: float | None = None
-
-    def tick(self):
-        aggregator: RunAggregator | None = getattr(self.runner.environment, "_stampede_aggregator", None)
-        if aggregator is None:
-            return None
-        if aggregator.stop_reason is None:
-            run_time = self.get_run_time()
-            elapsed = 0.0
-            for index, stage in enumerate(aggregator.stages):
-                elapsed += stage["duration_s"]
-                if run_time < elapsed:
-                    if aggregator.current_stage != index:
-                        aggregator.enter_stage(index, time.time())
-                    return stage["users"], stage["spawn_rate"]
-        now = time.time()
-        aggregator.end_load(now)
-        if aggregator.final_reports is None:  # standalone: this process runs the users
-            end_every_user(self.runner)
-            return None
-        if aggregator.final_reports.pending(now):
-            # every user stops at once (gracefully) while the workers' final reports come in
-            self.end_rate = self.end_rate or max(1.0, float(self.runner.user_count))
-            return 0, self.end_rate
-        return None
 
 
 @events.init.add_listener
@@ -531,8 +146,3 @@ def _apply_journey_weights(environment, plan: dict[str, Any]) -> None:
             if getattr(user_class, "stampede_think_time", True):
                 user_class.wait_time = between(float(think[0]), float(think[1]))
     open_model.setup_process(environment, plan)  # open model: users wait for their planned start instead
-
-
-def _error_text(exception: BaseException) -> str:
-    text = f"{type(exception).__name__}: {exception}"
-    return text[:200]
