@@ -2,7 +2,7 @@
 
 The demo target (FastAPI + SQLite) serves a few hundred requests a second on
 one core: far too slow to find the limits of the generators. This target
-speaks enough of the Target API contract (DESIGN.md §2) for the stock
+speaks enough of the target API contract (docs/target-api.md) for the stock
 journeys to succeed, from one asyncio process (uvloop when installed):
 
 - ``POST /v1/auth/login {email, password}`` → ``{token}`` for the demo accounts;

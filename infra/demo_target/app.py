@@ -1,6 +1,6 @@
 """The demo target: a small CRM API that stands in for a staging system.
 
-It implements the Target API of DESIGN.md section 2 and behaves like a real
+It implements the target API of docs/target-api.md and behaves like a real
 service under load, so the breaking points Stampede finds on it are real ones:
 
 - endpoints are sync functions, so they run in the server's thread pool and

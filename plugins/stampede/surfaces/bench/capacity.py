@@ -27,7 +27,7 @@ PROCESS_BASE_MIB = 60.0  # a Locust worker's memory before its first user (measu
 # size -> (vCPU, GiB)
 EC2_SIZES = {"c6i.large": (2, 4), "c6i.xlarge": (4, 8), "c7i.large": (2, 4), "c7i.xlarge": (4, 8)}
 FARGATE_TASKS = {"fargate 1 vCPU / 2 GB": (1, 2), "fargate 2 vCPU / 4 GB": (2, 4)}
-# measured on this 2-core machine when quiet (issue #7 / DESIGN.md §3), for the side-by-side column
+# measured on this 2-core machine when quiet (issue #7; the first design measured the same kind of machine), for the side-by-side column
 TOOLS = [
     ("wrk", "~133,000", "n/a (no think time)", "-"),
     ("k6", "~26,600", "-", "~185"),
