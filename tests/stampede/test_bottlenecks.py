@@ -11,47 +11,67 @@ import pytest
 
 from stampede.analysis.bottlenecks import find_bottlenecks
 from stampede.analysis.recommendations import recommend
+from stampede.core.records import EndpointResult, GeneratorHealth, PhaseFigures, RunResult, SeriesPoint, StageResult
 
 T0 = 1_760_000_000
 
 
-def series(users_by_second: list[int], stage_of=lambda i: "s") -> list[dict]:
-    return [{"t": T0 + i, "stage": stage_of(i), "users": u} for i, u in enumerate(users_by_second)]
+def series(users_by_second: list[int], stage_of=lambda i: "s") -> list[SeriesPoint]:
+    return [SeriesPoint(t=T0 + i, stage=stage_of(i), phase="steady", users=u, requests=0, failures=0,
+                        p50_ms=None, p95_ms=None, p99_ms=None) for i, u in enumerate(users_by_second)]
 
 
 def server(**roles) -> dict:
     return {"series": {name: {"role": role, "unit": "", "points": points} for name, (role, points) in roles.items()}}
 
 
-def stage(name, users, endpoints, passed=True, duration_s=60.0):
-    return {"name": name, "users": users, "requests": sum(e["requests"] for e in endpoints), "rps": users / 2,
-            "p95_ms": max(e["p95_ms"] for e in endpoints), "passed": passed, "duration_s": duration_s,
-            "endpoints": endpoints}
+def stage(name, users, endpoints, passed=True, duration_s=60.0) -> StageResult:
+    requests = sum(e.requests for e in endpoints)
+    failures = sum(e.failures for e in endpoints)
+    return StageResult(
+        name=name, scenario="x", users=users, duration_s=duration_s, requests=requests, failures=failures,
+        rps=users / 2, p50_ms=None, p95_ms=max(e.p95_ms for e in endpoints), p99_ms=None, max_ms=None,
+        error_rate=failures / requests, endpoints=endpoints, passed=passed,
+        steady=PhaseFigures(duration_s=duration_s, requests=requests, failures=failures, rps=requests / duration_s,
+                            p50_ms=None, p95_ms=None, p99_ms=None, error_rate=0.0),
+    )
 
 
-def ep(name, p95, requests=100, errors=None):
-    return {"name": name, "requests": requests, "failures": sum((errors or {}).values()), "p95_ms": p95,
-            "errors": errors or {}}
+def ep(name, p95, requests=100, errors=None) -> EndpointResult:
+    return EndpointResult(name=name, requests=requests, failures=sum((errors or {}).values()), p50_ms=None,
+                          p95_ms=p95, p99_ms=None, errors=errors or {})
+
+
+def run(stages: list[StageResult], series_points: list[SeriesPoint] = (), **extra) -> RunResult:
+    return RunResult(run_id="r", scenario="x", target="http://127.0.0.1:1/v1", verdict="pass", started_at="",
+                     finished_at="", stages=stages, series=list(series_points), **extra)
 
 
 def test_the_first_resource_to_saturate_ranks_first_with_the_load_it_happened_at():
     users = [min(i, 50) for i in range(60)]
-    results = {"stages": [stage("s", 50, [ep("GET /a", 40)])], "series": series(users)}
+    results = run([stage("s", 50, [ep("GET /a", 40)])], series(users))
     cpu = [[T0 + i, 95.0 if i >= 40 else 30.0] for i in range(0, 60, 2)]
     size = [[T0 + i, 4.0] for i in range(0, 60, 2)]
     used = [[T0 + i, 4.0 if i >= 20 else 2.0] for i in range(0, 60, 2)]
     waiting = [[T0 + i, 3.0 if i >= 20 else 0.0] for i in range(0, 60, 2)]
     findings = find_bottlenecks(results, server(cpu_pct=("cpu", cpu), pool_size=("pool_size", size),
                                                 pool_in_use=("pool_in_use", used), pool_waiting=("pool_waiting", waiting)))
-    assert [f["subject"] for f in findings[:2]] == ["database pool", "cpu_pct"]
+    assert [f.subject for f in findings[:2]] == ["database pool", "cpu_pct"]
+    assert findings[1].title == "CPU saturated (cpu_pct)"
     first = findings[0]
-    assert first["rank"] == 1 and first["at_users"] in (20, 21) and first["title"].startswith("First resource")
-    assert "4/4" in first["evidence"][0] and "20 s into the run" in first["evidence"][0]
+    assert first.rank == 1 and first.at_users in (20, 21) and first.title.startswith("First resource")
+    assert "4/4" in first.evidence[0] and "20 s into the run" in first.evidence[0]
+
+
+def test_a_first_saturated_cpu_keeps_its_capitals():
+    cpu = [[T0 + i, 97.0] for i in range(0, 20, 2)]
+    (finding,) = find_bottlenecks(run([], series([5] * 20)), server(cpu_pct=("cpu", cpu)))
+    assert finding.title == "First resource to saturate: CPU saturated (cpu_pct)"
 
 
 def test_a_single_spike_is_not_saturation():
     cpu = [[T0 + i, 99.0 if i == 10 else 20.0] for i in range(0, 40, 2)]
-    assert find_bottlenecks({"stages": [], "series": series([5] * 40)}, server(cpu=("cpu", cpu))) == []
+    assert find_bottlenecks(run([], series([5] * 40)), server(cpu=("cpu", cpu))) == []
 
 
 def test_endpoints_whose_latency_grows_fastest_with_load_and_errors_only_under_load():
@@ -60,34 +80,35 @@ def test_endpoints_whose_latency_grows_fastest_with_load_and_errors_only_under_l
         stage("mid", 500, [ep("GET /a", 25), ep("GET /b", 150)]),
         stage("high", 1000, [ep("GET /a", 30), ep("GET /b", 400, errors={"HTTP 503: database pool exhausted": 40})]),
     ]
-    findings = find_bottlenecks({"stages": stages, "series": []}, None)
-    kinds = [(f["kind"], f["subject"]) for f in findings]
+    findings = find_bottlenecks(run(stages), None)
+    kinds = [(f.kind, f.subject) for f in findings]
     assert ("latency_growth", "GET /b") in kinds and ("latency_growth", "GET /a") not in kinds
-    growth = next(f for f in findings if f["kind"] == "latency_growth")
-    assert growth["evidence"][0].startswith("p95 30 ms at 100 users (low) → 400 ms at 1000 users (high)")
-    errors = next(f for f in findings if f["kind"] == "errors_under_load")
-    assert "none at 100 users" in errors["evidence"][0] and "first at 1000 users" in errors["evidence"][0]
+    growth = next(f for f in findings if f.kind == "latency_growth")
+    assert growth.evidence[0].startswith("p95 30 ms at 100 users (low) → 400 ms at 1000 users (high)")
+    errors = next(f for f in findings if f.kind == "errors_under_load")
+    assert "none at 100 users" in errors.evidence[0] and "first at 1000 users" in errors.evidence[0]
 
 
 def test_memory_that_keeps_growing_through_a_long_stage_is_a_suspected_leak():
     memory = [[T0 + i, 100 + i * 0.05] for i in range(0, 600, 5)]  # 3 MiB a minute for ten minutes
     flat = [[T0 + i, 100.0] for i in range(0, 600, 5)]
-    results = {"stages": [stage("soak", 200, [ep("GET /a", 20)], duration_s=600)], "series": series([200] * 600,
-               lambda i: "soak")}
+    results = run([stage("soak", 200, [ep("GET /a", 20)], duration_s=600)], series([200] * 600, lambda i: "soak"))
     leak = find_bottlenecks(results, server(mem=("memory", memory)))
-    assert [f["kind"] for f in leak] == ["memory_growth"] and "3.0" in leak[0]["evidence"][0]
+    assert [f.kind for f in leak] == ["memory_growth"] and "3.0" in leak[0].evidence[0]
     assert find_bottlenecks(results, server(mem=("memory", flat))) == []
 
 
 def test_a_saturated_generator_outranks_everything_and_recommendations_say_what_to_do():
-    results = {"stages": [stage("s", 50, [ep("GET /a", 40), ep("GET /b", 400), ep("GET /c", 30)])], "series": [],
-               "generator": {"saturated": True, "cpu_max_pct": 97, "limit_pct": 85, "processes": 1}}
-    findings = find_bottlenecks(results, None)
-    assert findings[0]["kind"] == "generator_saturated"
-    assert any(f["kind"] == "slow_endpoint" and f["subject"] == "GET /b" for f in findings)
-    rec = recommend(results, findings)
-    assert "generator" in rec["actions"][0].lower()
-    assert rec["generators"]["workers"] >= 1 and "$" in rec["generators"]["text"]
+    results = run([stage("s", 50, [ep("GET /a", 40), ep("GET /b", 400), ep("GET /c", 30)])],
+                  generator=GeneratorHealth(saturated=True, cpu_max_pct=97, limit_pct=85, processes=1, workers=1,
+                                            recommended_workers=2))
+    results.bottlenecks = find_bottlenecks(results, None)
+    assert results.bottlenecks[0].kind == "generator_saturated"
+    assert "generator CPU sat at 97 % (limit 85 %)" in results.bottlenecks[0].evidence[0]
+    assert any(f.kind == "slow_endpoint" and f.subject == "GET /b" for f in results.bottlenecks)
+    rec = recommend(results)
+    assert "generator" in rec.actions[0].lower()
+    assert rec.generators.workers >= 2 and "USD" in rec.generators.text
 
 
 @pytest.mark.integration

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stampede.analysis.capacity import capacity_from_points, capacity_of_stages, fit_usl, usl_throughput
-from stampede.core.records import StageResult
+from stampede.core.records import StageResult, to_dict
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,13 @@ def test_predictions_beyond_twice_the_measured_users_are_flagged():
     flags = {p.users: p.extrapolated for p in model.predictions}
     assert flags == {1000: False, 5000: True, 10000: True, 20000: True}
     assert any("extrapolate" in w for w in model.warnings)
-    assert model.to_dict()["predictions"][0] == {"users": 1000, "rps": pytest.approx(points[-1][1], rel=1e-3), "extrapolated": False}
+    assert to_dict(model)["predictions"][0] == {"users": 1000, "rps": pytest.approx(points[-1][1], rel=1e-3), "extrapolated": False}
+
+
+def test_without_contention_or_coherency_there_is_no_peak_and_no_infinite_rate():
+    points = [(n, 2.0 * n) for n in (10, 20, 40, 80)]  # perfectly linear: σ = κ = 0
+    model = capacity_from_points(points)
+    assert model.peak_users is None and model.peak_rps is None  # results.json cannot hold inf
 
 
 def test_too_few_levels_is_an_error_and_stages_need_three():

@@ -1,17 +1,18 @@
-"""Run history: store, baseline, the regression verdict (tolerance and sample sizes), trend, S3, and a real regression."""
+"""Run history: store, baseline, trend rows, S3, and a real regression (two CLI runs)."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 
 import pytest
 
+from stampede.analysis.comparison import trend
 from stampede.core.histogram import LatencyHistogram
-from stampede.state.history import RunStore, Tolerance, compare, compare_pair, prob_slower, publish_to_s3, target_key, trend
+from stampede.core.records import PhaseFigures, RunResult, StageResult
+from stampede.state.history import RunStore, history_url, publish_to_s3, target_key
 
 
 def hist(values_ms, failures: int = 0) -> dict:
@@ -21,15 +22,13 @@ def hist(values_ms, failures: int = 0) -> dict:
     return {"histogram": {str(k): c for k, c in h.to_dict().items()}, "failures": failures}
 
 
-def noisy(center: float, n: int, seed: int) -> list[float]:
-    rng = random.Random(seed)
-    return [max(0.5, rng.gauss(center, center * 0.2)) for _ in range(n)]
-
-
-def results(run_id: str, started: str, verdict: str = "pass", target: str = "http://127.0.0.1:8001/v1") -> dict:
-    return {"run_id": run_id, "scenario": "nightly", "target": target, "environment": "local", "verdict": verdict,
-            "started_at": started, "finished_at": started,
-            "stages": [{"name": "normal", "users": 100, "rps": 50.0, "p95_ms": 20.0, "error_rate": 0.0}]}
+def results(run_id: str, started: str, verdict: str = "pass", target: str = "http://127.0.0.1:8001/v1") -> RunResult:
+    figures = PhaseFigures(duration_s=60, requests=3000, failures=0, rps=50.0, p50_ms=8.0, p95_ms=20.0, p99_ms=30.0,
+                           error_rate=0.0)
+    stage = StageResult(name="normal", scenario="nightly", users=100, duration_s=60, requests=3000, failures=0,
+                        rps=50.0, p50_ms=8.0, p95_ms=20.0, p99_ms=30.0, max_ms=40.0, error_rate=0.0, steady=figures)
+    return RunResult(run_id=run_id, scenario="nightly", target=target, verdict=verdict, started_at=started,
+                     finished_at=started, stages=[stage], environment="local")
 
 
 @pytest.fixture
@@ -60,50 +59,34 @@ def test_baseline_is_the_last_earlier_passing_run_unless_one_is_pinned(store):
     assert store.unpin("nightly", "http://127.0.0.1:1/v1")
     assert store.baseline_for(current)[0]["run_id"] == "r2"
     assert store.baseline_for(results("r1", "2026-01-01T00:00:00+00:00"))[0] is None
-    runs = store.recent("nightly", "http://127.0.0.1:5/v1", until=current["started_at"])
+    runs = store.recent("nightly", "http://127.0.0.1:5/v1", until=current.started_at)
     assert [r["run_id"] for r in runs] == ["r1", "r2", "r3", "r4"]
-    assert [t["verdict"] for t in trend(runs)] == ["pass", "pass", "fail", "pass"]
+    points = trend(runs)
+    assert [t.verdict for t in points] == ["pass", "pass", "fail", "pass"]
+    assert points[0].stages["normal"].p95_ms == 20.0 and points[0].stages["normal"].users == 100
     with pytest.raises(LookupError):
         store.pin("nope")
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "verdict"),
-    [
-        pytest.param(noisy(10, 200, 1), noisy(10, 200, 2), "unchanged", id="same-distribution"),
-        pytest.param(noisy(10, 200, 1), noisy(70, 200, 2), "regressed", id="plus-60ms"),
-        pytest.param(noisy(100, 200, 1), noisy(112, 200, 2), "unchanged", id="within-tolerance"),
-        pytest.param(noisy(10, 200, 1), noisy(16, 200, 2), "unchanged", id="under-the-ms-floor"),
-        pytest.param(noisy(10, 12, 1), noisy(70, 12, 2), "insufficient data", id="too-few-requests"),
-        pytest.param(noisy(70, 200, 1), noisy(10, 200, 2), "improved", id="faster"),
-        pytest.param(noisy(10, 200, 1) + [900] * 12, noisy(10, 200, 2), "unchanged", id="baseline-outliers"),
-    ],
-)
-def test_regression_verdict_uses_tolerance_floor_and_sample_sizes(old, new, verdict):
-    assert compare_pair(hist(new), hist(old), Tolerance())["verdict"] == verdict
+def test_a_row_keeps_the_stage_figures_without_the_phases_and_the_histograms(store):
+    h = {"normal": {"GET /a": hist([10] * 40, failures=2)}}
+    store.record(results("r1", "2026-01-01T00:00:00+00:00"), h, report_uri="file:///r1/report.html")
+    store.record(results("r1", "2026-01-01T00:00:00+00:00"), h)  # a re-record keeps the report link
+    row = store.get("r1")
+    assert row["histograms"] == h and row["report_uri"] == "file:///r1/report.html"
+    (stage,) = row["stages"]
+    assert stage["name"] == "normal" and stage["p95_ms"] == 20.0 and "steady" not in stage and "ramp" not in stage
 
 
-def test_a_tail_only_blip_is_not_a_regression_but_more_errors_are():
-    base = noisy(10, 300, 1)
-    tail = noisy(10, 285, 2) + [80] * 15  # p95 jumps, but the distribution hardly moves
-    assert compare_pair(hist(tail), hist(base), Tolerance())["verdict"] == "unchanged"
-    errors = compare_pair(hist(base, failures=30), hist(base, failures=0), Tolerance())
-    assert errors["verdict"] == "regressed" and "errors 0.00% → 10.00%" in errors["why"]
+def test_the_history_url_is_shown_without_its_password():
+    store = RunStore("postgresql+psycopg://stampede:s3cret@db.example:5432/history")
+    assert "s3cret" not in store.url_redacted and store.url_redacted.endswith("@db.example:5432/history")
 
 
-def test_prob_slower_is_exact_on_histograms():
-    assert prob_slower(LatencyHistogram({1000: 1}), LatencyHistogram({500: 1})) == 1.0
-    assert prob_slower(LatencyHistogram({1000: 2}), LatencyHistogram({1000: 2})) == 0.5
-
-
-def test_compare_names_the_regressed_endpoint_per_stage():
-    old = {"normal": {"GET /a": hist(noisy(10, 100, 1)), "GET /b": hist(noisy(12, 100, 3))}}
-    new = {"normal": {"GET /a": hist(noisy(10, 100, 2)), "GET /b": hist(noisy(80, 100, 4))}}
-    baseline = {**results("r1", "2026-01-01"), "histograms": old}
-    out = compare(results("r2", "2026-01-02"), new, baseline, why="test")
-    assert out["verdict"] == "regressed"
-    assert [(r["stage"], r["endpoint"]) for r in out["regressions"]] == [("normal", "GET /b")]
-    assert compare(results("r2", "x"), new, None, why="none yet")["verdict"] == "no baseline"
+def test_the_default_history_is_sqlite_in_the_reports_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("STAMPEDE_HISTORY_URL", raising=False)
+    monkeypatch.setenv("STAMPEDE_REPORTS_DIR", str(tmp_path / "reports"))
+    assert history_url() == f"sqlite:///{tmp_path / 'reports' / 'history.sqlite'}"
 
 
 def test_report_files_are_copied_to_s3(tmp_path, monkeypatch):

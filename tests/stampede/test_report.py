@@ -7,17 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from stampede.render.charts import MAX_POINTS, bucketed, stage_spans
-from stampede.render.report import render_report
+from stampede.core import fmt
 from stampede.core.records import (
+    Breach,
     Check,
     CleanupResult,
     EndpointResult,
     GeneratorHealth,
     PhaseFigures,
     RunResult,
+    SeriesPoint,
     StageResult,
+    Stop,
 )
+from stampede.core.stops import StopKind
+from stampede.render.charts import MAX_POINTS, bucketed, stage_spans
+from stampede.render.report import headline, render_report
 
 T0 = 1_760_000_000
 TARGET = "https://staging.example.com/v1"
@@ -25,9 +30,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EVIL = "<script>alert(1)</script>"
 
 
+CLEAN = CleanupResult(created=40, deleted=40, left=0, ok=True)
+
+
 def phase(duration_s: float, requests: int, p95: float | None) -> PhaseFigures:
     return PhaseFigures(
-        duration_s=duration_s, requests=requests, failures=0, rps=requests / duration_s,
+        duration_s=duration_s, requests=requests, failures=0, rps=requests / duration_s if duration_s else 0.0,
         p50_ms=None if p95 is None else p95 / 4, p95_ms=p95, p99_ms=None if p95 is None else p95 * 2,
         error_rate=0.0,
     )
@@ -56,27 +64,27 @@ def stage(name: str, users: int, *, requests: int = 6000, passed: bool = True) -
     )
 
 
-def series_for(stages: list[StageResult], seconds_per_stage: int = 60) -> list[dict]:
+def series_for(stages: list[StageResult], seconds_per_stage: int = 60) -> list[SeriesPoint]:
     points = []
     for i, s in enumerate(stages):
         for k in range(seconds_per_stage):
             quiet = s.requests == 0
-            points.append({
-                "t": T0 + i * seconds_per_stage + k, "stage": s.name,
-                "phase": "ramp" if k < seconds_per_stage // 3 else "steady",
-                "users": min(s.users, (k + 1) * 10), "requests": 0 if quiet else 100 + k % 7,
-                "failures": int(k % 5 == 0), "p50_ms": None if quiet else 40.0,
-                "p95_ms": None if quiet else 150.0 + k, "p99_ms": None if quiet else 400.0,
-            })
+            points.append(SeriesPoint(
+                t=T0 + i * seconds_per_stage + k, stage=s.name,
+                phase="ramp" if k < seconds_per_stage // 3 else "steady",
+                users=min(s.users, (k + 1) * 10), requests=0 if quiet else 100 + k % 7,
+                failures=int(k % 5 == 0), p50_ms=None if quiet else 40.0,
+                p95_ms=None if quiet else 150.0 + k, p99_ms=None if quiet else 400.0,
+            ))
     return points
 
 
-def run_result(stages: list[StageResult], *, verdict: str = "pass", series: list[dict] | None = None,
-               **extra) -> RunResult:
+def run_result(stages: list[StageResult], *, verdict: str = "pass", series: list[SeriesPoint] | None = None,
+               cleanup: CleanupResult = CLEAN, **extra) -> RunResult:
     return RunResult(
         run_id="manual__2025-10-09T02:00:00", scenario="normal", target=TARGET, verdict=verdict,
         started_at="2025-10-09T02:00:00+00:00", finished_at="2025-10-09T02:05:00+00:00",
-        stages=stages, series=series_for(stages) if series is None else series,
+        stages=stages, series=series_for(stages) if series is None else series, cleanup=cleanup,
         environment="staging", run_tag="LT-manual20251009T020000", workers=2, **extra,
     )
 
@@ -96,7 +104,8 @@ def test_report_is_complete_and_self_contained(tmp_path):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html, re.I)
     assert "<link" not in html and "<script" not in html and "@import" not in html
 
-    assert "PASS" in html and 'class="banner pass"' in html
+    assert "PASS: all 2 judged stages met their thresholds" in html and 'class="banner pass"' in html
+    assert "CLEANUP INCOMPLETE" not in html and "Clean: every entity the run created was deleted." in html
     for name in ("ramp-up", "hold", "GET /escrows", "HTTP 503"):
         assert name in html
     assert "p95_ms" in html and "error_rate" in html and "180 ms" in html
@@ -128,16 +137,18 @@ def test_not_passing_verdicts_show_their_banner(tmp_path, verdict, css, words):
         verdict=verdict,
         generator=GeneratorHealth(cpu_max_pct=97.0, saturated=verdict == "invalid", processes=3),
         aborted=True,
-        stopped={"reason": "threshold p95_ms breached in stage hold", "kind": "abort"},
-        breaches=[{"stage": "hold", "metric": "p95_ms", "threshold": 200.0, "value": 950.0, "at": T0}],
+        stopped=Stop(reason="threshold p95_ms breached in stage hold", kind=StopKind.ABORT),
+        breaches=[Breach(stage="hold", metric="p95_ms", threshold=200.0, value=950.0, at=T0, window_s=10)],
         cleanup=CleanupResult(created=40, deleted=37, left=3, ok=False, error="DELETE /escrows/9 → 500"),
     )
     html = render(tmp_path, result)
 
     assert css in html and words in html
-    assert "stopped before its planned end: threshold p95_ms breached in stage hold" in html
-    assert "950 ms" in html
-    assert "3 test entities are still on the target" in html
+    assert ("stopped before its planned end: threshold p95_ms breached in stage hold "
+            "(a threshold marked abort held over its window)") in html
+    assert "Breach in hold: p95 observed 950 ms, threshold 200 ms." in html
+    assert "— and CLEANUP INCOMPLETE: 3 test entities left" in html
+    assert "DELETE /escrows/9 → 500" in html
     assert 'class="fail"' in html
 
 
@@ -182,8 +193,63 @@ def test_long_series_is_bucketed_and_spans_follow_the_stages():
 
 
 def test_a_single_silent_second_still_draws(tmp_path):
-    silent = [{"t": T0, "stage": None, "phase": None, "users": None, "requests": 0, "failures": 0,
-               "p50_ms": None, "p95_ms": None, "p99_ms": None}]
+    silent = [SeriesPoint(t=T0, stage=None, phase=None, users=None, requests=0, failures=0,
+                          p50_ms=None, p95_ms=None, p99_ms=None)]
     html = render(tmp_path, run_result([stage("idle", 1, requests=0)], series=silent))
 
     assert html.count("<svg") == 2
+
+
+@pytest.mark.parametrize(
+    ("cleanup", "words"),
+    [
+        pytest.param(CleanupResult(created=50, deleted=38, left=12, ok=True), "12 test entities left", id="left"),
+        pytest.param(CleanupResult(), "unknown how many test entities are left", id="never-ran"),
+        pytest.param(CleanupResult(created=50, left=-1, ok=False, error="ConnectError"),
+                     "unknown how many test entities are left", id="failed-before-counting"),
+        pytest.param(CleanupResult(created=50, deleted=50, left=0, ok=False, error="403"),
+                     "cleanup reported errors", id="errors"),
+    ],
+)
+def test_a_pass_that_left_test_data_never_reads_as_a_clean_pass(tmp_path, cleanup, words):
+    html = render(tmp_path, run_result([stage("hold", 100)], cleanup=cleanup))
+
+    assert f"PASS: thresholds met — but CLEANUP INCOMPLETE: {words}" in html
+    assert 'class="banner warn"' in html and 'class="banner pass"' not in html
+    assert "PASS: all" not in html and "Clean: every entity" not in html
+    assert "delete it by the run tag <code>LT-manual20251009T020000</code>" in html
+
+
+def test_ramp_vs_steady_shows_only_the_parts_that_have_figures(tmp_path):
+    no_ramp = stage("hold", 100)
+    no_ramp.ramp = phase(0, 0, None)  # a stage that starts at full load: a ramp of 0 s that sent nothing
+    html = render(tmp_path, run_result([stage("ramp-up", 100), no_ramp]))
+
+    table = html[html.index("<h3>Ramp vs steady</h3>"):html.index("<h2>Checks</h2>")]
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", table)
+    assert rows == [("ramp-up", "ramp"), ("ramp-up", "steady (judged)"), ("hold", "steady (judged)")]
+    assert ">0 s<" not in table
+
+
+def test_figures_read_as_core_fmt_writes_them(tmp_path):
+    long_stage = stage("hold", 1500)
+    long_stage.duration_s = 100
+    html = render(tmp_path, run_result([long_stage]))
+
+    assert fmt.duration(100) == "1 min 40 s" and ">1 min 40 s<" in html  # the same as Slack writes it
+    assert ">1,500<" in html and "180 ms" in html and "0.20%" in html
+
+
+def test_the_headline_of_a_fail_without_failed_stages_says_why_it_stopped():
+    result = run_result([stage("hold", 100)], verdict="fail", aborted=True,
+                        stopped=Stop(reason="GET /health: 503", kind=StopKind.TARGET_UNHEALTHY))
+
+    assert headline(result).startswith("FAIL: the target failed its health check between stages")
+
+
+def test_the_target_is_shown_without_credentials(tmp_path):
+    result = run_result([stage("hold", 100)])
+    result.target = "https://loadtest:hunter2@staging.example.com/v1"
+    html = render(tmp_path, result)
+
+    assert "hunter2" not in html and "https://***@staging.example.com/v1" in html

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from stampede.render.report import render_report
 from stampede.core.records import RunResult
 
@@ -14,7 +16,7 @@ T0 = 1_760_000_000
 def stage(name: str, users: int, rps: float, p95: float) -> dict:
     return {"name": name, "scenario": "nightly", "users": users, "duration_s": 60, "requests": int(rps * 60),
             "failures": 0, "rps": rps, "p50_ms": p95 / 3, "p95_ms": p95, "p99_ms": p95 * 2, "max_ms": p95 * 3,
-            "error_rate": 0.0, "endpoints": [{"name": "GET /listings", "requests": int(rps * 60), "failures": 0,
+            "error_rate": 0.0, "passed": p95 < 200, "endpoints": [{"name": "GET /listings", "requests": int(rps * 60), "failures": 0,
                                                "p50_ms": p95 / 3, "p95_ms": p95, "p99_ms": p95 * 2}]}
 
 
@@ -62,19 +64,22 @@ def analysed_result() -> RunResult:
     })
 
 
+SERVER_DOCUMENT = {"source": "prometheus", "interval_s": 2, "series": {
+    "db_pool_in_use": {"role": "pool_in_use", "unit": "", "points": [[T0 + i, min(i / 5, 8)] for i in range(0, 60, 2)]},
+    "cpu_pct": {"role": "cpu", "unit": "%", "points": [[T0 + i, 40 + i] for i in range(0, 60, 2)]}}}
+
+
 def test_analysis_sections_render_offline_with_their_charts(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "server_metrics.json").write_text(json.dumps({"source": "prometheus", "interval_s": 2, "series": {
-        "db_pool_in_use": {"role": "pool_in_use", "unit": "", "points": [[T0 + i, min(i / 5, 8)] for i in range(0, 60, 2)]},
-        "cpu_pct": {"role": "cpu", "unit": "%", "points": [[T0 + i, 40 + i] for i in range(0, 60, 2)]}}}))
-    html = render_report(analysed_result(), out).read_text()
+    html = render_report(analysed_result(), out, server_document=SERVER_DOCUMENT).read_text()
     order = ["Against the baseline", "<h2>Stages</h2>", "<h2>Server metrics</h2>", "<h2>Bottlenecks</h2>",
              "<h2>Baseline comparison</h2>", "<h2>Trend</h2>", "<h2>Breaking point and capacity</h2>",
              "<h2>Scaling recommendations</h2>", "<h2>Validation (Great Expectations)</h2>"]
     positions = [html.index(marker) for marker in order]
     assert positions == sorted(positions)
     assert "regressed: stress · GET /listings" in html and "Top bottleneck:" in html
+    assert "grow by more than 25.00% or 10 ms (the larger)" in html and "probability ≥ 0.65" in html
+    assert "<td>p95_ms</td><td>&lt; 200 ms</td>" in html and "<td class=\"n\">400 ms</td>" in html  # GX, in figures
     assert "expect_column_max_to_be_between" in html and "1 of 2 expectations met" in html
     assert html.count("<svg") == 5  # load, latency, server, capacity, trend
     for chart in ("server", "capacity", "trend"):
@@ -85,7 +90,40 @@ def test_analysis_sections_render_offline_with_their_charts(tmp_path):
 
 def test_a_run_without_analysis_still_renders(tmp_path):
     result = analysed_result()
-    result.server, result.bottlenecks, result.comparison, result.trend, result.recommendations = {}, [], {}, [], {}
+    result.server, result.bottlenecks, result.comparison, result.trend, result.recommendations = None, [], None, [], None
     result.validation = {}
     html = render_report(result, tmp_path / "out").read_text()
     assert "No bottleneck showed" in html and "No Great Expectations results" in html
+    assert "No baseline comparison." in html and "Source: none." in html
+
+
+def test_the_report_reads_no_file_of_the_run_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "server_metrics.json").write_text(json.dumps(SERVER_DOCUMENT))
+
+    html = render_report(analysed_result(), out).read_text()
+
+    assert html.count("<svg") == 4  # load, latency, capacity, trend: the server chart needs the document passed in
+    assert not (out / "charts" / "server.png").exists()
+
+
+@pytest.mark.parametrize("left", [None, 12])
+def test_recommendations_and_the_breaking_point_render_from_their_records(tmp_path, left):
+    data = analysed_result().to_dict() | {
+        "breaking_point": {"reason": "p95 above 200 ms", "found": True, "users": 500, "rps": 220.0, "p95_ms": 90.0,
+                           "first_bad_users": 1000},
+        "cleanup": {"created": 30, "deleted": 18, "left": left, "ok": left is not None},
+        "capacity": {"model": "usl", "lambda_rps": 0.5, "sigma": 0.001, "kappa": 1e-6, "r_squared": 0.97, "points": 3,
+                     "max_measured_users": 1000, "peak_users": 999.5, "peak_rps": 280.0},
+        "cost": {"provider": "ecs", "workers": 2, "size": "fargate-1vcpu-2gb", "region": "us-east-1",
+                 "estimate_usd": 0.0512, "actual_usd": 1.5, "worker_hours": 0.4167, "prices_as_of": "2025-06-01"},
+    }
+    html = render_report(RunResult.from_dict(data), tmp_path / "out").read_text()
+
+    assert "Breaking point: <b>500 users</b> (220.0 req/s, p95 90 ms); it broke at 1,000 users." in html
+    assert "<dt>for 10,000 users</dt><dd>10,000 users is ×20 the load held now.</dd>" in html
+    assert "<dd>1.50 USD (0.42 worker-hours)</dd>" in html and "<dd>0.0512 USD</dd>" in html
+    assert "USL fit" in html  # the capacity chart draws the model
+    problem = "12 test entities left" if left else "unknown how many test entities are left"
+    assert f"FAIL: thresholds breached in stress — and CLEANUP INCOMPLETE: {problem}" in html

@@ -109,7 +109,31 @@ def test_scrapes_the_real_demo_target_while_it_is_under_load(tmp_path):
     summary = summarise({"source": "prometheus", "series": {
         name: {"role": spec.role, "unit": spec.unit, "points": points[name]} for name, spec in
         ((s.name, s) for s in config.series)}}, [])
-    assert summary["series"]["db_pool_in_use"]["max"] == 1.0
+    assert summary.series["db_pool_in_use"].max == 1.0
+
+
+def test_summarise_gives_each_series_its_figures_per_stage_and_drops_credentials():
+    document = {"source": "prometheus", "url": "http://scraper:hunter2@127.0.0.1:8123/metrics", "errors": ["timeout"],
+                "error_count": 3, "series": {
+                    "cpu_pct": {"role": "cpu", "unit": "%", "limit": None,
+                                "points": [[100.0, 10.0], [101.0, 30.0], [105.0, 90.0], [106.0, 70.0]]},
+                    "db_pool_size": {"role": "pool_size", "unit": "connections", "limit": 8, "points": []}}}
+    stages = [{"name": "low", "start": 100.0, "end": 101.0}, {"name": "high", "start": 104.0, "end": 105.0},
+              {"name": "never", "start": None, "end": None}]
+
+    summary = summarise(document, stages)
+
+    assert (summary.source, summary.errors, summary.first_error) == ("prometheus", 3, "timeout")
+    assert "hunter2" not in summary.url and summary.url.endswith("@127.0.0.1:8123/metrics")
+    cpu = summary.series["cpu_pct"]
+    assert (cpu.samples, cpu.min, cpu.max, cpu.mean, cpu.last) == (4, 10.0, 90.0, 50.0, 70.0)
+    assert {name: (s.mean, s.max) for name, s in cpu.per_stage.items()} == {"low": (20.0, 30.0), "high": (80.0, 90.0)}
+    pool = summary.series["db_pool_size"]
+    assert (pool.samples, pool.max, pool.limit, pool.per_stage) == (0, None, 8, {})
+
+
+def test_summarise_without_a_document_is_no_source():
+    assert summarise(None, []).source == "none" and summarise(None, []).series == {}
 
 
 @pytest.fixture

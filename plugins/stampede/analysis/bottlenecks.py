@@ -1,7 +1,8 @@
 """What limits the target, ranked, each finding with the evidence behind it.
 
-Inputs are a run's results (stages with per-endpoint figures, the 1-second
-series with users) and the target's own metrics (``server_metrics.json``).
+Inputs are a run's result (stages with per-endpoint figures, the 1-second
+series with users, the generator's health) and the target's own metrics (the
+``server_metrics.json`` document, points per series).
 The findings, most important first:
 
 - ``generator_saturated``: the load generator, not the target, was the limit
@@ -14,18 +15,18 @@ The findings, most important first:
 - ``errors_under_load``: error types absent at the lowest load, present at higher loads;
 - ``slow_endpoint``: an endpoint far slower than the others.
 
-Each finding is a plain dict in results.json ``bottlenecks[]``:
-``rank, kind, subject, title, evidence[], at_users, at_s, score``.
+Each finding is a :class:`~stampede.core.records.Finding` (results.json ``bottlenecks[]``).
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Finding", "find_bottlenecks"]
+from stampede.core.records import EndpointResult, Finding, RunResult, SeriesPoint, StageResult
+
+__all__ = ["find_bottlenecks"]
 
 CPU_SATURATED_PCT = 90.0  # % of one core: the demo target (one process) cannot use more than a core
 SUSTAINED_SAMPLES = 2  # consecutive samples above the line: one spike is not saturation
@@ -40,48 +41,39 @@ SLOW_ENDPOINT_FACTOR = 3.0
 SLOW_ENDPOINT_MIN_MS = 50.0
 
 
-@dataclass
-class Finding:
-    kind: str
-    subject: str
-    title: str
-    evidence: list[str] = field(default_factory=list)
-    score: float = 0.0
-    at_users: int | None = None
-    at_s: float | None = None  # seconds since the load started
-    rank: int = 0
+def find_bottlenecks(result: RunResult, server_document: Mapping[str, Any] | None) -> list[Finding]:
+    """Ranked findings, ``rank`` 1 first.
 
-
-def find_bottlenecks(results: Mapping[str, Any], server: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """Ranked findings (``rank`` 1 first) as results.json dicts."""
-    stages = [s for s in results.get("stages") or [] if s.get("requests")]
-    timeline = _Timeline(results.get("series") or [])
+    :param server_document: the target's metrics as sampled (``server_metrics.json``), or None.
+    """
+    loaded = [s for s in result.stages if s.requests]
+    timeline = _Timeline(result.series)
     findings: list[Finding] = []
-    generator = results.get("generator") or {}
-    if generator.get("saturated"):
+    generator = result.generator
+    if generator.saturated:
         findings.append(Finding(
             "generator_saturated", "load generator", "The load generator was the limit, not the target",
-            [f"generator CPU sat at {generator.get('cpu_max_pct', 0):.0f} % (limit {generator.get('limit_pct', 85):.0f} %)",
+            [f"generator CPU sat at {generator.cpu_max_pct:.0f} % (limit {generator.limit_pct:.0f} %)",
              "response times include the generator's own delay: add workers and run again"],
             score=200,
         ))
-    findings += _saturations(server, timeline, stages)
-    findings += _memory_growth(server, timeline, results.get("stages") or [])
-    findings += _latency_growth(stages)
-    findings += _errors_under_load(stages)
+    findings += _saturations(server_document, timeline, loaded)
+    findings += _memory_growth(server_document, timeline, result.stages)
+    findings += _latency_growth(loaded)
+    findings += _errors_under_load(loaded)
     if not any(f.kind == "latency_growth" for f in findings):
-        findings += _slow_endpoints(stages)
+        findings += _slow_endpoints(loaded)
     findings.sort(key=lambda f: (-f.score, f.at_s if f.at_s is not None else float("inf"), f.subject))
     for rank, finding in enumerate(findings, 1):
         finding.rank = rank
-    return [asdict(f) for f in findings]
+    return findings
 
 
 class _Timeline:
     """Users and stage at a moment of the run, from the 1-second series."""
 
-    def __init__(self, series: Sequence[Mapping[str, Any]]) -> None:
-        self.points = sorted(((int(p["t"]), p) for p in series if "t" in p), key=lambda x: x[0])
+    def __init__(self, series: Sequence[SeriesPoint]) -> None:
+        self.points = sorted(((int(p.t), p) for p in series), key=lambda x: x[0])
         self.t0 = self.points[0][0] if self.points else None
 
     def at(self, t: float) -> tuple[int | None, str | None, float | None]:
@@ -95,8 +87,8 @@ class _Timeline:
                 break
         best = best or self.points[0][1]
         # users as sampled at the start of a second lag the scrape: take the most in the second around t
-        near = [p.get("users") or 0 for second, p in self.points if abs(second - t) <= 1]
-        return max(near, default=best.get("users")), best.get("stage"), round(t - self.t0, 1)
+        near = [p.users or 0 for second, p in self.points if abs(second - t) <= 1]
+        return max(near, default=best.users), best.stage, round(t - self.t0, 1)
 
 
 def _by_role(server: Mapping[str, Any] | None, role: str) -> list[tuple[str, dict]]:
@@ -123,7 +115,8 @@ def _where(timeline: _Timeline, t: float) -> tuple[int | None, float | None, str
     return users, at_s, place
 
 
-def _saturations(server, timeline: _Timeline, stages) -> list[Finding]:
+def _saturations(server: Mapping[str, Any] | None, timeline: _Timeline,
+                 stages: list[StageResult]) -> list[Finding]:
     found: list[tuple[float, Finding]] = []
     for name, entry in _by_role(server, "cpu"):
         t = _first_sustained(entry["points"], lambda _t, v: v > CPU_SATURATED_PCT)
@@ -150,12 +143,14 @@ def _saturations(server, timeline: _Timeline, stages) -> list[Finding]:
     for order, (_, finding) in enumerate(found):
         finding.score = 100 - 10 * order  # the first resource to saturate ranks highest
         if order == 0:
-            finding.title = "First resource to saturate: " + finding.title[0].lower() + finding.title[1:]
+            title = finding.title if finding.title[:2].isupper() else finding.title[0].lower() + finding.title[1:]
+            finding.title = "First resource to saturate: " + title  # "CPU saturated" keeps its capitals
         out.append(finding)
     return out
 
 
-def _pool_saturation(server, timeline: _Timeline, stages) -> list[tuple[float, Finding]]:
+def _pool_saturation(server: Mapping[str, Any] | None, timeline: _Timeline,
+                     stages: list[StageResult]) -> list[tuple[float, Finding]]:
     sizes, in_use, waiting = (_by_role(server, r) for r in ("pool_size", "pool_in_use", "pool_waiting"))
     if not in_use or not waiting:
         return []
@@ -178,8 +173,7 @@ def _pool_saturation(server, timeline: _Timeline, stages) -> list[tuple[float, F
         f"saturated in {len(events)} of {samples} samples; up to {max_wait:.0f} threads waiting for a connection",
     ]
     pool_errors = sum(
-        count for s in stages for e in s.get("endpoints") or [] for message, count in (e.get("errors") or {}).items()
-        if "pool" in message.lower()
+        count for s in stages for e in s.endpoints for message, count in e.errors.items() if "pool" in message.lower()
     )
     if pool_errors:
         evidence.append(f"{pool_errors} requests failed with 'database pool exhausted'")
@@ -200,38 +194,36 @@ def _linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]
     return slope, (1 - ss_res / ss_tot) if ss_tot else 0.0
 
 
-def _memory_growth(server, timeline: _Timeline, stages) -> list[Finding]:
+def _memory_growth(server: Mapping[str, Any] | None, timeline: _Timeline,
+                   stages: list[StageResult]) -> list[Finding]:
     out = []
     for name, entry in _by_role(server, "memory"):
         points = entry["points"]
         for stage in stages:
-            steady = stage.get("steady") or {}
-            duration = steady.get("duration_s") or stage.get("duration_s") or 0
+            duration = stage.steady.duration_s if stage.steady and stage.steady.duration_s else stage.duration_s
             if duration < MEMORY_MIN_STAGE_S:
                 continue
-            inside = [(t, v) for t, v in points if timeline.at(t)[1] == stage.get("name")]
+            inside = [(t, v) for t, v in points if timeline.at(t)[1] == stage.name]
             if len(inside) < 10:
                 continue
             xs = [(t - inside[0][0]) / 60 for t, _ in inside]
             slope, r2 = _linear_fit(xs, [v for _, v in inside])
             if slope >= MEMORY_MIN_SLOPE_MIB_PER_MIN and r2 >= MEMORY_MIN_R2:
                 users, at_s, _ = _where(timeline, inside[0][0])
-                out.append(Finding("memory_growth", name, f"Memory keeps growing in stage {stage['name']}", [
+                out.append(Finding("memory_growth", name, f"Memory keeps growing in stage {stage.name}", [
                     f"{name} grew {slope:.1f} {entry.get('unit') or ''}/min for {duration / 60:.0f} min "
                     f"(R² {r2:.2f}), from {inside[0][1]:.0f} to {inside[-1][1]:.0f}: a leak is likely",
                 ], score=70, at_users=users, at_s=at_s))
     return out
 
 
-def _latency_growth(stages) -> list[Finding]:
-    loads = sorted({s["users"] for s in stages})
-    if len(loads) < 2:
+def _latency_growth(stages: list[StageResult]) -> list[Finding]:
+    if len({s.users for s in stages}) < 2:
         return []
     by_endpoint: dict[str, list[tuple[int, float, str]]] = {}
     for stage in stages:
-        for e in stage.get("endpoints") or []:
-            if e.get("p95_ms") is not None and e.get("requests", 0) >= LATENCY_MIN_REQUESTS:
-                by_endpoint.setdefault(e["name"], []).append((stage["users"], e["p95_ms"], stage["name"]))
+        for e in _measured_endpoints(stage):
+            by_endpoint.setdefault(e.name, []).append((stage.users, e.p95_ms, stage.name))
     growth = []
     for name, points in by_endpoint.items():
         if len({u for u, _, _ in points}) < 2:
@@ -253,48 +245,52 @@ def _latency_growth(stages) -> list[Finding]:
     return out
 
 
-def _errors_under_load(stages) -> list[Finding]:
-    if len({s["users"] for s in stages}) < 2:
+def _errors_under_load(stages: list[StageResult]) -> list[Finding]:
+    if len({s.users for s in stages}) < 2:
         return []
-    ordered = sorted(stages, key=lambda s: s["users"])
+    ordered = sorted(stages, key=lambda s: s.users)
     lowest = ordered[0]
-    quiet = {m for e in lowest.get("endpoints") or [] for m in (e.get("errors") or {})}
+    quiet = {m for e in lowest.endpoints for m in e.errors}
     first_seen: dict[str, tuple[int, str, int, set]] = {}
     for stage in ordered[1:]:
-        for e in stage.get("endpoints") or []:
-            for message, count in (e.get("errors") or {}).items():
+        for e in stage.endpoints:
+            for message, count in e.errors.items():
                 if message in quiet:
                     continue
-                users, name, total, endpoints = first_seen.get(message, (stage["users"], stage["name"], 0, set()))
-                endpoints.add(e["name"])
+                users, name, total, endpoints = first_seen.get(message, (stage.users, stage.name, 0, set()))
+                endpoints.add(e.name)
                 first_seen[message] = (users, name, total + count, endpoints)
     out = []
     for message, (users, name, total, endpoints) in sorted(first_seen.items(), key=lambda x: -x[1][2])[:3]:
         out.append(Finding("errors_under_load", message[:120], "Errors that appear only under load", [
-            f"{total} × {message[:200]!r} on {', '.join(sorted(endpoints))}; none at {lowest['users']} users "
-            f"({lowest['name']}), first at {users} users ({name})",
+            f"{total} × {message[:200]!r} on {', '.join(sorted(endpoints))}; none at {lowest.users} users "
+            f"({lowest.name}), first at {users} users ({name})",
         ], score=55, at_users=users))
     return out
 
 
-def _slow_endpoints(stages) -> list[Finding]:
+def _slow_endpoints(stages: list[StageResult]) -> list[Finding]:
     out = []
     for stage in stages:
-        endpoints = [e for e in stage.get("endpoints") or []
-                     if e.get("p95_ms") is not None and e.get("requests", 0) >= LATENCY_MIN_REQUESTS]
+        endpoints = _measured_endpoints(stage)
         if len(endpoints) < 3:
             continue
-        median = statistics.median(e["p95_ms"] for e in endpoints)
-        for e in sorted(endpoints, key=lambda e: -e["p95_ms"])[:2]:
-            if e["p95_ms"] >= max(SLOW_ENDPOINT_FACTOR * median, SLOW_ENDPOINT_MIN_MS):
-                out.append(Finding("slow_endpoint", e["name"], f"{e['name']} is much slower than the others", [
-                    f"p95 {e['p95_ms']:.0f} ms in {stage['name']} ({stage['users']} users) vs a median of "
-                    f"{median:.0f} ms over {len(endpoints)} endpoints (×{e['p95_ms'] / median:.1f})"
-                    if median else f"p95 {e['p95_ms']:.0f} ms in {stage['name']}",
-                ], score=40, at_users=stage["users"]))
+        median = statistics.median(e.p95_ms for e in endpoints)
+        for e in sorted(endpoints, key=lambda e: -e.p95_ms)[:2]:
+            if e.p95_ms >= max(SLOW_ENDPOINT_FACTOR * median, SLOW_ENDPOINT_MIN_MS):
+                out.append(Finding("slow_endpoint", e.name, f"{e.name} is much slower than the others", [
+                    f"p95 {e.p95_ms:.0f} ms in {stage.name} ({stage.users} users) vs a median of "
+                    f"{median:.0f} ms over {len(endpoints)} endpoints (×{e.p95_ms / median:.1f})"
+                    if median else f"p95 {e.p95_ms:.0f} ms in {stage.name}",
+                ], score=40, at_users=stage.users))
     seen, unique = set(), []
     for f in out:
         if f.subject not in seen:
             seen.add(f.subject)
             unique.append(f)
     return unique
+
+
+def _measured_endpoints(stage: StageResult) -> list[EndpointResult]:
+    """The stage's endpoints with a p95 over enough requests to compare."""
+    return [e for e in stage.endpoints if e.p95_ms is not None and e.requests >= LATENCY_MIN_REQUESTS]

@@ -16,46 +16,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
+
+from stampede.core.records import CapacityModel, Prediction, StageResult
 
 PREDICT_AT = (1_000, 5_000, 10_000, 20_000)  # the seed's user counts
 EXTRAPOLATION_FACTOR = 2.0
 MIN_LEVELS = 3  # distinct concurrency levels needed for a fit (three coefficients)
 
-__all__ = ["CapacityModel", "Prediction", "fit_usl", "usl_throughput", "capacity_from_points", "MIN_LEVELS"]
-
-
-@dataclass
-class Prediction:
-    users: int
-    rps: float
-    extrapolated: bool  # users > EXTRAPOLATION_FACTOR × the largest measured concurrency
-
-
-@dataclass
-class CapacityModel:
-    """A fitted USL: coefficients, fit quality, peak and predictions (results.json ``capacity``)."""
-
-    model: str
-    lambda_rps: float  # throughput of a single user (req/s)
-    sigma: float  # contention
-    kappa: float  # coherency
-    r_squared: float
-    points: int
-    max_measured_users: float
-    peak_users: float | None  # N*, None when κ = 0 (no peak: throughput only flattens)
-    peak_rps: float  # X(N*), or the asymptote λ/σ when κ = 0 (inf when σ = κ = 0)
-    predictions: list[Prediction] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        if math.isinf(data["peak_rps"]):
-            data["peak_rps"] = None
-        return data
+__all__ = ["MIN_LEVELS", "capacity_from_points", "capacity_of_stages", "fit_usl", "usl_throughput"]
 
 
 def usl_throughput(n: np.ndarray | float, lam: float, sigma: float, kappa: float) -> np.ndarray | float:
@@ -129,7 +99,7 @@ def fit_usl(points: Iterable[tuple[float, float]], *, iterations: int = 200) -> 
 def capacity_from_points(
     points: Sequence[tuple[float, float]], *, predict_at: Sequence[int] = PREDICT_AT
 ) -> CapacityModel:
-    """Fit the USL and derive the peak, predictions and warnings (the ``capacity`` record)."""
+    """Fit the USL and derive the peak, predictions and warnings (results.json ``capacity``)."""
     lam, sigma, kappa, r_squared = fit_usl(points)
     max_n = max(float(n) for n, _ in points)
     if kappa > 0 and sigma < 1:
@@ -158,12 +128,12 @@ def capacity_from_points(
         model="usl", lambda_rps=round(lam, 6), sigma=round(sigma, 8), kappa=round(kappa, 12),
         r_squared=round(r_squared, 4), points=len(points), max_measured_users=max_n,
         peak_users=round(peak_users, 1) if peak_users is not None else None,
-        peak_rps=round(peak_rps, 3) if math.isfinite(peak_rps) else math.inf,
+        peak_rps=round(peak_rps, 3) if math.isfinite(peak_rps) else None,  # σ = κ = 0: no bound
         predictions=predictions, warnings=warnings,
     )
 
 
-def capacity_of_stages(stages: Iterable[Any]) -> CapacityModel | None:
+def capacity_of_stages(stages: list[StageResult]) -> CapacityModel | None:
     """The USL of a run's stages (users → steady req/s) when they span ``MIN_LEVELS`` levels, else None.
 
     Only stages that are valid (generator healthy) and that sent requests count: a
@@ -171,9 +141,9 @@ def capacity_of_stages(stages: Iterable[Any]) -> CapacityModel | None:
     """
     points = []
     for stage in stages:
-        rps = stage.rps or 0.0  # the judged figure: the steady part when the stage has one
-        if stage.users > 0 and rps > 0 and getattr(stage, "valid", True):
-            points.append((float(stage.users), float(rps)))
+        # rps is the judged figure: the steady part when the stage has one
+        if stage.users > 0 and stage.rps > 0 and stage.valid:
+            points.append((float(stage.users), float(stage.rps)))
     if len({n for n, _ in points}) < MIN_LEVELS:
         return None
     try:

@@ -1,107 +1,132 @@
 """Scaling recommendations: what the target holds now, what limits it, what to change for 10,000 users.
 
-Built from the run's stages, its ranked bottlenecks, and, when other steps
-have added them to results.json, ``breaking_point``, ``capacity`` (the
-capacity model), ``generator.recommended_workers`` and ``cost``. Every number
-says where it comes from; an extrapolation says it is one.
+Built from the run's stages, its ranked bottlenecks and, when the run has them,
+its breaking point, capacity model, server metrics, generator health and cost.
+Every number says where it comes from; an extrapolation says it is one.
+
+The load generators for the goal scale with the goal's users, never with this
+run's: the health check's ``recommended_workers`` is what *this* run's load
+needed (a 50-user run needs one worker, 10,000 users do not). The plan is made
+from the run's own CPU per user when the run put enough users on each process
+to measure it, else from the project's benchmarked capacity per worker
+(:mod:`stampede.workers.sizing`).
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping, Sequence
-from typing import Any
 
-__all__ = ["GOAL_USERS", "recommend"]
+from stampede.core import fmt
+from stampede.core.records import (
+    BreakingPoint,
+    Finding,
+    GeneratorHealth,
+    GeneratorPlan,
+    Goal,
+    Recommendations,
+    RunResult,
+    ServerSummary,
+    StageResult,
+)
+from stampede.cost import estimate as cost
+from stampede.figures.stages import HEADROOM, recommended_workers
+from stampede.workers import sizing
+
+__all__ = ["GOAL_USERS", "MIN_SIGNAL_USERS_PER_PROCESS", "recommend", "workers_for"]
 
 GOAL_USERS = 10_000  # the seed's success metric
-WORKER_TARGET_CPU_PCT = 60.0  # plan generators to sit at 60 % of a core, well under the 85 % saturation line
-WORKER_SIZE = os.environ.get("STAMPEDE_WORKER_SIZE", "c6i.large (2 vCPU, 4 GiB)")
-WORKER_PROCESSES_PER_MACHINE = 2  # one Locust process per vCPU
-DEFAULT_HOURLY_USD = 0.085  # c6i.large on demand, us-east-1; override STAMPEDE_WORKER_HOURLY_USD
+# Below this many users a process's own fixed cost (stats, the master link, the sampler) weighs as much as
+# its users' (the bench: 7,500 users took 0.59 of a core, about 8 % per 1,000), so CPU per user is noise.
+MIN_SIGNAL_USERS_PER_PROCESS = 1_000
+DEFAULT_PROVIDER = "ecs"  # a goal run is planned on Fargate unless this run used other cloud workers
 
 
-def _first(mapping: Mapping[str, Any] | None, *keys: str) -> Any:
-    for key in keys:
-        if mapping and mapping.get(key) is not None:
-            return mapping[key]
-    return None
-
-
-def recommend(results: Mapping[str, Any], bottlenecks: Sequence[Mapping[str, Any]],
-              server: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """results.json ``recommendations``: ``holds_now``, ``limited_by``, ``actions[]``, ``goal``, ``generators``."""
-    stages = [s for s in results.get("stages") or [] if s.get("requests")]
-    passing = [s for s in stages if s.get("passed")]
-    breaking = results.get("breaking_point") or {}
-    capacity = results.get("capacity") or {}
-
-    holds = _first(breaking, "max_good_users", "last_passing_users", "holds_users", "users")
-    if holds is not None:
-        holds_text = f"The target holds {int(holds):,} users within the thresholds (breaking-point search)."
-    elif passing:
-        best = max(passing, key=lambda s: s["users"])
-        holds = best["users"]
-        holds_text = (f"The target held {holds:,} users within the thresholds in stage {best['name']} "
-                      f"({best['rps']:.1f} req/s, p95 {best['p95_ms']:.0f} ms); this run did not look beyond that.")
-    else:
-        holds_text = "No stage of this run met its thresholds: the target does not hold the lowest load tried."
-    broke = _first(breaking, "broke_at_users", "breaking_users")
-    if broke is not None:
-        holds_text += f" It breaks at about {int(broke):,} users."
-    peak = _first(capacity, "peak_users", "max_users")
-    if peak is not None:
-        peak_rps = _first(capacity, "peak_rps", "max_rps")
-        holds_text += (f" The capacity model ({capacity.get('model', 'fit')}) puts the throughput peak at "
-                       f"{int(peak):,} users" + (f" ({float(peak_rps):,.0f} req/s)." if peak_rps else "."))
-
-    top = next((b for b in bottlenecks if b.get("kind") != "slow_endpoint"), bottlenecks[0] if bottlenecks else None)
-    limited_by = (f"{top['title']}: {top['evidence'][0]}" if top and top.get("evidence") else
+def recommend(result: RunResult) -> Recommendations:
+    """results.json ``recommendations``: what holds now, what limits it, the goal and its load generators."""
+    loaded = [s for s in result.stages if s.requests]
+    passing = [s for s in loaded if s.judged and s.valid and s.passed]
+    holds, holds_text = _holds_now(result, passing)
+    top = next((b for b in result.bottlenecks if b.kind != "slow_endpoint"),
+               result.bottlenecks[0] if result.bottlenecks else None)
+    limited_by = (f"{top.title}: {top.evidence[0]}" if top and top.evidence else
                   "No bottleneck showed at this load: push further (breaking-point DAG) to find one.")
-    actions = _actions(bottlenecks, server or {})
+    return Recommendations(
+        holds_now=holds_text, limited_by=limited_by, goal=_goal(holds, passing or loaded),
+        generators=_generators(result), actions=_actions(result.bottlenecks, result.server),
+    )
 
-    goal: dict[str, Any] = {"users": GOAL_USERS}
-    if holds:
-        ratio = GOAL_USERS / holds
-        best = max(passing or stages, key=lambda s: s["users"]) if stages else None
-        rps_per_user = best["rps"] / best["users"] if best and best["users"] else None
-        goal["factor"] = round(ratio, 1)
-        if ratio <= 1:
-            goal["text"] = f"{GOAL_USERS:,} users are within what the target holds now."
-        else:
-            goal["text"] = (
-                f"{GOAL_USERS:,} users is ×{ratio:.1f} the load held now"
-                + (f" (about {rps_per_user * GOAL_USERS:,.0f} req/s at this run's think times)" if rps_per_user else "")
-                + f": if the target scaled linearly it would need about {math.ceil(ratio)}× its current capacity "
-                "once the limit above is removed (an extrapolation: verify with the breaking-point DAG)."
-            )
+
+def _holds_now(result: RunResult, passing: list[StageResult]) -> tuple[int | None, str]:
+    """(users the target holds, the sentence that says so, with where it breaks and the capacity model)."""
+    point = result.breaking_point
+    if point is not None and point.users is not None:
+        holds: int | None = point.users
+        text = f"The target holds {fmt.count(holds)} users within the thresholds (breaking-point search)."
+    elif passing:
+        best = max(passing, key=lambda s: s.users)
+        holds = best.users
+        text = (f"The target held {fmt.count(holds)} users within the thresholds in stage {best.name} "
+                f"({fmt.rps(best.rps)}, p95 {fmt.ms(best.p95_ms)}); this run did not look beyond that.")
     else:
-        goal["text"] = f"Fix the failing stages before planning for {GOAL_USERS:,} users."
-    return {
-        "holds_now": holds_text, "limited_by": limited_by, "actions": actions, "goal": goal,
-        "generators": _generators(results),
-    }
+        holds = None
+        text = "No stage of this run met its thresholds: the target does not hold the lowest load tried."
+    broke = _first_bad_users(point, result) if point is not None else None
+    if broke is not None:
+        text += f" It breaks at about {fmt.count(broke)} users."
+    capacity = result.capacity
+    if capacity is not None and capacity.peak_users is not None:
+        text += (f" The capacity model ({capacity.model}) puts the throughput peak at {fmt.count(capacity.peak_users)} "
+                 f"users" + (f" ({fmt.rps(capacity.peak_rps)})." if capacity.peak_rps is not None else "."))
+    elif capacity is not None and capacity.peak_rps is not None:
+        text += (f" The capacity model ({capacity.model}) has the throughput flatten towards "
+                 f"{fmt.rps(capacity.peak_rps)}.")
+    return holds, text
 
 
-def _pool_size(server: Mapping[str, Any]) -> float | None:
-    for entry in (server.get("series") or {}).values():
-        if entry.get("role") == "pool_size" and entry.get("max") is not None:
-            return entry["max"]
-    return None
+def _first_bad_users(point: BreakingPoint, result: RunResult) -> int | None:
+    """Users of the first level that failed: the search's own figure, else that level's step."""
+    if point.first_bad_users is not None:
+        return point.first_bad_users
+    if point.first_bad_level is None:
+        return None
+    return next((s.users for s in result.steps if s.level == point.first_bad_level), None)
 
 
-def _actions(bottlenecks: Sequence[Mapping[str, Any]], server: Mapping[str, Any]) -> list[str]:
+def _goal(holds: int | None, stages: list[StageResult]) -> Goal:
+    if not holds:
+        return Goal(users=GOAL_USERS, text=f"Fix the failing stages before planning for {fmt.count(GOAL_USERS)} users.")
+    ratio = GOAL_USERS / holds
+    if ratio <= 1:
+        return Goal(users=GOAL_USERS, factor=round(ratio, 1),
+                    text=f"{fmt.count(GOAL_USERS)} users are within what the target holds now.")
+    best = max(stages, key=lambda s: s.users) if stages else None
+    rps_per_user = best.rps / best.users if best and best.users else None
+    text = (
+        f"{fmt.count(GOAL_USERS)} users is ×{ratio:.1f} the load held now"
+        + (f" (about {fmt.rps(rps_per_user * GOAL_USERS)} at this run's think times)" if rps_per_user else "")
+        + f": if the target scaled linearly it would need about {math.ceil(ratio)}× its current capacity "
+        "once the limit above is removed (an extrapolation: verify with the breaking-point DAG)."
+    )
+    return Goal(users=GOAL_USERS, factor=round(ratio, 1), text=text)
+
+
+def _pool_size(server: ServerSummary | None) -> float | None:
+    if server is None:
+        return None
+    return next((s.max for s in server.series.values() if s.role == "pool_size" and s.max is not None), None)
+
+
+def _actions(bottlenecks: list[Finding], server: ServerSummary | None) -> list[str]:
     actions: list[str] = []
-    slow = [b["subject"] for b in bottlenecks if b.get("kind") in ("latency_growth", "slow_endpoint")]
+    slow = [b.subject for b in bottlenecks if b.kind in ("latency_growth", "slow_endpoint")]
     for b in bottlenecks:
-        kind, subject = b.get("kind"), b.get("subject", "")
+        kind, subject = b.kind, b.subject
         if kind == "generator_saturated":
             actions.append("Add load-generator workers and run again: this run measured the generator, not the target.")
         elif kind == "resource_saturated" and subject == "database pool":
             size = _pool_size(server)
             actions.append(
-                "Database pool: raise the pool size" + (f" (now {size:.0f})" if size else "")
+                "Database pool: raise the pool size" + (f" (now {fmt.count(size)})" if size else "")
                 + " within what the database accepts, put a connection pooler (PgBouncer, RDS Proxy) in front, "
                 "and shorten how long requests hold a connection"
                 + (f" (start with {', '.join(slow[:2])})" if slow else "") + ".")
@@ -118,39 +143,72 @@ def _actions(bottlenecks: Sequence[Mapping[str, Any]], server: Mapping[str, Any]
             actions.append(f"Errors under load ({subject}): find which limit produces them.")
         elif kind == "slow_endpoint" and not any(subject in a for a in actions):
             actions.append(f"{subject} is much slower than the other endpoints: look at what it does per request.")
-    seen, unique = set(), []
-    for action in actions:
-        if action not in seen:
-            seen.add(action)
-            unique.append(action)
-    return unique[:6]
+    return list(dict.fromkeys(actions))[:6]
 
 
-def _generators(results: Mapping[str, Any]) -> dict[str, Any]:
-    generator = results.get("generator") or {}
-    stages = [s for s in results.get("stages") or [] if s.get("requests")]
-    peak_users = max((s["users"] for s in stages), default=0)
-    processes = max(int(generator.get("processes") or 1), 1)
-    recommended = generator.get("recommended_workers")
-    if recommended is not None:
-        source = "generator health check"
-        workers = int(recommended)
-    elif peak_users and generator.get("cpu_max_pct"):
-        cpu_per_user = float(generator["cpu_max_pct"]) / max(peak_users / processes, 1)
-        workers = max(1, math.ceil(cpu_per_user * GOAL_USERS / WORKER_TARGET_CPU_PCT))
-        source = (f"{generator['cpu_max_pct']:.0f} % of a core for {peak_users / processes:,.0f} users per process "
-                  f"in this run, planned at {WORKER_TARGET_CPU_PCT:.0f} % a process")
+# -- load generators for the goal -----------------------------------------------------------------
+def workers_for(users: int, generator: GeneratorHealth, *, measured_users: int) -> tuple[int, str]:
+    """(worker processes for ``users``, where the figure comes from).
+
+    From the run's own peak demand per process, scaled by ``users / measured_users``
+    and planned under the health check's head-room (the same rule as
+    :func:`stampede.figures.stages.recommended_workers`), when the run had at least
+    ``MIN_SIGNAL_USERS_PER_PROCESS`` users a process on a generator that did not
+    saturate (a saturated one's demand is capped by its core); else from the
+    benchmarked ``sizing.USERS_PER_WORKER``.
+    """
+    processes = generator.workers
+    demand = generator.demand_max_pct or generator.cpu_max_pct
+    per_process = measured_users / processes if processes else 0
+    if generator.saturated:
+        why_not = "this run's generator saturated: its CPU per user is only a floor"
+    elif per_process < MIN_SIGNAL_USERS_PER_PROCESS or demand <= 0:
+        why_not = "this run had too few users a process to measure its own CPU per user"
     else:
-        return {"text": "No generator figures in this run to plan from."}
-    machines = math.ceil(workers / WORKER_PROCESSES_PER_MACHINE)
-    hourly = float(os.environ.get("STAMPEDE_WORKER_HOURLY_USD", DEFAULT_HOURLY_USD))
-    load_hours = sum(float(s.get("duration_s") or 0) for s in results.get("stages") or []) / 3600
-    estimate = (results.get("cost") or {}).get("estimate_usd")
-    cost = machines * hourly * max(load_hours, 0.25)  # billed time: at least a quarter of an hour per run
-    text = (f"For {GOAL_USERS:,} users: {workers} worker process{'es' if workers != 1 else ''} "
-            f"on {machines} × {WORKER_SIZE}, about ${cost:,.2f} for a run as long as this one "
-            f"(${hourly:.3f}/h each; from {source}).")
-    if estimate is not None:
-        text += f" This run's own estimate was ${float(estimate):,.2f}."
-    return {"workers": workers, "machines": machines, "size": WORKER_SIZE, "cost_usd": round(cost, 2),
-            "hourly_usd": hourly, "text": text}
+        needed = recommended_workers(processes, demand * users / measured_users, generator.limit_pct, saturated=False)
+        source = (f"this run: a generator wanted {fmt.num(demand, 0)} % of a core for {fmt.count(per_process)} "
+                  f"users, planned at {fmt.num(HEADROOM * generator.limit_pct, 0)} % of a core each")
+        return needed or sizing.worker_count(users), source
+    return sizing.worker_count(users), (f"the project's bench: {fmt.count(sizing.USERS_PER_WORKER)} users a worker "
+                                        f"process ({why_not})")
+
+
+def _generators(result: RunResult) -> GeneratorPlan:
+    generator, peak = result.generator, result.peak_users
+    if not peak:
+        return GeneratorPlan(text="No stage of this run sent requests: no generator figures to plan from.")
+    workers, source = workers_for(GOAL_USERS, generator, measured_users=peak)
+    run_cost = result.cost
+    cloud = run_cost is not None and run_cost.provider != "local"
+    # an instance type holds what it holds; a Fargate size is derived again for the goal's users a worker
+    plan = sizing.plan_workers(GOAL_USERS, provider=run_cost.provider if cloud else DEFAULT_PROVIDER, count=workers,
+                               spot=run_cost.spot if cloud else False,
+                               size=run_cost.size if cloud and run_cost.provider == "ec2" else None)
+    load_s = sum(s.duration_s for s in result.stages)
+    try:
+        region = (run_cost.region if cloud else "") or cost.region()
+        goal_cost = cost.estimate(plan, load_duration_s=load_s, peak_users=GOAL_USERS, region=region,
+                                  prices=cost.load_prices())
+    except (OSError, ValueError, KeyError):  # no prices for the region: the plan without a price
+        goal_cost = None
+    spot = " spot" if plan.spot else ""
+    text = (f"For {fmt.count(GOAL_USERS)} users: {_plural(plan.count, 'worker process', 'es')}"
+            f" of {fmt.count(plan.users_per_worker)} users each ({plan.provider} {plan.size}{spot})")
+    if goal_cost is not None:
+        text += (f", about {fmt.usd(goal_cost.estimate_usd)} for a run as long as this one "
+                 f"({fmt.usd(goal_cost.worker_hour_usd)} an hour a worker, prices of {goal_cost.prices_as_of})")
+    text += f"; from {source}."
+    if generator.recommended_workers is not None and peak != GOAL_USERS:
+        text += (f" The health check's figure ({_plural(generator.recommended_workers, 'worker')}) is for this "
+                 f"run's own load ({fmt.count(peak)} users), not for {fmt.count(GOAL_USERS)}.")
+    if run_cost is not None and run_cost.estimate_usd is not None:
+        text += f" This run's own estimate was {fmt.usd(run_cost.estimate_usd)}."
+    return GeneratorPlan(
+        text=text, workers=plan.count, machines=plan.count, size=plan.size,
+        cost_usd=goal_cost.estimate_usd if goal_cost else None,
+        hourly_usd=goal_cost.worker_hour_usd if goal_cost else None, per_worker_users=plan.users_per_worker,
+    )
+
+
+def _plural(n: int, word: str, suffix: str = "s") -> str:
+    return f"{fmt.count(n)} {word}{'' if n == 1 else suffix}"

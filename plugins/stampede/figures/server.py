@@ -43,6 +43,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from stampede.core import redact
+from stampede.core.records import ServerSeries, ServerStage, ServerSummary
+
 __all__ = [
     "DEMO_SERIES", "MetricsConfig", "Sampler", "SeriesSpec", "collect_after_run", "config_for",
     "parse_prometheus", "sampling", "summarise",
@@ -353,7 +356,7 @@ def sampling(*, environment: str, target: str, max_s: float) -> Iterator[Sampled
             points, more = collect_after_run(config, started, ended)
             errors, count = errors + more, len(errors) + len(more)
         sampled.document = {
-            "source": config.source, "url": _redact(config.url), "interval_s": config.interval_s,
+            "source": config.source, "url": redact.url(config.url), "interval_s": config.interval_s,
             "started_at": started, "ended_at": ended,
             "series": {
                 s.name: {"role": s.role, "unit": s.unit, "limit": s.limit, "points": points.get(s.name, [])}
@@ -363,48 +366,39 @@ def sampling(*, environment: str, target: str, max_s: float) -> Iterator[Sampled
         }
 
 
-def _redact(url: str | None) -> str | None:
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        return url.replace(parts.netloc, parts.hostname + (f":{parts.port}" if parts.port else ""))
-    return url
-
-
 def load(run_dir: Path) -> dict | None:
     path = Path(run_dir) / FILE_NAME
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def summarise(document: Mapping[str, Any] | None, stages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def summarise(document: Mapping[str, Any] | None, stages: Sequence[Mapping[str, Any]]) -> ServerSummary:
     """results.json ``server``: per series min/mean/max/last, and per stage mean/max.
 
+    :param document: ``server_metrics.json`` as :func:`sampling` wrote it, or None (nothing sampled).
     :param stages: locust_output's stages (``name``, ``start``, ``end`` in epoch seconds).
     """
     if not document:
-        return {"source": "none", "series": {}}
-    out: dict[str, Any] = {
-        "source": document.get("source"), "url": document.get("url"),
-        "errors": document.get("error_count", len(document.get("errors", []))),
-        "first_error": (document.get("errors") or [None])[0], "series": {},
-    }
+        return ServerSummary()
+    errors = document.get("errors") or []
+    summary = ServerSummary(
+        source=document.get("source") or "none", url=redact.url(document.get("url")),
+        errors=document.get("error_count", len(errors)), first_error=errors[0] if errors else None,
+    )
     for name, entry in (document.get("series") or {}).items():
-        values = [v for _, v in entry.get("points", [])]
+        points = entry.get("points") or []
+        values = [v for _, v in points]
+        series = ServerSeries(role=entry.get("role"), unit=entry.get("unit"), limit=entry.get("limit"),
+                              samples=len(values))
+        summary.series[name] = series
         if not values:
-            out["series"][name] = {"role": entry.get("role"), "unit": entry.get("unit"), "samples": 0}
             continue
-        per_stage = {}
+        series.min, series.max, series.last = min(values), max(values), values[-1]
+        series.mean = round(sum(values) / len(values), 3)
         for stage in stages:
             if stage.get("start") is None:
                 continue
             end = stage.get("end") or float("inf")
-            inside = [v for t, v in entry["points"] if stage["start"] <= t <= end + 1]
+            inside = [v for t, v in points if stage["start"] <= t <= end + 1]
             if inside:
-                per_stage[stage["name"]] = {"mean": round(sum(inside) / len(inside), 3), "max": max(inside)}
-        out["series"][name] = {
-            "role": entry.get("role"), "unit": entry.get("unit"), "limit": entry.get("limit"),
-            "samples": len(values), "min": min(values), "max": max(values),
-            "mean": round(sum(values) / len(values), 3), "last": values[-1], "per_stage": per_stage,
-        }
-    return out
+                series.per_stage[stage["name"]] = ServerStage(mean=round(sum(inside) / len(inside), 3), max=max(inside))
+    return summary

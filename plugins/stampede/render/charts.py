@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stampede.core.records import StageResult
+from stampede.core.records import SeriesPoint, StageResult
 
 MAX_POINTS = 2000
 _SHADES = ("#e8eef5", "#f5f7fa")
@@ -46,17 +46,17 @@ class Chart:
     png: Path
 
 
-def stage_spans(series: Sequence[dict[str, Any]]) -> list[StageSpan]:
+def stage_spans(series: Sequence[SeriesPoint]) -> list[StageSpan]:
     """Contiguous runs of the same ``stage`` in the series (seconds outside any stage skipped)."""
     spans: list[StageSpan] = []
     name = start = last = steady = None
-    for point in sorted(series, key=lambda p: p["t"]):
-        t = int(point["t"])
-        if point.get("stage") != name:
+    for point in sorted(series, key=lambda p: p.t):
+        t = int(point.t)
+        if point.stage != name:
             if name is not None:
                 spans.append(StageSpan(name, start, last + 1, steady))
-            name, start, steady = point.get("stage"), t, None
-        if steady is None and point.get("phase") == "steady":
+            name, start, steady = point.stage, t, None
+        if steady is None and point.phase == "steady":
             steady = t
         last = t
     if name is not None:
@@ -64,7 +64,7 @@ def stage_spans(series: Sequence[dict[str, Any]]) -> list[StageSpan]:
     return spans
 
 
-def bucketed(series: Sequence[dict[str, Any]], max_points: int = MAX_POINTS) -> dict[str, Any]:
+def bucketed(series: Sequence[SeriesPoint], max_points: int = MAX_POINTS) -> dict[str, Any]:
     """Series as arrays of at most ``max_points`` buckets.
 
     Rates (``requests``, ``failures``) become the mean per second over the bucket,
@@ -74,7 +74,7 @@ def bucketed(series: Sequence[dict[str, Any]], max_points: int = MAX_POINTS) -> 
     """
     import numpy as np
 
-    t = np.fromiter((p["t"] for p in series), dtype=np.int64, count=len(series))
+    t = np.fromiter((p.t for p in series), dtype=np.int64, count=len(series))
     t0, span = int(t.min()), int(t.max() - t.min()) + 1
     width = max(1, -(-span // max_points))
     index = (t - t0) // width
@@ -82,19 +82,17 @@ def bucketed(series: Sequence[dict[str, Any]], max_points: int = MAX_POINTS) -> 
     seconds = np.minimum(width, span - np.arange(count) * width)
     out: dict[str, Any] = {"t0": t0, "width": width, "x": np.arange(count) * width}
     for key in ("requests", "failures"):
-        values = np.array([p.get(key) or 0 for p in series], dtype=float)
+        values = np.array([getattr(p, key) or 0 for p in series], dtype=float)
         out[key] = np.bincount(index, weights=values, minlength=count) / seconds
     for key in ("users", *_LATENCY_COLOURS):
-        values = np.array([p.get(key) for p in series], dtype=float)  # None becomes NaN: a gap
+        values = np.array([getattr(p, key) for p in series], dtype=float)  # None becomes NaN: a gap
         peak = np.full(count, np.nan)
         np.fmax.at(peak, index, values)
         out[key] = peak
     return out
 
 
-def render_charts(
-    series: Sequence[dict[str, Any]], stages: Sequence[StageResult], out_dir: Path
-) -> list[Chart]:
+def render_charts(series: Sequence[SeriesPoint], stages: Sequence[StageResult], out_dir: Path) -> list[Chart]:
     """Draw the load and latency charts into ``out_dir`` (PNG) and return them with their SVG."""
     import matplotlib
 

@@ -4,29 +4,53 @@
 network reference of any kind) and ``charts/*.png`` next to it. Every string
 that comes from the run (stage and endpoint names, error messages, the target)
 goes through Jinja's autoescaping; only the SVG that matplotlib wrote is
-inserted as markup.
+inserted as markup. Figures read as they do in Slack: both use :mod:`stampede.core.fmt`,
+and the words for how the run ended :mod:`stampede.render.outcome`.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
+from stampede.analysis.comparison import Tolerance
+from stampede.core import fmt, redact
+from stampede.core.records import PhaseFigures, RunResult, StageResult, from_dict
+from stampede.render.analysis_charts import render_analysis_charts
 from stampede.render.charts import render_charts
-from stampede.core.records import Check, RunResult, StageResult
+from stampede.render.outcome import cleanup_problem, describe
 
-__all__ = ["render_report", "KeyFigures"]
+__all__ = ["KeyFigures", "headline", "phases", "render_report"]
 
 TEMPLATES = Path(__file__).parent / "templates"
-STOP_KINDS = {
-    "abort": "a threshold marked abort was breached", "kill_switch": "the kill switch was set",
-    "target_unhealthy": "the target failed its health check between stages (it went down under load: a finding)",
-    "allowed_hours": "the environment's allowed hours ended",
-}
+
+
+def headline(result: RunResult) -> str:
+    """The verdict in one line; never a bare PASS when the run left test data (or may have)."""
+    judged = result.judged_stages
+    if result.verdict == "pass":
+        text = f"PASS: all {len(judged)} judged stages met their thresholds"
+    elif result.verdict == "fail":
+        failed = [s.name for s in judged if not s.passed]
+        if failed:
+            text = "FAIL: thresholds breached in " + ", ".join(failed)
+        elif result.stopped is not None:
+            text = f"FAIL: {describe(result.stopped.kind)}"
+        else:
+            text = "FAIL: thresholds breached in the run"
+    else:
+        text = "INVALID: this run's numbers cannot be trusted"
+    problem = cleanup_problem(result.cleanup)
+    if problem is None:
+        return text
+    if result.verdict == "pass":
+        return f"PASS: thresholds met — but {problem}"
+    return f"{text} — and {problem}"
 
 
 @dataclass(frozen=True)
@@ -57,28 +81,33 @@ class KeyFigures:
             worst_p95_ms=max(p95s, default=None),
             peak_users=max((s.users for s in stages), default=0),
             load_duration_s=sum(s.duration_s for s in stages),
-            stages_passed=sum(1 for s in stages if s.passed),
+            stages_passed=sum(1 for s in stages if s.outcome == "pass"),
             stages=len(stages),
         )
 
 
-def render_report(result: RunResult, out_dir: Path) -> Path:
-    """Write ``out_dir/report.html`` and ``out_dir/charts/*.png``; return the HTML path."""
+def render_report(result: RunResult, out_dir: Path, *, server_document: Mapping[str, Any] | None = None) -> Path:
+    """Write ``out_dir/report.html`` and ``out_dir/charts/*.png``; return the HTML path.
+
+    :param server_document: the target's sampled metrics (``server_metrics.json``) for the
+        server chart; the report reads no file of the run folder itself.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     charts = render_charts(result.series, result.stages, out_dir / "charts")
-    from stampede.render.analysis_charts import render_analysis_charts
-    from stampede.figures.server import load as load_server_metrics
-
-    analysis = {c.name: c for c in render_analysis_charts(result.to_dict(), load_server_metrics(out_dir), out_dir / "charts")}
+    analysis = {c.name: c for c in render_analysis_charts(result, server_document, out_dir / "charts")}
+    problem = cleanup_problem(result.cleanup)
     html = _environment().get_template("report.html.j2").render(
         run=result,
         key=KeyFigures.of(result),
-        headline=_headline(result),
+        headline=headline(result),
+        banner="warn" if problem and result.verdict == "pass" else result.verdict,
+        cleanup_problem=problem,
         reasons=_reasons(result),
         charts=charts,
         analysis_charts=analysis,
-        target=_redact(result.target),
+        target=redact.url(result.target),
+        tolerance=from_dict(Tolerance, result.comparison.tolerance) if result.comparison else None,
     )
     path = out_dir / "report.html"
     partial = path.with_suffix(".html.tmp")
@@ -87,45 +116,37 @@ def render_report(result: RunResult, out_dir: Path) -> Path:
     return path
 
 
-def _headline(result: RunResult) -> str:
-    if result.verdict == "pass":
-        return f"PASS: all {len(result.stages)} stages met their thresholds"
-    if result.verdict == "fail":
-        failed = [s.name for s in result.stages if not s.passed]
-        return "FAIL: thresholds breached in " + (", ".join(failed) or "the run")
-    return "INVALID: this run's numbers cannot be trusted"
-
-
 def _reasons(result: RunResult) -> list[str]:
     """Why the run is not a clean pass, in plain words, most important first."""
     reasons = []
+    problem = cleanup_problem(result.cleanup)
+    if problem:
+        reasons.append(f"{problem} on the target: delete them by the run tag {result.run_tag or result.run_id}.")
     gen = result.generator
     if gen.saturated:
         reasons.append(
-            f"The load generator was saturated (CPU peaked at {gen.cpu_max_pct:.0f} %, limit "
-            f"{gen.limit_pct:.0f} %): the generator, not the target, was the limit."
-            + (f" Use {gen.recommended_workers} workers ({gen.recommended_workers - (gen.workers or 1)} more)."
-               if gen.recommended_workers else "")
+            f"The load generator was saturated (CPU peaked at {fmt.num(gen.cpu_max_pct, 0)} %, limit "
+            f"{fmt.num(gen.limit_pct, 0)} %): the generator, not the target, was the limit."
+            + (f" Use {fmt.count(gen.recommended_workers)} workers "
+               f"({fmt.count(gen.recommended_workers - (gen.workers or 1))} more)." if gen.recommended_workers else "")
         )
     reasons += [f"Stage {s.name} is marked invalid." for s in result.stages if not s.valid]
     if result.aborted:
-        stopped = result.stopped or {}
-        why = stopped.get("reason") or STOP_KINDS.get(stopped.get("kind", ""), "no reason recorded")
+        stop = result.stopped
+        why = f"{stop.reason} ({describe(stop.kind)})" if stop else "no reason recorded"
         reasons.append(f"The load was stopped before its planned end: {why}.")
     for b in result.breaches:
         reasons.append(
-            f"Breach in {b.get('stage')}: {b.get('metric')} observed "
-            f"{_metric_value(b.get('value'), b.get('metric', ''))}, threshold "
-            f"{_metric_value(b.get('threshold'), b.get('metric', ''))}."
+            f"Breach in {b.stage}: {fmt.label(b.metric)} observed {fmt.metric_value(b.metric, b.value)}, "
+            f"threshold {fmt.metric_value(b.metric, b.threshold)}."
         )
-    if result.cleanup.left or not result.cleanup.ok:
-        reasons.append(f"Clean-up incomplete: {result.cleanup.left} test entities left on the target.")
     return reasons
 
 
-def _redact(url: str) -> str:
-    """The target as plain text, without any credentials written into it."""
-    return re.sub(r"//[^/@\s]+@", "//***@", url)
+def phases(stage: StageResult) -> list[tuple[str, PhaseFigures]]:
+    """The parts of a stage that have figures: a ramp of 0 s that sent nothing is no part."""
+    parts = (("ramp", stage.ramp), ("steady", stage.steady))
+    return [(name, f) for name, f in parts if f is not None and (f.requests or f.duration_s > 0)]
 
 
 @cache
@@ -138,57 +159,8 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        ms=_ms, pct=_pct, num=_num, duration=_duration, metric_value=_metric_value,
-        stage_result=_stage_result,
+        ms=fmt.ms, pct=fmt.pct, num=fmt.num, count=fmt.count, rps=fmt.rps, usd=fmt.usd, duration=fmt.duration,
+        metric_value=lambda value, metric: fmt.metric_value(metric, value), label=fmt.label,
     )
-    env.globals["check_text"] = _check_text
+    env.globals.update(check_text=fmt.check_text, phases=phases)
     return env
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.1f}" if value < 10 else f"{value:,.0f}"
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2%}"
-
-
-def _num(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    s = round(seconds)
-    if s < 120:
-        return f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min" + (f" {s % 60} s" if s % 60 else "")
-    return f"{s // 3600} h {s % 3600 // 60} min"
-
-
-def _metric_value(value: float | None, metric: str) -> str:
-    if value is None:
-        return "–"
-    if metric == "error_rate":
-        return _pct(value)
-    if metric.endswith("_ms"):
-        return f"{_ms(value)} ms"
-    if metric.endswith("rps"):
-        return f"{value:,.1f} req/s"
-    return f"{value:,.4g}"
-
-
-def _check_text(check: Check) -> str:
-    return f"{check.metric} {check.op} {_metric_value(check.threshold, check.metric)}"
-
-
-def _stage_result(stage: StageResult) -> str:
-    if not stage.valid:
-        return "invalid"
-    return "pass" if stage.passed else "fail"
