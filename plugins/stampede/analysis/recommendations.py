@@ -29,7 +29,7 @@ from stampede.core.records import (
     StageResult,
 )
 from stampede.cost import estimate as cost
-from stampede.figures.stages import HEADROOM, recommended_workers
+from stampede.figures.generator import HEADROOM, recommended_workers
 from stampede.workers import sizing
 
 __all__ = ["GOAL_USERS", "MIN_SIGNAL_USERS_PER_PROCESS", "recommend", "workers_for"]
