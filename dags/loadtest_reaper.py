@@ -15,24 +15,12 @@ Trigger by hand with e.g. `{"older_than_s": 0, "reaper_targets": ["http://127.0.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from airflow.sdk import Param, dag
 
-from airflow.sdk import Param, dag, get_current_context, task
-
+from stampede.surfaces.airflow_tasks import reap
 from stampede.surfaces.dag_defaults import dag_defaults
 
 DEFAULT_AGE_S = 6 * 3600
-
-
-@task(retries=2, retry_delay=timedelta(seconds=30))
-def reap() -> dict:
-    """Stale test data and expired workers; a plain function call each (stampede.cleanup.reaper, stampede.workers)."""
-    from stampede.steps.reap import reap_everything
-
-    params = get_current_context()["params"]
-    return reap_everything(
-        older_than_s=float(params["older_than_s"]), extra_targets=list(params.get("reaper_targets") or []),
-    )
 
 
 @dag(

@@ -188,6 +188,18 @@ def search_breaking_point(plan: dict) -> dict:
     return {"verdict": result.verdict, "breaking_point": asdict(result.breaking_point) if result.breaking_point else None}
 
 
+@task(retries=2, retry_delay=timedelta(seconds=30))
+def reap() -> dict:
+    """Stale test data and expired workers (``stampede.steps.reap``), with the deployment's environments."""
+    from stampede.steps.reap import reap_everything
+
+    params = get_current_context()["params"]
+    return reap_everything(
+        older_than_s=float(params["older_than_s"]), extra_targets=list(params.get("reaper_targets") or []),
+        environments_text=airflow_config.environments_override(),
+    )
+
+
 def wire_breaking_point(default_scenario: str) -> None:
     """preflight → cost → [workers] → search → analyse → {cleanup, teardown} → report → notify → verdict."""
     _wire([default_scenario], [search_breaking_point])
