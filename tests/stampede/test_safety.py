@@ -96,7 +96,7 @@ def test_kill_switch_mid_stage_stops_the_load_within_5_seconds(tmp_path, kill_fi
     assert latency < 5.0
     assert took < 40
     assert result.verdict == "invalid" and result.aborted
-    assert result.stopped["kind"] == "kill_switch" and "operator: stop the load" in result.stopped["reason"]
+    assert result.stopped.kind == "kill_switch" and "operator: stop the load" in result.stopped.reason
 
 
 def test_a_run_stops_when_its_environments_allowed_hours_close(tmp_path, monkeypatch):
@@ -126,8 +126,8 @@ def test_a_run_stops_when_its_environments_allowed_hours_close(tmp_path, monkeyp
         took = time.time() - started
     assert took < 30, took  # long before the planned 60 s
     assert result.verdict == "invalid" and result.aborted
-    assert result.stopped["kind"] == "allowed_hours"
-    assert f"past local's window ({window} UTC)" in result.stopped["reason"]
+    assert result.stopped.kind == "allowed_hours"
+    assert f"past local's window ({window} UTC)" in result.stopped.reason
 
 
 def test_abort_threshold_breach_stops_the_run_early_and_records_it(tmp_path):
@@ -142,11 +142,11 @@ def test_abort_threshold_breach_stops_the_run_early_and_records_it(tmp_path):
         result = run_load(plan)
         took = time.time() - started
     assert took < 30, took  # stopped long before the planned 60 s
-    assert result.verdict == "fail" and result.aborted and result.stopped["kind"] == "abort"
+    assert result.verdict == "fail" and result.aborted and result.stopped.kind == "abort"
     (breach,) = result.breaches
-    assert breach["metric"] == "p95_ms" and breach["value"] >= 30 and breach["threshold"] == 10
-    assert breach["window_s"] == 3 and result.stopped["breach"]["at"] == breach["at"]
-    assert "p95_ms" in result.stopped["reason"]
+    assert breach.metric == "p95_ms" and breach.value >= 30 and breach.threshold == 10
+    assert breach.window_s == 3 and result.stopped.breach.at == breach.at
+    assert "p95_ms" in result.stopped.reason
 
 
 def test_stress_records_a_breach_without_aborting(tmp_path):
@@ -159,7 +159,7 @@ def test_stress_records_a_breach_without_aborting(tmp_path):
         plan = preflight(RunRequest(scenarios=[scenario], target=target.base_url, run_id="stress-breach", workers=0, out_dir=str(tmp_path / "run")))
         result = run_load(plan)
     assert not result.aborted and result.stopped is None
-    assert [b["metric"] for b in result.breaches] == ["p95_ms"]
+    assert [b.metric for b in result.breaches] == ["p95_ms"]
     assert result.verdict == "fail"
 
 
@@ -203,8 +203,8 @@ def test_a_target_that_goes_down_between_stages_stops_the_run(tmp_path):
         took = time.time() - started
     assert took < 25, took
     assert result.verdict == "fail" and result.aborted
-    assert result.stopped["kind"] == "target_unhealthy"
-    assert "target unhealthy before stage second" in result.stopped["reason"] and "HTTP 503" in result.stopped["reason"]
+    assert result.stopped.kind == "target_unhealthy"
+    assert "target unhealthy before stage second" in result.stopped.reason and "HTTP 503" in result.stopped.reason
 
 
 def test_a_run_killed_between_stages_and_retried_leaves_nothing_behind(tmp_path, kill_file, monkeypatch, caplog):
@@ -242,15 +242,15 @@ def test_a_run_killed_between_stages_and_retried_leaves_nothing_behind(tmp_path,
         try:
             run_stages(first, stop_probe=killswitch.as_probe())
             killed = validate(first)
-            report(first)
         finally:
             cleanup1 = cleanup_test_data(first)
             teardown_workers(first)
+            report(first)
             notify_summary(first)
             logging.getLogger("stampede.load.runner").removeHandler(watcher)
         kill_file.unlink()
         assert killed.stages[1].requests > 0 and killed.stages[1].duration_s < 15  # killed early in stage two
-        assert killed.verdict == "invalid" and killed.stopped["kind"] == "kill_switch"
+        assert killed.verdict == "invalid" and killed.stopped.kind == "kill_switch"
         assert cleanup1.created > 0 and cleanup1.left == 0 and cleanup1.ok
         texts = [m["text"] for m in slack.messages()]
         assert any("Stage one" in t for t in texts) and any("aborted" in t and "stop between stages" in t for t in texts)
@@ -265,10 +265,10 @@ def test_a_run_killed_between_stages_and_retried_leaves_nothing_behind(tmp_path,
         try:
             run_stages(second, stop_probe=killswitch.as_probe())
             retried = validate(second)
-            report(second)
         finally:
             cleanup2 = cleanup_test_data(second)
             teardown_workers(second)
+            report(second)
             summary = notify_summary(second)
         assert time.time() - started < 60
         assert summary["ok"] is False  # Slack was down: reported, not raised

@@ -16,6 +16,9 @@ import pytest
 
 from stampede.infra.demo_target.server import DemoTarget
 from stampede.cost import estimate as cost
+from stampede.state.ledger import default_ledger
+from stampede.steps.cost_actual import cost_actual
+from stampede.steps.cost_check import cost_check
 from stampede.steps.preflight import RunRequest, preflight
 from stampede.steps.provision import provision_workers
 from stampede.steps.run_stages import run_stages
@@ -50,9 +53,9 @@ def test_teardown_after_a_failure_in_the_middle_of_a_stage(aws, demo_target, tmp
     run_dir = tmp_path / "run"
     plan = preflight(RunRequest(scenarios=["smoke"], target=demo_target.base_url, environment="local", run_id="manual__midstage-failure", workers=2, worker_provider="ecs", out_dir=str(run_dir)))
     assert plan.worker_provider == "ecs" and plan.workers == 2
-    estimate = cost.cost_check(plan, budgets=cost.Budgets())
+    estimate = cost_check(plan, budgets=cost.Budgets())
     provisioned = provision_workers(plan)
-    assert provisioned["provider"] == "ecs" and len(provisioned["handles"]) == 2
+    assert provisioned.provider == "ecs" and len(provisioned.handles) == 2
     assert len(_running_tasks(plan.run_id)) == 2 and len(_agents_alive(run_dir)) == 2
 
     started = time.monotonic()
@@ -66,12 +69,13 @@ def test_teardown_after_a_failure_in_the_middle_of_a_stage(aws, demo_target, tmp
         run_stages(plan, stop_probe=fail_mid_stage)
 
     summary = teardown_workers(plan)
+    cost_actual(plan)
 
-    assert summary["left"] == 0 and summary["stopped"] == 2
+    assert summary.left == 0 and summary.stopped == 2
     assert _running_tasks(plan.run_id) == []
     assert _agents_alive(run_dir) == []
     recorded = json.loads((run_dir / "cost.json").read_text())
     assert recorded["estimate_usd"] == estimate["estimate_usd"] > 0
     assert 0 < recorded["actual_usd"] and recorded["provider"] == "ecs" and recorded["workers"] == 2
     assert json.loads((run_dir / "teardown.json").read_text())["left"] == 0
-    assert cost.ledger().get(plan.run_id)["actual_usd"] == recorded["actual_usd"]
+    assert default_ledger().get(plan.run_id)["actual_usd"] == recorded["actual_usd"]
