@@ -25,6 +25,7 @@ USERS_PER_VCPU = MEASURED_USERS_PER_PROCESS / MEASURED_CORES  # ~12,800
 SAFETY_MARGIN = 0.6  # size each worker with 40 % head-room over what the benchmark measured
 BASE_MEMORY_MIB = 256  # Python, Locust and the agent before any user
 
+HELD_CPU_LIMIT_PCT = 70.0  # a generator "holds" its users while it stays under this share of one core (the bench's rule)
 USERS_PER_WORKER = 5_000  # planned per process: two thirds of the 7,500 one process held under the 70 % limit
 
 # Fargate's valid (vCPU, memory GiB) pairs, smallest first (only the sizes we plan with).

@@ -19,13 +19,14 @@ import sys
 from pathlib import Path
 
 import yaml
+
 from stampede.core.paths import data_dir
+from stampede.workers.sizing import EC2_SIZES as SIZES, HELD_CPU_LIMIT_PCT
 
 PRICES = data_dir("infra") / "aws" / "prices.yaml"
-CPU_LIMIT_PCT = 70.0
+CPU_LIMIT_PCT = HELD_CPU_LIMIT_PCT
 PROCESS_BASE_MIB = 60.0  # a Locust worker's memory before its first user (measured base is in bench.json)
-# size -> (vCPU, GiB)
-EC2_SIZES = {"c6i.large": (2, 4), "c6i.xlarge": (4, 8), "c7i.large": (2, 4), "c7i.xlarge": (4, 8)}
+EC2_SIZES = {name: SIZES[name] for name in ("c6i.large", "c6i.xlarge", "c7i.large", "c7i.xlarge")}  # (vCPU, GiB)
 FARGATE_TASKS = {"fargate 1 vCPU / 2 GB": (1, 2), "fargate 2 vCPU / 4 GB": (2, 4)}
 # measured on this 2-core machine when quiet (issue #7; the first design measured the same kind of machine), for the side-by-side column
 TOOLS = [

@@ -25,6 +25,7 @@ import yaml
 
 from stampede.infra.fast_crm_target import FastCrmTarget
 from stampede.steps.preflight import RunRequest, preflight
+from stampede.workers.sizing import HELD_CPU_LIMIT_PCT
 from stampede.steps.run_stages import run_stages
 from stampede.steps.teardown import release_target
 from stampede.surfaces.sequence import run_load
@@ -35,7 +36,7 @@ from stampede.plan.scenario import load_scenario
 
 log = logging.getLogger(__name__)
 
-CPU_LIMIT_PCT = 70.0  # users_held: every generator process under this share of one core
+CPU_LIMIT_PCT = HELD_CPU_LIMIT_PCT  # users_held: every generator process under this share of one core
 RATE_TOLERANCE = 0.05  # users_held: request rate within 5 % of the expected one
 MAX_ERROR_RATE = 0.01
 BARE_URL = "/escrows?limit=20"  # the journeys' most frequent request (the dashboard list)
