@@ -142,11 +142,11 @@ def test_abort_threshold_breach_stops_the_run_early_and_records_it(tmp_path):
         result = run_load(plan)
         took = time.time() - started
     assert took < 30, took  # stopped long before the planned 60 s
-    assert result.verdict == "fail" and result.aborted and result.stopped["kind"] == "abort"
+    assert result.verdict == "fail" and result.aborted and result.stopped.kind == "abort"
     (breach,) = result.breaches
-    assert breach["metric"] == "p95_ms" and breach["value"] >= 30 and breach["threshold"] == 10
-    assert breach["window_s"] == 3 and result.stopped["breach"]["at"] == breach["at"]
-    assert "p95_ms" in result.stopped["reason"]
+    assert breach.metric == "p95_ms" and breach.value >= 30 and breach.threshold == 10
+    assert breach.window_s == 3 and result.stopped.breach.at == breach.at
+    assert "p95_ms" in result.stopped.reason
 
 
 def test_stress_records_a_breach_without_aborting(tmp_path):
@@ -159,7 +159,7 @@ def test_stress_records_a_breach_without_aborting(tmp_path):
         plan = preflight(RunRequest(scenarios=[scenario], target=target.base_url, run_id="stress-breach", workers=0, out_dir=str(tmp_path / "run")))
         result = run_load(plan)
     assert not result.aborted and result.stopped is None
-    assert [b["metric"] for b in result.breaches] == ["p95_ms"]
+    assert [b.metric for b in result.breaches] == ["p95_ms"]
     assert result.verdict == "fail"
 
 
@@ -176,7 +176,8 @@ agg = RunAggregator(env, {"stages": [stage]})
 agg.current_stage, agg.stages[0]["steady_from"] = 0, 1000
 for sec in (1003, 1004):
     h = LatencyHistogram(); [h.record_ms(5.0) for _ in range(10)]
-    agg.open_seconds[sec] = [h, 10, 1 if sec == 1003 else 0]
+    agg.add_report({"seconds": {sec: {"GET /x": [h.to_dict(), 1 if sec == 1003 else 0, {}]}}})
+agg.fold(upto=1004)
 agg.check_abort(1008)  # judges the complete seconds 1003 and 1004: 1 failure in 20
 print(agg.stop_reason["kind"], agg.breaches[0]["value"])
 """
