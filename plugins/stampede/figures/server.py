@@ -264,6 +264,7 @@ class Sampler:
                   for name, points in self.points.items()}
         tmp = f"{self.live_path}.tmp"
         try:
+            Path(self.live_path).parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "w") as handle:
                 json.dump({"series": recent}, handle)
             os.replace(tmp, self.live_path)

@@ -170,7 +170,8 @@ def observe(output: Mapping[str, Any], index: int, stage: StageResult,
             measured = _measured(endpoints, members, duration)
             if rule.endpoints is None:
                 measured.iterations, measured.dropped = stage.iterations, stage.dropped_iterations
-            value = rule.value_of(measured)
+            # an endpoint with no requests measured nothing, not "0 requests": a misspelt name never passes
+            value = rule.value_of(measured) if rule.endpoints is None or measured.requests else None
             reason = "" if value is not None else _no_requests(subject, part, seen)
             found.append(Observation(stage=stage.name, index=position, threshold=rule, subject=subject, value=value,
                                      reason=reason, endpoints=tuple(m for m in members if m in seen)))

@@ -211,6 +211,8 @@ class ThresholdWatch:
                 iterations, dropped = counts[0], counts[1]
             window.push(second, measured.histogram if measured.requests else None, measured.failures, iterations, dropped)
             judged = window.measured()
+            if judged is not None and rule.endpoints is not None and not judged.requests:
+                judged = None  # a window without requests to the endpoint measured nothing
             self.worst.setdefault(key, Worst()).offer(rule, rule.value_of(judged) if judged else None, second)
 
     def finish(self) -> dict[str, Any]:
