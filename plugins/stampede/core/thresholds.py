@@ -65,7 +65,7 @@ def percentile_of(stat: str) -> float | None:
     if not match:
         return None
     value = float(match.group(1))
-    return value / 100 if 0 < value <= 100 else None
+    return round(value / 100, 6) if 0 < value <= 100 else None
 
 
 def is_latency(stat: str) -> bool:
@@ -352,7 +352,8 @@ class Threshold:
             return self.name if not subject or self.endpoints is None or not self.endpoints.each else f"{self.name} {subject}"
         what = f"server {self.server} {self.stat}" if self.server else self.stat
         unit = f" {self.unit}" if self.unit else ""
-        text = f"{what} {self.op} {self.limit:g}{unit}"
+        limit = str(int(self.limit)) if self.limit.is_integer() else f"{self.limit:.10g}"
+        text = f"{what} {self.op} {limit}{unit}"
         if subject:
             text = f"{subject} {text}"
         if self.window_s:

@@ -181,11 +181,8 @@ def observe(output: Mapping[str, Any], index: int, stage: StageResult,
 def _windowed(stage: str, position: int, rule: Threshold, entry: Mapping[str, Any] | None, part: str,
               seen: Sequence[str]) -> list[Observation]:
     """The worst rolling window the master recorded, per subject."""
-    if entry is None:
-        return [Observation(stage=stage, index=position, threshold=rule, subject=None, value=None,
-                            reason="the load recorded no rolling windows for it (the master's output has none)")]
-    recorded: Mapping[str, Mapping[str, Any]] = entry.get(part) or {}
-    seconds = int((entry.get("seconds") or {}).get(part, 0))
+    recorded: Mapping[str, Mapping[str, Any]] = (entry or {}).get(part) or {}
+    seconds = int(((entry or {}).get("seconds") or {}).get(part, 0))
     if rule.endpoints is None:
         subjects: list[str | None] = [None]
     elif rule.endpoints.each:
@@ -199,6 +196,8 @@ def _windowed(stage: str, position: int, rule: Threshold, entry: Mapping[str, An
         value = worst.get("value")
         if value is not None:
             reason = ""
+        elif entry is None:
+            reason = "the load recorded no rolling windows for it (the master's output has none)"
         elif seconds < (rule.window_s or 0):
             reason = f"the {part} part ({seconds} s) is shorter than one {rule.window_s} s window"
         else:
