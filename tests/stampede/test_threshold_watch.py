@@ -37,7 +37,11 @@ DRIVER = textwrap.dedent('''
             for _ in range(20):
                 h.record_ms(spec["burst"]["ms"] if slow else ms)
             endpoints[name] = [h.to_dict(), 0, {}]
-        agg.add_report({"seconds": {second: endpoints}})
+        report = {"seconds": {second: endpoints}}
+        if spec.get("iterations"):
+            from stampede.load import open_model
+            report[open_model.REPORT_KEY] = {second: spec["iterations"]}
+        agg.add_report(report)
         agg.fold(upto=second)
         agg.check_abort(second + 1)
         if agg.stop_reason and stopped_at is None:
@@ -48,8 +52,9 @@ DRIVER = textwrap.dedent('''
 ''')
 
 
-def drive(scenario: dict, *, seconds: int, latency: dict, burst: dict | None = None) -> dict:
-    spec = {"scenario": scenario, "seconds": seconds, "latency": latency, "burst": burst}
+def drive(scenario: dict, *, seconds: int, latency: dict, burst: dict | None = None,
+          iterations: list[int] | None = None) -> dict:
+    spec = {"scenario": scenario, "seconds": seconds, "latency": latency, "burst": burst, "iterations": iterations}
     completed = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(spec)], capture_output=True, text=True,
                                timeout=120)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -118,3 +123,15 @@ def test_a_burst_breaks_only_the_windowed_threshold_and_its_worst_window_is_kept
     assert windows["2"]["steady"]["GET /never"]["value"] is None  # no window had a request to it
     assert windows["3"]["steady"] == {"": {"value": None, "at": None, "windows": 0}}  # 60 s of steady load, 90 s windows
     assert windows["3"]["seconds"] == {"whole": 60, "steady": 60}
+
+
+def test_open_model_dropped_iterations_abort_on_the_merged_counts():
+    scenario = {"name": "w", "model": "open", "journeys": {"PollingUser": 1},
+                "stages": [{"name": "hold", "rate": 100, "max_users": 5, "duration_s": 120}],
+                "thresholds": [{"stat": "dropped_rate", "below": 0.1, "abort": True, "delay_s": 0, "window_s": 2},
+                               {"stat": "dropped_iterations", "below": 1000, "window_s": 2}]}
+    result = drive(scenario, seconds=30, latency={"GET /x": 5.0}, iterations=[60, 40])  # 40 of 100 due dropped
+    assert result["stopped_at"] == 1005
+    (breach,) = result["breaches"]
+    assert (breach["metric"], breach["value"], breach["endpoint"]) == ("dropped_rate", 0.4, None)
+    assert result["windows"]["0"]["1"]["steady"][""]["value"] == 80.0  # two seconds of 40 dropped

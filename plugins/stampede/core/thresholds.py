@@ -291,11 +291,6 @@ class Threshold:
         return "server" if self.server else "client"
 
     @property
-    def figure(self) -> str:
-        """The figure judged, as the legacy table named it (``rps`` for ``min_rps``)."""
-        return self.attribute
-
-    @property
     def unit(self) -> str:
         if self.server:
             return ""

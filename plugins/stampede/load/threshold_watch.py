@@ -42,7 +42,7 @@ logger = logging.getLogger("stampede")
 PARTS = ("whole", "steady")
 
 
-def stage_table(stage: Mapping[str, Any]) -> list[Threshold]:
+def planned_rules(stage: Mapping[str, Any]) -> list[Threshold]:
     """A planned stage's thresholds; a plan without a table (older callers) gives its legacy mapping."""
     rules = stage.get("threshold_table")
     if rules is not None:
@@ -58,7 +58,7 @@ class ThresholdWatch:
     def __init__(self, aggregator, *, final_after_s: int) -> None:
         self.agg = aggregator
         self.final_after_s = final_after_s
-        self.tables = [stage_table(stage) for stage in aggregator.stages]
+        self.tables = [planned_rules(stage) for stage in aggregator.stages]
         rules = [rule for rules in self.tables for rule in rules]
         live = [r for r in rules if (r.judged_mid_run or r.window_s) and r.server is None]
         self.selectors = [r.endpoints for r in live if r.endpoints is not None]

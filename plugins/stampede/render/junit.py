@@ -188,7 +188,7 @@ def _render(name: str, suites: list[_Suite], *, timestamp: str | None) -> str:
                 ET.SubElement(properties, "property", name=key, value=value)
         for case in suite.cases:
             item = ET.SubElement(element, "testcase", classname=case.classname, name=case.name, time=f"{case.time_s:.3f}")
-            for tag, kind in (("failure", "threshold"), ("error", "invalid"), ("skipped", None)):
+            for tag, kind in (("skipped", None), ("error", "invalid"), ("failure", "threshold")):  # the schema's order
                 message = getattr(case, tag)
                 if message is not None:
                     child = ET.SubElement(item, tag, message=message, **({"type": kind} if kind else {}))
