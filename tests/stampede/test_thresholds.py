@@ -114,6 +114,9 @@ def test_each_judges_every_match_alone_and_a_group_is_merged():
 
 def test_a_named_endpoint_is_a_subject_whether_or_not_it_had_requests():
     assert Endpoints(names=("GET /typo",)).subjects(SEEN) == [("GET /typo", ("GET /typo",))]
+    # a name labels a group or a pattern; one endpoint stays itself
+    assert Endpoints(names=("GET /listings",)).subjects(SEEN, label="listings") == [("GET /listings", ("GET /listings",))]
+    assert Endpoints(pattern="POST .*").subjects(SEEN, label="writes") == [("writes", ("POST /escrows",))]
 
 
 # -- rolling windows ----------------------------------------------------------------------------------------

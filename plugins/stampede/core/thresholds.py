@@ -206,7 +206,14 @@ class Endpoints:
         members = tuple(sorted(n for n in seen if self.matches(n))) if self.pattern is not None else self.names
         if self.each:
             return [(name, (name,)) for name in members] or [(self.label, ())]
-        return [(label or self.label, members)]
+        return [(self.merged_label(label), members)]
+
+    def merged_label(self, name: str | None) -> str:
+        """The subject of the merged endpoints: one endpoint is itself; a group or a pattern is the
+        threshold's ``name`` when it has one."""
+        if self.pattern is None and len(self.names) == 1:
+            return self.names[0]
+        return name or self.label
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Endpoints:

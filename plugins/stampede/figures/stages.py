@@ -189,7 +189,7 @@ def _windowed(stage: str, position: int, rule: Threshold, entry: Mapping[str, An
         subjects = sorted(recorded) if rule.endpoints.pattern is not None else list(rule.endpoints.names)
         subjects = subjects or [rule.endpoints.label]
     else:
-        subjects = [rule.name or rule.endpoints.label]
+        subjects = [rule.endpoints.merged_label(rule.name)]
     found = []
     for subject in subjects:
         worst = recorded.get(subject or "") or {}
