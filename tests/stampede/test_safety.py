@@ -176,7 +176,8 @@ agg = RunAggregator(env, {"stages": [stage]})
 agg.current_stage, agg.stages[0]["steady_from"] = 0, 1000
 for sec in (1003, 1004):
     h = LatencyHistogram(); [h.record_ms(5.0) for _ in range(10)]
-    agg.open_seconds[sec] = [h, 10, 1 if sec == 1003 else 0]
+    agg.add_report({"seconds": {sec: {"GET /x": [h.to_dict(), 1 if sec == 1003 else 0, {}]}}})
+agg.fold(upto=1004)
 agg.check_abort(1008)  # judges the complete seconds 1003 and 1004: 1 failure in 20
 print(agg.stop_reason["kind"], agg.breaches[0]["value"])
 """

@@ -71,13 +71,40 @@ def to_dict(record: Any) -> dict[str, Any]:
 # -- stages -------------------------------------------------------------------------------------------------
 @dataclass
 class Check:
-    """One threshold judged on one stage: ``value op threshold`` must hold."""
+    """One threshold judged on one stage (and one endpoint, group or series): ``value op threshold`` must hold.
 
-    metric: str  # the scenario's key: p95_ms | p99_ms | error_rate | min_rps | requests
+    A threshold that could not be judged (no requests to its endpoint, no server samples) is a
+    check with ``judged`` false, ``value`` ``None``, ``passed`` false and the ``reason``: it fails
+    its stage unless it is ``optional``. Nothing is reported as passed that was not measured.
+    """
+
+    metric: str  # the figure: the scenario's key (p95_ms, min_rps, ...), p99.9_ms, max_ms, db_pool_waiting.max, requests
     op: str  # "<" or ">"
     threshold: float
-    value: float | None
-    passed: bool
+    value: float | None  # the measured value (a windowed threshold's worst window); None: not judged
+    passed: bool  # judged and held
+    name: str = ""  # the threshold for people and JUnit: "GET /listings p95 < 200 ms"
+    endpoint: str | None = None  # the endpoint, group or pattern judged; None: all the stage's requests
+    stat: str = ""  # p95, p99.9, max, mean, error_rate, rps, requests, dropped_iterations, dropped_rate, ...
+    window_s: int | None = None  # judged over every rolling window of this length (value: the worst)
+    source: str = "client"  # client (the requests) | server (a series of the target's own metrics)
+    judged: bool = True
+    optional: bool = False  # not judged does not fail the stage
+    reason: str = ""  # why it was not judged
+    abort: bool = False  # it could stop the load mid-run
+    at: float | None = None  # windowed: the epoch second the worst window ended
+
+    @property
+    def fails(self) -> bool:
+        """It fails its stage: judged and not held, or not judged and not optional."""
+        return not self.passed and (self.judged or not self.optional)
+
+    @property
+    def outcome(self) -> str:
+        """``pass`` | ``fail`` | ``not judged`` (for people; a not-judged check fails unless optional)."""
+        if not self.judged:
+            return "not judged"
+        return "pass" if self.passed else "fail"
 
 
 @dataclass
@@ -89,6 +116,11 @@ class EndpointResult:
     p95_ms: float | None
     p99_ms: float | None
     errors: dict[str, int] = field(default_factory=dict)
+    p90_ms: float | None = None
+    max_ms: float | None = None
+    mean_ms: float | None = None
+    rps: float | None = None
+    error_rate: float | None = None
 
 
 @dataclass
@@ -156,7 +188,8 @@ class StageResult:
         return "pass" if self.passed else "fail"
 
     def failed_checks(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
+        """The checks that fail the stage (breached, or not judged and not optional)."""
+        return [c for c in self.checks if c.fails]
 
 
 # -- the load's own figures ---------------------------------------------------------------------------------
@@ -195,6 +228,10 @@ class Breach:
     value: float
     at: float  # epoch second
     window_s: int
+    name: str = ""  # the threshold for people: "GET /listings p95 < 200 ms"
+    endpoint: str | None = None  # the endpoint, group or pattern; None: all the stage's requests (or a series)
+    stat: str = ""
+    source: str = "client"  # client | server
 
 
 @dataclass
@@ -517,7 +554,7 @@ class RunResult:
         return [s for s in self.stages if s.judged]
 
     def failed_checks(self) -> list[tuple[StageResult, Check]]:
-        return [(s, c) for s in self.stages for c in s.checks if not c.passed]
+        return [(s, c) for s in self.stages for c in s.checks if c.fails]
 
     @property
     def peak_users(self) -> int:

@@ -2,8 +2,11 @@
 
 A plan is what preflight hands to every later step (through XCom as a dict).
 Several scenarios (the nightly normal → peak → stress) become one sequence of
-stages, each carrying its own scenario's thresholds, so one Locust master
-drives the workers through all of them.
+stages, each carrying its own scenario's threshold table (``threshold_table``:
+the :class:`stampede.core.thresholds.Threshold` rules that apply to it, with the
+scenario's abort settings filled in), so one Locust master drives the workers
+through all of them and judges the abort thresholds by the same rules that
+validation judges after the run.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stampede.plan.scenario import Scenario
+from stampede.core.thresholds import Threshold, legacy_view
+from stampede.plan.scenario import Scenario, judged_stages
 
 DEFAULT_ACCOUNTS = {
     "agent": "agent@demo.stampede.local",
@@ -36,13 +40,32 @@ class PlannedStage:
     users: int
     spawn_rate: float
     duration_s: int
-    thresholds: dict[str, float] = field(default_factory=dict)
-    abort: bool = False
+    thresholds: dict[str, float] = field(default_factory=dict)  # the legacy view of threshold_table (charts)
+    abort: bool = False  # the scenario aborts on a breach here (abort_on_breach), or one of its thresholds does
     abort_delay_s: int | None = None  # None: the plugin's default (twice the window)
     abort_window_s: int | None = None  # None: the plugin's default (10 s)
     judged: bool = True  # False for a ramp-down: reported, not held to the thresholds
     rate: float | None = None  # open model: iterations/s at the stage's end (users = pre-allocated users)
     start_rate: float | None = None  # open model: iterations/s at its start (None: constant rate)
+    threshold_table: tuple[Threshold, ...] = ()  # every threshold judged on this stage, abort settings resolved
+
+
+def stage_table(scenario: Scenario, stage_name: str, *, judged: bool, at_peak: bool) -> tuple[Threshold, ...]:
+    """The thresholds one stage is held to.
+
+    A ramp-down is held to none; a throughput floor only at the scenario's peak users (the seed's
+    "> 100 req/s" is a figure for 1,000 users, not for the 100-user warm-up on the way there).
+    Each threshold gets the scenario's ``abort_on_breach`` and ``abort`` block where it has no
+    setting of its own.
+    """
+    if not judged:
+        return ()
+    return tuple(
+        rule.with_defaults(abort=scenario.abort_on_breach, delay_s=scenario.abort.delay_s,
+                           abort_window_s=scenario.abort.window_s)
+        for rule in scenario.threshold_rules
+        if rule.applies_to(stage_name) and (at_peak or not rule.is_throughput_floor)
+    )
 
 
 @dataclass(frozen=True)
@@ -74,29 +97,22 @@ class RunPlan:
         planned = []
         many = len(self.scenarios) > 1
         for scenario in self.scenarios:
-            previous_users = 0
-            for stage in scenario.stages:
-                # A stage that lowers the load (ramp-down, recovery) is reported but not judged, and the
-                # throughput floor applies only at the scenario's peak: the seed's "> 100 req/s" is a
-                # figure for 1,000 users, not for the 100-user warm-up on the way there.
-                judged = stage.users > 0 and stage.users >= previous_users
-                thresholds = dict(scenario.thresholds.items()) if judged else {}
-                if stage.users < scenario.peak_users:
-                    thresholds.pop("min_rps", None)
-                previous_users = stage.users
+            for stage, judged in zip(scenario.stages, judged_stages(scenario.stages)):
+                table = stage_table(scenario, stage.name, judged=judged, at_peak=stage.users >= scenario.peak_users)
                 planned.append(PlannedStage(
                     name=f"{scenario.name}/{stage.name}" if many else stage.name,
                     scenario=scenario.name,
                     users=stage.users,
                     spawn_rate=stage.spawn_rate,
                     duration_s=stage.duration_s,
-                    thresholds=thresholds,
-                    abort=scenario.abort_on_breach and judged,
+                    thresholds=legacy_view(table),
+                    abort=(scenario.abort_on_breach and judged) or any(rule.aborts for rule in table),
                     abort_delay_s=scenario.abort.delay_s,
                     abort_window_s=scenario.abort.window_s,
                     judged=judged,
                     rate=stage.rate,
                     start_rate=stage.start_rate,
+                    threshold_table=table,
                 ))
         return planned
 

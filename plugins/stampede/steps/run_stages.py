@@ -81,10 +81,12 @@ def _workers_for(plan: RunPlan, folder: RunFolder) -> WorkerSet | None:
 
 def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerSet | None,
           stop_probe: StopProbe) -> tuple[LocustRun, dict]:
-    from stampede.figures.server import sampling
+    from stampede.figures.server import LIVE_FILE_NAME, sampling
 
     max_s = plan.load_duration_s + GRACE_S + EXPECT_WORKERS_WAIT_S
-    with sampling(environment=plan.environment, target=plan.target, max_s=max_s) as server:  # the target's own metrics
+    # the target's own metrics; the newest beside the master's output, for its mid-run server thresholds
+    with sampling(environment=plan.environment, target=plan.target, max_s=max_s,
+                  live_path=out.path / LIVE_FILE_NAME) as server:
         run = run_master(
             plan, out.path,
             master_port=workers.master_port if workers else None,
