@@ -45,10 +45,45 @@ def kill_switch_reason() -> str | None:
     if reason:
         return reason
     try:
-        value = _variable(killswitch.VARIABLE)
+        value = kill_switch_variable()
     except Exception as exc:  # noqa: BLE001 - whatever broke the read, the switch cannot say "off"
         return killswitch.unreadable(f"the Airflow Variable {killswitch.VARIABLE}", exc)
     return f"kill switch: {' '.join(value.split())[:200]}" if value and killswitch.is_on(value) else None
+
+
+def kill_switch_variable() -> str | None:
+    """The kill-switch Variable from every secrets backend in Airflow's order; raises when any cannot answer.
+
+    ``Variable.get`` cannot be used here: it logs a backend's failure and asks the
+    next one, and the task API's backend answers "not found" for a transient error
+    too, so a broken store reads as "no kill switch". Each backend is asked
+    directly instead, and the API is asked through the task's supervisor channel,
+    where only ``VARIABLE_NOT_FOUND`` means there is no switch.
+    """
+    from airflow.sdk.execution_time.secrets.execution_api import ExecutionAPISecretsBackend
+    from airflow.sdk.execution_time.supervisor import ensure_secrets_backend_loaded
+
+    for backend in ensure_secrets_backend_loaded():
+        if isinstance(backend, ExecutionAPISecretsBackend):
+            value = _variable_through_the_api(killswitch.VARIABLE)
+        else:
+            value = backend.get_variable(key=killswitch.VARIABLE)
+        if value is not None:
+            return str(value)
+    return None
+
+
+def _variable_through_the_api(key: str) -> str | None:
+    from airflow.sdk.exceptions import ErrorType
+    from airflow.sdk.execution_time.comms import ErrorResponse, GetVariable, VariableResult
+    from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+    answer = SUPERVISOR_COMMS.send(GetVariable(key=key))
+    if isinstance(answer, VariableResult):
+        return answer.value
+    if isinstance(answer, ErrorResponse) and answer.error == ErrorType.VARIABLE_NOT_FOUND:
+        return None
+    raise RuntimeError(f"the API server answered {type(answer).__name__} {getattr(answer, 'error', '')}".strip())
 
 
 def environments_override() -> str | None:
