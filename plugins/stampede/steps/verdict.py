@@ -58,14 +58,19 @@ def outcome_of(plan: RunPlan) -> Outcome:
                    results=str(folder.path / Artifact.RESULTS))
 
 
+def finish_run(plan: RunPlan) -> Outcome:
+    """The run is over: end its tag (the reaper may now clean up after it) and say how it ended."""
+    tags.end(plan.run_tag)
+    return outcome_of(plan)
+
+
 def final_verdict(plan: RunPlan, *, teardown_finished: bool = True) -> dict:
     """Fail loudly when the run did not pass, left test data behind or left workers running.
 
     :param teardown_finished: False when the teardown task did not succeed (Airflow
         passes its state): workers may be alive whatever ``teardown.json`` says.
     """
-    tags.end(plan.run_tag)
-    outcome = outcome_of(plan)
+    outcome = finish_run(plan)
     if not teardown_finished and outcome.exit != Exit.LEFT_BEHIND:
         outcome = Outcome(exit=Exit.LEFT_BEHIND, verdict=outcome.verdict, results=outcome.results, problems=[
             *outcome.problems, "the teardown task did not succeed: workers of the run may still be running"])
