@@ -65,10 +65,16 @@ def load_process_env(*, run_tag: str, password_env: str, extra: Mapping[str, str
 
 
 def plan_process_env(plan: RunPlan, *, extra: Mapping[str, str] | None = None,
-                     source: Mapping[str, str] | None = None) -> dict[str, str]:
-    """:func:`load_process_env` for a :class:`stampede.plan.run_plan.RunPlan`: its tag, password and egress."""
+                     source: Mapping[str, str] | None = None, also_allow: tuple[str, ...] = ()) -> dict[str, str]:
+    """:func:`load_process_env` for a :class:`stampede.plan.run_plan.RunPlan`: its tag, password and egress.
+
+    :param also_allow: ``ip:port`` endpoints of Stampede's own that the process must reach besides the
+        target (say, the Airflow API server for the kill-switch Variable); never a team's.
+    """
+    egress = plan.egress_policy()
+    egress["addresses"] = sorted({*egress["addresses"], *also_allow})
     return load_process_env(run_tag=plan.run_tag, password_env=plan.password_env, extra=extra, source=source,
-                            egress=plan.egress_policy())
+                            egress=egress)
 
 
 def drop_credentials(environ: os._Environ | dict[str, str] = os.environ) -> list[str]:

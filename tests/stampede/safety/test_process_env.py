@@ -132,3 +132,15 @@ def test_through_the_pipeline_not_even_the_initial_environment_holds_a_secret(tm
         run_load(plan)
     initial = json.loads(out.read_text())["initial"]
     assert not any(value in initial for value in SECRETS.values())
+
+
+def test_the_plans_environment_carries_its_egress_policy_and_stampedes_own_endpoints():
+    from stampede.load.process_env import plan_process_env
+    from stampede.plan.run_plan import RunPlan
+    from stampede.plan.scenario import load_scenario
+
+    plan = RunPlan(run_id="env-plan", target="http://127.0.0.1:8000/v1", environment="local",
+                   scenarios=(load_scenario("smoke"),), workers=0, target_addresses=("127.0.0.1",))
+    env = plan_process_env(plan, source={"PATH": "/bin", **SECRETS}, also_allow=("10.0.0.5:8080",))
+    assert json.loads(env["STAMPEDE_EGRESS_POLICY"]) == {"addresses": ["10.0.0.5:8080", "127.0.0.1:8000"], "names": {}}
+    assert env["STAMPEDE_RUN_TAG"] == plan.run_tag and not set(SECRETS) & set(env)
