@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from stampede.plan.run_plan import RunPlan
 
 RUN_TAG_ENV = "STAMPEDE_RUN_TAG"
-EGRESS_ENV = "STAMPEDE_EGRESS_POLICY"  # stampede.load.egress.POLICY_ENV (not imported: that module guards its process)
+EGRESS_ENV = "STAMPEDE_EGRESS_POLICY"  # read by stampede.load.egress (not imported here: it guards the process importing it)
 # passed through when set: what a Python process and Locust need to run at all
 BASICS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 STAMPEDE = ("STAMPEDE_KILL_SWITCH", "STAMPEDE_KILL_SWITCH_FILE", "STAMPEDE_REPORTS_DIR")

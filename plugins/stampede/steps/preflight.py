@@ -286,7 +286,10 @@ def preflight(
             check(state)
     except BaseException:  # a refusal, or a crash after the lease was taken: nothing may stay held
         if state.leased:
-            lease.release(run_id=state.plan.run_id)
+            try:
+                lease.release(run_id=state.plan.run_id)
+            except Exception:  # noqa: BLE001 - the first failure is the news; the lease then expires by itself
+                log.exception("Could not give back the lease of run %s (it expires by itself)", state.plan.run_id)
         raise
     log.info("Preflight passed: %s on %s (%s), peak %d users, %d workers", state.plan.scenario_name,
              state.plan.target, state.plan.environment, state.plan.peak_users, state.plan.workers)
