@@ -17,7 +17,8 @@ It comes from ``$STAMPEDE_EGRESS_POLICY`` (JSON) when the process was given one
 (``stampede.load.process_env``),
 else from the plan: the master and a standalone process read it at ``init``; a
 worker learns it with the master's first spawn message, at ``test_start``, before
-any user is spawned. Until then the policy is empty, and empty refuses everything.
+any user is spawned. Until then the policy is empty, and empty refuses everything
+(so does a Locust process started with the plugin but without a plan's ``egress``).
 Once a policy is applied it is locked: a later plan cannot widen it.
 
 Two choke points, both process-wide (measured in /work/notes/locust-egress.md §B):
