@@ -25,8 +25,8 @@ def test_reaper_schedule_and_structure(dag_bag):
 
 @pytest.mark.integration
 def test_reaper_dag_removes_stale_data_under_dag_test(airflow_db, dag_bag, tmp_path, monkeypatch):
-    """End to end: the environments come from the Airflow Variable, read when the task runs."""
-    monkeypatch.setenv("AIRFLOW_VAR_STAMPEDE_ENVIRONMENTS", json.dumps({"environments": {"local": {"allow_load": True}}}))
+    """End to end: the environments Variable, read when the task runs, narrows the file (staging off here)."""
+    monkeypatch.setenv("AIRFLOW_VAR_STAMPEDE_ENVIRONMENTS", json.dumps({"environments": {"staging": {"allow_load": False}}}))
     with DemoTarget(workdir=tmp_path / "target") as target:
         client = httpx.Client(base_url=target.base_url, trust_env=False, follow_redirects=False, timeout=10)
         token = client.post("/auth/login", json={"email": ADMIN, "password": target.password}).json()["token"]

@@ -20,6 +20,7 @@ import pytest
 from stampede.cleanup.run_data import cleanup_run_data
 from stampede.loadtests.journeys import data
 from stampede.plan.run_plan import DEFAULT_ACCOUNTS, PASSWORD_ENV
+from stampede.plan.target import parse_target, resolve
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +56,8 @@ def run_locust(
         "stages": [{"name": "journeys", "scenario": "test", "users": users, "spawn_rate": spawn_rate,
                     "duration_s": duration_s, "thresholds": {}, "abort": False}],
         "progress_interval_s": 2,
+        # what preflight would approve: the load processes may reach the target only (stampede.load.egress)
+        "egress": resolve(parse_target(target.base_url)).egress_policy(),
     }
     out, stats = tmp_path / "stampede.json", tmp_path / "locust"
     env = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}

@@ -32,6 +32,13 @@ judged part), and, for the ``prometheus`` source whose samples come while the lo
 mid-run: the sampler keeps its newest points in ``server_metrics.live.json`` beside the master's
 output (:data:`LIVE_FILE_NAME`), which the master's threshold watch reads once a second. A
 threshold on a series that was not sampled is *not judged*, never passed.
+never fails the run: it is recorded in ``errors`` and shown in the report.
+
+**Credentials in a metrics URL** (``https://user:secret@prometheus.internal``) are
+split off when the config is read: HTTP clients get them as basic auth and only
+ever see the URL without them, so neither httpx's own request log nor an
+exception's text can carry them; every URL and error that is logged or stored is
+redacted as well (``stampede.core.redact``).
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -137,6 +144,7 @@ class MetricsConfig:
     interval_s: float = DEFAULT_INTERVAL_S
     series: tuple[SeriesSpec, ...] = ()
     region: str | None = None  # CloudWatch
+    auth: tuple[str, str] | None = field(default=None, repr=False)  # from the URL's user info; never logged
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, target: str) -> MetricsConfig:
@@ -155,8 +163,23 @@ class MetricsConfig:
             url = str(url).replace("{origin}", origin_of(target))
         elif source == "prometheus":
             url = f"{origin_of(target)}/metrics"
+        url, auth = split_credentials(url)
         return cls(source=source, url=url, interval_s=float(raw.get("interval_s", DEFAULT_INTERVAL_S)),
-                   series=series, region=raw.get("region"))
+                   series=series, region=raw.get("region"), auth=auth)
+
+
+def split_credentials(url: str | None) -> tuple[str | None, tuple[str, str] | None]:
+    """``url`` without its user info, and the user info as (user, password) for basic auth."""
+    if not url:
+        return url, None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url, None
+    if parts.username is None and parts.password is None:
+        return url, None
+    netloc = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=netloc).geturl(), (unquote(parts.username or ""), unquote(parts.password or ""))
 
 
 def origin_of(target: str) -> str:
@@ -227,7 +250,7 @@ class Sampler:
 
     def _loop(self) -> None:
         deadline = time.monotonic() + self.max_s
-        with httpx.Client(timeout=SCRAPE_TIMEOUT_S, follow_redirects=False) as client:
+        with httpx.Client(timeout=SCRAPE_TIMEOUT_S, follow_redirects=False, auth=self.config.auth) as client:
             while time.monotonic() < deadline:
                 self.scrape_once(client)
                 if self._stop.wait(self.config.interval_s):
@@ -272,11 +295,12 @@ class Sampler:
             self._error(f"live samples not written: {exc}")
 
     def _error(self, message: str) -> None:
+        message = redact.text(message)
         self.error_count += 1
         if len(self.errors) < MAX_ERRORS_KEPT:
             self.errors.append(message)
         if self.error_count == 1:
-            log.warning("Server metrics: scrape of %s failed (%s); the run goes on", self.config.url, message)
+            log.warning("Server metrics: scrape of %s failed (%s); the run goes on", redact.url(self.config.url), message)
 
 
 # -- after-the-run sources -------------------------------------------------------------------
@@ -284,7 +308,7 @@ def _prometheus_server(config: MetricsConfig, start: float, end: float) -> tuple
     points: dict[str, list[list[float]]] = {}
     errors: list[str] = []
     base = str(config.url).rstrip("/")
-    with httpx.Client(timeout=10, follow_redirects=False) as client:
+    with httpx.Client(timeout=10, follow_redirects=False, auth=config.auth) as client:
         for spec in config.series:
             try:
                 response = client.get(f"{base}/api/v1/query_range", params={
@@ -299,7 +323,7 @@ def _prometheus_server(config: MetricsConfig, start: float, end: float) -> tuple
                         summed[float(t)] = summed.get(float(t), 0.0) + float(v)
                 points[spec.name] = [[t, round(v * spec.scale, 4)] for t, v in sorted(summed.items())]
             except (httpx.HTTPError, ValueError, KeyError) as exc:
-                errors.append(f"{spec.name}: {type(exc).__name__}: {exc}")
+                errors.append(redact.text(f"{spec.name}: {type(exc).__name__}: {exc}"))
     return points, errors
 
 
@@ -390,8 +414,8 @@ def sampling(*, environment: str, target: str, max_s: float, live_path: Path | N
     try:
         config = config_for(environment, target)
     except ValueError as exc:
-        log.warning("Server metrics not sampled: %s", exc)
-        config, config_error = MetricsConfig(), str(exc)
+        config, config_error = MetricsConfig(), redact.text(str(exc))
+        log.warning("Server metrics not sampled: %s", config_error)
     else:
         config_error = None
     sampler = (Sampler(config, max_s=max_s, live_path=live_path).start()

@@ -28,10 +28,10 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from stampede.core.stops import StopKind
-from stampede.load import open_model
+from stampede.load import egress, open_model
 from stampede.load.aggregator import RunAggregator
 from stampede.load.final_reports import FinalReports, listen_on_worker, use_graceful_stop
-from stampede.load.fixes import patch_connection_pool
+from stampede.load.fixes import no_redirects_by_default, patch_connection_pool
 from stampede.load.recorder import RequestRecorder
 from stampede.load.shape import StageShape
 
@@ -70,6 +70,8 @@ def _add_arguments(parser) -> None:
 
 @events.init.add_listener
 def _on_init(environment, **_kw) -> None:
+    egress.install(environment)  # first: only the addresses preflight approved (active since import, empty until now)
+    no_redirects_by_default()
     patch_connection_pool()  # before any user connects; see stampede.load.fixes
     plan = plan_of(environment)
     runner = environment.runner

@@ -7,16 +7,32 @@ the :class:`stampede.core.thresholds.Threshold` rules that apply to it, with the
 scenario's abort settings filled in), so one Locust master drives the workers
 through all of them and judges the abort thresholds by the same rules that
 validation judges after the run.
+
+The plan's ``target`` is the canonical URL (:mod:`stampede.plan.target`) and
+``target_addresses`` what preflight resolved its host to: the load processes'
+egress guard lets them connect to those addresses only, the name pinned to them.
+
+**The run tag** (:func:`run_tag_for`) names the run everywhere outside Airflow:
+its folder (``reports/<run tag>/``), the test data it creates (every entity
+carries the tag) and the tag registry the reaper trusts (``stampede.state.tags``).
+It is unique per DAG id *and* run id: a readable start (the run id's letters and
+digits, its timestamp compacted, so ``manual__2026-12-01T20:04:59+00:00`` reads
+``manual20261201T200459``), an ``x``, and 12 hex digits of a SHA-256 of the DAG id
+and the run id. ``run-1`` and ``run_1``, or one run id in two DAGs, get different
+tags, folders and leases; the registry refuses the rare tag that was already
+issued to another run, so two runs never share one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from stampede.core.thresholds import Threshold, legacy_view
 from stampede.plan.scenario import Scenario, judged_stages
+from stampede.plan.target import Target, parse_target
 
 DEFAULT_ACCOUNTS = {
     "agent": "agent@demo.stampede.local",
@@ -27,10 +43,18 @@ DEFAULT_ACCOUNTS = {
 PASSWORD_ENV = "STAMPEDE_TARGET_PASSWORD"
 
 
-def run_tag_for(run_id: str) -> str:
-    """``LT-<slug>``: the tag every entity of this run carries, searchable and URL-safe."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "", run_id)[-24:] or "run"
-    return f"LT-{slug}"
+RUN_TAG_PREFIX = "LT-"
+READABLE_CHARS = 28
+DIGEST_CHARS = 12  # 48 bits; a clash is refused by the tag registry, never shared
+_TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?")
+
+
+def run_tag_for(run_id: str, dag_id: str = "") -> str:
+    """``LT-<readable>x<digest>``: the tag every entity of this run carries (letters and digits only)."""
+    compact = _TIMESTAMP.sub(lambda m: "{}{}{}T{}{}{}".format(*m.groups()), run_id)
+    readable = re.sub(r"[^A-Za-z0-9]+", "", compact)[:READABLE_CHARS]
+    digest = hashlib.sha256(f"{dag_id}\x00{run_id}".encode()).hexdigest()[:DIGEST_CHARS]
+    return f"{RUN_TAG_PREFIX}{readable}x{digest}"
 
 
 @dataclass(frozen=True)
@@ -83,10 +107,22 @@ class RunPlan:
     worker_spot: bool = False  # FARGATE_SPOT / EC2 spot for cloud workers
     worker_size: str = ""  # override: a Fargate size (fargate-1vcpu-2gb) or an instance type; empty: derived
     allowed_hours: tuple[tuple[int, int], ...] = ()  # the environment's UTC windows; the load stops when they close
+    dag_id: str = ""  # the Airflow DAG of the run ("" for the command line)
+    target_addresses: tuple[str, ...] = ()  # what preflight resolved the target's host to (the egress pins)
 
     @property
     def run_tag(self) -> str:
-        return run_tag_for(self.run_id)
+        return run_tag_for(self.run_id, self.dag_id)
+
+    @property
+    def target_record(self) -> Target:
+        """The canonical target with the addresses preflight resolved (no lookup here)."""
+        parsed = parse_target(self.target)
+        return Target(parsed.scheme, parsed.host, parsed.port, parsed.path, tuple(self.target_addresses))
+
+    def egress_policy(self) -> dict[str, Any]:
+        """What a load process may connect to: the target's resolved addresses, its name pinned to them."""
+        return self.target_record.egress_policy()
 
     @property
     def scenario_name(self) -> str:
@@ -148,6 +184,7 @@ class RunPlan:
             "stages": [asdict(s) for s in self.stages],
             "model": self.scenarios[0].model,  # closed | open (one model per run: they share the workers)
             "progress_interval_s": self.progress_interval_s,
+            "egress": self.egress_policy(),  # stampede.load.egress: the only addresses a load process may reach
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,6 +202,8 @@ class RunPlan:
             "worker_spot": self.worker_spot,
             "worker_size": self.worker_size,
             "allowed_hours": [list(w) for w in self.allowed_hours],
+            "dag_id": self.dag_id,
+            "target_addresses": list(self.target_addresses),
         }
 
     @classmethod
@@ -183,4 +222,6 @@ class RunPlan:
             worker_spot=bool(data.get("worker_spot", False)),
             worker_size=data.get("worker_size") or "",
             allowed_hours=tuple((int(a), int(b)) for a, b in data.get("allowed_hours") or ()),
+            dag_id=data.get("dag_id") or "",
+            target_addresses=tuple(data.get("target_addresses") or ()),
         )

@@ -317,6 +317,8 @@ def parse_scenario(data: Any, *, source: str = "<dict>") -> Scenario:
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise fail("stages", f"stage name {duplicate!r} is used twice", "give every stage a unique name")
+    if all(s.users == 0 for s in stages):
+        raise fail("stages", "every stage has 0 users: nothing would be sent", "give at least one stage users")
 
     rules = _parse_thresholds(data.get("thresholds"), stages, model, fail)
 
@@ -646,3 +648,20 @@ def _parse_search(raw: Any, model: str, fail) -> Search:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# -- names from forms and run confs: files of the scenarios folder only ----------------------------
+SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def load_named_scenario(name: Any, directory: Path = SCENARIO_DIR) -> Scenario:
+    """The scenario *named* ``name`` in ``directory``; never a path (a trigger form or run conf is not trusted
+    with paths: a scenario's ``locustfile:`` runs Python, so a path could run any file)."""
+    known = ", ".join(available_scenarios(directory)) or "none"
+    if not isinstance(name, str) or not SCENARIO_NAME.fullmatch(name):
+        raise ScenarioError(f"scenario: {str(name)[:80]!r} is not the name of a scenario file; fix: use one of {known} "
+                            "(paths are accepted from the command line only)")
+    path = directory / f"{name}.yaml"
+    if not path.is_file() or path.resolve().parent != Path(directory).resolve():
+        raise ScenarioError(f"scenario: no scenario named {name!r}; fix: use one of {known}")
+    return load_scenario(str(path), directory)

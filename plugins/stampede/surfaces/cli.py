@@ -3,6 +3,7 @@
     stampede run --target URL --scenario NAME|PATH [--workers N] [--out DIR] [--junit FILE] [--summary-json FILE]
     stampede breaking-point --target URL --scenario NAME|PATH [--out DIR] [--workers N]
     stampede baseline pin|unpin|show RUN_ID [--by NAME]
+    stampede lease show | release RUN_ID
 
 The exit codes are ``stampede.core.verdict.Exit`` (listed in docs/ci.md#exit-codes).
 ``--junit`` and ``--summary-json`` are written whatever the outcome, a refusal included, so
@@ -60,9 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     baseline.add_argument("action", choices=["pin", "unpin", "show"])
     baseline.add_argument("run_id", help="pin/show: the run id; unpin: any run of that scenario and target")
     baseline.add_argument("--by", default=None, help="who pins it (shown in the report)")
+    leases = commands.add_parser("lease", help="the target leases: show them, or release a gone run's")
+    leases.add_argument("action", choices=["show", "release"])
+    leases.add_argument("run_id", nargs="?", default=None, help="release: the run whose lease to give back")
     args = parser.parse_args(argv)
     if args.command == "baseline":
         return baseline_main(args)
+    if args.command == "lease":
+        return lease_main(args)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     run_id = args.run_id or f"cli-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
@@ -129,7 +135,32 @@ def execute(plan: RunPlan, reports: CiReports | None = None) -> int:
         run_stages(plan, stop_probe=killswitch.as_probe())
         validate(plan)
 
-    return _finish(plan, run_pipeline(plan, load), reports)
+    return _pipeline(plan, load, reports)
+
+
+def _pipeline(plan: RunPlan, load, reports: CiReports | None = None) -> int:
+    """:func:`run_pipeline`, and its exit code; a crash after the workers started is "left behind" when the
+    teardown could not prove them gone (that outranks the crash), else an internal error."""
+    from stampede.steps.verdict import finish_run
+
+    try:
+        outcome = run_pipeline(plan, load)
+    except Refusal:
+        raise
+    except Exception:  # noqa: BLE001 - a crash is not a breached threshold: its own exit code
+        traceback.print_exc()
+        outcome = finish_run(plan)
+        if outcome.exit == Exit.LEFT_BEHIND:
+            for problem in outcome.problems:
+                print(f"stampede: {problem}", file=sys.stderr)
+            if reports is not None:
+                reports.write(plan, int(Exit.LEFT_BEHIND), outcome.problems)
+            return Exit.LEFT_BEHIND
+        print("stampede: internal error (see the traceback above)", file=sys.stderr)
+        if reports is not None:
+            reports.write_without_results("internal error (see the traceback on stderr)", Exit.ERROR, verdict="error")
+        return Exit.ERROR
+    return _finish(plan, outcome, reports)
 
 
 def _finish(plan: RunPlan, outcome, reports: CiReports | None = None) -> int:
@@ -157,14 +188,29 @@ def breaking_point_main(args, run_id: str) -> int:
         workers = 1 if scenario.model == "open" else default_worker_count(int(scenario.search.maximum))
     plan = preflight(RunRequest(scenarios=(args.scenario,), target=args.target, run_id=run_id, workers=workers,
                                 out_dir=args.out))
-    outcome = run_pipeline(plan, lambda: search_breaking_point(plan, stop_probe=killswitch.as_probe(),
-                                                               user_cap=user_cap_for(plan)))
-    code = _finish(plan, outcome)
+    code = _pipeline(plan, lambda: search_breaking_point(plan, stop_probe=killswitch.as_probe(),
+                                                         user_cap=user_cap_for(plan)))
     folder = folder_of(plan)
     point = folder.results().breaking_point if folder.exists("results.json") else None
     if point is not None:
         print(f"breaking point: {point.users} users, {point.rps} req/s, p95 {point.p95_ms} ms — {point.reason}")
     return code
+
+
+def lease_main(args) -> int:
+    """``stampede lease show`` lists the active leases; ``release RUN_ID`` gives back a gone run's lease."""
+    from stampede.safety import lease
+
+    if args.action == "release":
+        if not args.run_id:
+            print("stampede: refused: run_id: missing; fix: stampede lease release RUN_ID", file=sys.stderr)
+            return Exit.REFUSED
+        released = lease.release(run_id=args.run_id)
+        print(f"lease of run {args.run_id}: " + ("released" if released else "none held"))
+        return Exit.PASS
+    for run_id in sorted(lease.active_run_ids()):
+        print(run_id)
+    return Exit.PASS
 
 
 def baseline_main(args) -> int:
