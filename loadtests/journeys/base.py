@@ -158,9 +158,9 @@ class CrmUser(User):
         self.client.report(response, name, exception, self.context())
         return body
 
-    def created(self, kind: str) -> None:
-        """Count one created entity for the run's results (what cleanup must delete)."""
-        mark_created(self.environment, kind)
+    def created(self, kind: str, entity_id: Any, path: str) -> None:
+        """Record one created entity in the run's ledger: cleanup deletes it by id and proves it gone."""
+        mark_created(self.environment, kind, id=entity_id, url=path)
 
     def list_page(self, kind: str, params: dict[str, Any]) -> tuple[list[str], dict | None]:
         """``GET /<kind>`` (escrows or listings): the ids on the page, and the page (``None`` on failure)."""
