@@ -33,11 +33,18 @@ $(VENV)/.python: FORCE
 	@if [ "$$(cat $@ 2>/dev/null)" != "$$(readlink -f $$(command -v $(PYTHON)))" ]; then \
 		rm -rf $(VENV); mkdir -p $(VENV); readlink -f $$(command -v $(PYTHON)) > $@; fi
 
+# json-server (a third-party REST API from npm) for the cleanup tests: `npm ci` from the lock
+$(BUILD)/npm/.installed: infra/npm/package.json infra/npm/package-lock.json
+	mkdir -p $(BUILD)/npm
+	cp infra/npm/package.json infra/npm/package-lock.json $(BUILD)/npm/
+	cd $(BUILD)/npm && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed
 	mkdir -p $(AIRFLOW_HOME)
 	$(VENV)/bin/airflow db migrate > $(BUILD)/airflow-migrate.log 2>&1 || (tail -20 $(BUILD)/airflow-migrate.log; exit 1)
 
-setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db
+setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db $(BUILD)/npm/.installed
 
 demo: setup
 	$(PY) -m stampede.surfaces.demo

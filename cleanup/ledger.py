@@ -14,9 +14,14 @@ Lines::
 
     {"ledger": 1, "run_tag": "LT-…", "target": "http://…/v1", "cleanup": {…}}   header (first, and after a restart)
     {"k": "showing", "id": "17", "url": "/showings/17"}                          an entity
+    {"k": "showing", "id": "17", "gone": 1}                                      the run deleted it itself
     {"k": "order", "n": 3}                                                      created without an id: counted only
 
-A line torn by a SIGKILL mid-write (the last one) is skipped and counted.
+``created`` counts creations, not ids: an API that hands a freed id to a new
+entity (SQLite's rowids, json-server's largest-plus-one) gives the run the same
+id twice. An id the run deleted itself is not deleted again by cleanup (its id
+may belong to someone else's entity by then), unless the run created it again
+later. A line torn by a SIGKILL mid-write (the last one) is skipped and counted.
 Stdlib only: it is imported by the Locust processes too.
 """
 
@@ -41,6 +46,7 @@ class LedgerEntry:
     id: str | None = None
     url: str | None = None
     count: int = 1  # > 1 only for entities counted without an id
+    gone: bool = False  # the run deleted it itself (a journey's own delete)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -48,21 +54,23 @@ class LedgerEntry:
 
     def to_wire(self) -> list[Any]:
         """What a worker ships to the master (a list: smaller than a mapping)."""
-        return [self.kind, self.id, self.url, self.count]
+        return [self.kind, self.id, self.url, self.count, self.gone]
 
     @classmethod
     def from_wire(cls, item: list[Any]) -> LedgerEntry:
-        kind, entity_id, url, count = (list(item) + [None, None, 1])[:4]
+        kind, entity_id, url, count, gone = (list(item) + [None, None, 1, False])[:5]
         return cls(kind=str(kind), id=None if entity_id is None else str(entity_id),
-                   url=None if url is None else str(url), count=int(count or 1))
+                   url=None if url is None else str(url), count=int(count or 1), gone=bool(gone))
 
 
 @dataclass
 class Ledger:
-    """What a run's ledger files hold: entities (first record wins), counts of id-less ones, the header."""
+    """What a run's ledger files hold: the entities it left (by id), the ones it deleted itself, the header."""
 
-    entities: dict[tuple[str, str], LedgerEntry] = field(default_factory=dict)
+    entities: dict[tuple[str, str], LedgerEntry] = field(default_factory=dict)  # created, not deleted by the run
+    deleted_by_run: dict[tuple[str, str], LedgerEntry] = field(default_factory=dict)
     counted: dict[str, int] = field(default_factory=dict)  # kind -> created without an id
+    creations: dict[str, int] = field(default_factory=dict)  # kind -> every creation recorded
     run_tag: str = ""
     target: str = ""
     cleanup: Any = None  # the run's cleanup declaration (its to_dict form), from the header
@@ -71,20 +79,23 @@ class Ledger:
 
     @property
     def created(self) -> int:
-        return len(self.entities) + sum(self.counted.values())
+        return sum(self.creations.values())
 
     def kinds(self) -> dict[str, int]:
-        """Entities created per kind (with and without ids)."""
-        counts: dict[str, int] = dict(self.counted)
-        for kind, _ in self.entities:
-            counts[kind] = counts.get(kind, 0) + 1
-        return counts
+        """Creations per kind (with and without ids)."""
+        return dict(self.creations)
 
     def add(self, entry: LedgerEntry) -> None:
+        if entry.gone:
+            if entry.id is not None and entry.key in self.entities:
+                self.deleted_by_run[entry.key] = self.entities.pop(entry.key)
+            return
+        self.creations[entry.kind] = self.creations.get(entry.kind, 0) + entry.count
         if entry.id is None:
             self.counted[entry.kind] = self.counted.get(entry.kind, 0) + entry.count
         else:
-            self.entities.setdefault(entry.key, entry)
+            self.deleted_by_run.pop(entry.key, None)  # created again under a freed id: the run's again
+            self.entities[entry.key] = entry
 
 
 def encode_header(*, run_tag: str, target: str, cleanup: Any) -> bytes:
@@ -100,6 +111,8 @@ def encode_entries(entries: Iterable[LedgerEntry]) -> bytes:
             data: dict[str, Any] = {"k": entry.kind, "id": entry.id}
             if entry.url:
                 data["url"] = entry.url
+            if entry.gone:
+                data["gone"] = 1
             lines.append(_line(data))
     return b"".join(lines)
 
@@ -125,7 +138,8 @@ def read_ledger(paths: Iterable[Path]) -> Ledger:
                 elif "k" in line:
                     entity_id = line.get("id")
                     ledger.add(LedgerEntry(kind=str(line["k"]), id=None if entity_id is None else str(entity_id),
-                                           url=line.get("url"), count=int(line.get("n") or 1)))
+                                           url=line.get("url"), count=int(line.get("n") or 1),
+                                           gone=bool(line.get("gone"))))
                 else:
                     ledger.torn_lines += 1
     return ledger

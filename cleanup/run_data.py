@@ -212,7 +212,7 @@ class _Run:
         stop = self._delete_all(pending)
         if stop is None:
             stop = self._sweep()
-        left, proof = self._prove(recorded, stopped=stop)
+        left, proof = self._prove([*recorded, *self.ledger.deleted_by_run.values()])
         errors = [f"cleanup stopped: {stop}"] if stop else []
         return self._result(left=left, proof=proof, errors=errors, resumed=resumed)
 
@@ -324,7 +324,7 @@ class _Run:
         return found
 
     # -- 3. prove what is left --------------------------------------------------------------------
-    def _prove(self, recorded: list[LedgerEntry], *, stopped: str | None) -> tuple[int | None, str]:
+    def _prove(self, recorded: list[LedgerEntry]) -> tuple[int | None, str]:
         left: int | None = 0
         proofs = set()
         by_kind: dict[str, list[LedgerEntry]] = {}
@@ -369,7 +369,8 @@ class _Run:
         return sum(1 for _, o in outcomes if o == PRESENT), "check" if spec else "none"
 
     def _outcome_failed(self, entry: LedgerEntry) -> bool:
-        return entry.key not in self.journal.gone and entry.kind in self.kinds
+        """A recorded entity cleanup was to delete, and did not see gone (failed, or stopped before it)."""
+        return entry.key in self.ledger.entities and entry.key not in self.journal.gone and entry.kind in self.kinds
 
     # -- a hook instead of kinds -----------------------------------------------------------------------
     def _hook(self) -> CleanupResult:
@@ -457,12 +458,15 @@ class _Run:
             counts = self.tally.kinds.get(kind, Counter())
             totals.update(counts)
             kind_left, kind_proof = self._kind_proof.get(kind, (None, ""))
+            by_run = sum(1 for k, _ in self.ledger.deleted_by_run if k == kind)
             kinds[kind] = CleanupKindResult(created=created.get(kind, 0), deleted=counts[DELETED],
-                                            already_gone=counts[ALREADY_GONE], left=kind_left, proof=kind_proof)
+                                            already_gone=counts[ALREADY_GONE] + by_run, left=kind_left,
+                                            proof=kind_proof)
         error = self.tally.text()
         return CleanupResult(
             created=self.ledger.created, deleted=totals[DELETED] + self.swept, left=left,
-            ok=left == 0 and error is None, error=error, already_gone=totals[ALREADY_GONE], resumed=resumed,
+            ok=left == 0 and error is None, error=error,
+            already_gone=totals[ALREADY_GONE] + len(self.ledger.deleted_by_run), resumed=resumed,
             swept=self.swept, not_ours=totals[NOT_OURS], proof=proof, kinds=kinds, deletes_per_s=self.delete_rate,
         )
 

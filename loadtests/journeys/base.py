@@ -30,7 +30,7 @@ from locust.exception import CatchResponseError, RescheduleTask
 
 from stampede.loadtests.journeys.http import JourneyHttpClient, JourneyResponse
 
-from stampede.load.plugin import mark_created, plan_of
+from stampede.load.plugin import mark_created, mark_deleted, plan_of
 
 from stampede.plan.run_plan import DEFAULT_ACCOUNTS, PASSWORD_ENV
 
@@ -161,6 +161,10 @@ class CrmUser(User):
     def created(self, kind: str, entity_id: Any, path: str) -> None:
         """Record one created entity in the run's ledger: cleanup deletes it by id and proves it gone."""
         mark_created(self.environment, kind, id=entity_id, url=path)
+
+    def deleted(self, kind: str, entity_id: Any) -> None:
+        """Record that this user deleted one of the run's entities: cleanup leaves that id alone."""
+        mark_deleted(self.environment, kind, id=entity_id)
 
     def list_page(self, kind: str, params: dict[str, Any]) -> tuple[list[str], dict | None]:
         """``GET /<kind>`` (escrows or listings): the ids on the page, and the page (``None`` on failure)."""

@@ -179,10 +179,15 @@ def _writer(aggregator) -> LedgerWriter | None:
     writer = LedgerWriter(path, header=encode_header(run_tag=plan.get("run_tag", ""), target=plan.get("target", ""),
                                                      cleanup=plan.get("cleanup")))
     aggregator._stampede_ledger = writer
-
-    # registered now, after the plugin's own quitting listener: that one adds the last reports first
-    @aggregator.environment.events.quitting.add_listener
-    def _close(**_kw: Any) -> None:
-        writer.close()
-
     return writer
+
+
+@events.quitting.add_listener
+def _close(environment, **_kw: Any) -> None:
+    """The last records, on disk. Locust fires ``quitting`` in reverse order of registration, so this
+    listener, registered when the plugin imports this module, runs after the plugin's own, which adds
+    the last reports (a standalone process's final drain) before it writes the results."""
+    aggregator = getattr(environment, "_stampede_aggregator", None)
+    writer = _writer(aggregator) if aggregator is not None else None
+    if writer is not None:
+        writer.close()

@@ -37,7 +37,7 @@ from stampede.load.fixes import patch_connection_pool
 from stampede.load.recorder import RequestRecorder
 from stampede.load.shape import StageShape
 
-__all__ = ["REPORT_KEY", "StageShape", "mark_created", "plan_of"]
+__all__ = ["REPORT_KEY", "StageShape", "mark_created", "mark_deleted", "plan_of"]
 
 logger = logging.getLogger("stampede")
 
@@ -76,6 +76,17 @@ def mark_created(environment, kind: str, count: int = 1, *, id: object = None, u
         recorder.record(LedgerEntry(kind=kind, count=count))
     else:
         recorder.record(LedgerEntry(kind=kind, id=str(id), url=url))
+
+
+def mark_deleted(environment, kind: str, *, id: object) -> None:  # noqa: A002
+    """Record that this user deleted an entity the run created: cleanup will not delete that id again.
+
+    An API may hand a freed id to a new entity (SQLite's rowids do), which by
+    cleanup time may be someone else's.
+    """
+    recorder = getattr(environment, "_stampede_recorder", None)
+    if recorder is not None:
+        recorder.record(LedgerEntry(kind=kind, id=str(id), gone=True))
 
 
 @events.init_command_line_parser.add_listener

@@ -43,8 +43,9 @@ class RequestRecorder:
             entry[2][message] = entry[2].get(message, 0) + 1
 
     def record(self, entry: LedgerEntry) -> None:
-        """One created entity (or ``entry.count`` of them without an id): counted, and recorded for cleanup."""
-        self.created[entry.kind] += entry.count
+        """One created entity (or ``entry.count`` of them without an id), or one the run deleted itself."""
+        if not entry.gone:
+            self.created[entry.kind] += entry.count
         self.ledger.append(entry.to_wire())
 
     def drain(self) -> dict[str, Any]:
