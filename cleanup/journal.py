@@ -12,8 +12,11 @@ disk (``os.fsync``); once the answer says the entity is gone, it is journaled
 
 Many senders share one ``fsync`` (group commit): each waits only until a sync
 covers its own line, so the journal costs one sync per round of requests in
-flight, not one per entity. ``gone`` lines are synced with the next round; one
-lost to a kill only makes that entity be checked again.
+flight, not one per entity. ``gone`` lines go to the OS at once (a killed
+process loses none) and to the disk with the next sync; one lost to a machine
+crash only makes that entity be checked again. So after a kill, at most the
+requests that were in flight (the declaration's ``concurrency``) are sent again,
+each only after a check shows the entity still there and still the run's.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ class Journal:
         self._sync_through(seq)
 
     def mark_gone(self, key: tuple[str, str], why: str) -> None:
-        self._append([GONE, *key, why])
+        """Journal ``key`` as gone: handed to the OS at once (a killed process loses none), synced later."""
+        self._append([GONE, *key, why], flush=True)
         self.gone[key] = why
 
     def close(self) -> None:
@@ -72,10 +76,12 @@ class Journal:
             os.fsync(self._handle.fileno())
             self._handle.close()
 
-    def _append(self, record: list[str]) -> int:
+    def _append(self, record: list[str], *, flush: bool = False) -> int:
         line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
         with self._lock:
             self._handle.write(line)
+            if flush:
+                self._handle.flush()
             self._appended += 1
             return self._appended
 
