@@ -136,7 +136,8 @@ class Pace:
             if self.max_rate:
                 self.next_send = max(self.next_send, now) + 1.0 / self.max_rate
 
-    def release(self, *, throttled: bool = False, retry_after: float | None = None) -> None:
+    def release(self, *, throttled: bool = False, retry_after: float | None = None, answered: bool = True) -> None:
+        """One request done: a throttle halves the window and pauses; an answer grows it; an error does neither."""
         with self._cond:
             self.in_flight -= 1
             now = time.monotonic()
@@ -148,7 +149,7 @@ class Pace:
                 pause = retry_after if retry_after is not None else self._backoff
                 self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
                 self.paused_until = max(self.paused_until, now + pause)
-            else:
+            elif answered:
                 self._backoff = BACKOFF_FIRST_S
                 self.window = min(float(self.maximum), self.window + 1.0 / self.window)
             self._cond.notify_all()
@@ -292,7 +293,7 @@ class ApiSession:
                 reply = self._exchange(method, path, body, authorized)
             except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, closed mid-answer
                 self._drop_connection()
-                self.pace.release()
+                self.pace.release(answered=False)
                 problem = type(exc).__name__
                 reply = None
             else:
@@ -325,7 +326,8 @@ class ApiSession:
         conn.request(method, self.prefix + path, body=payload, headers=headers)
         response = conn.getresponse()
         data = response.read()
-        self.requests += 1
+        with self._lock:
+            self.requests += 1
         if response.getheader("connection", "").lower() == "close":
             self._drop_connection()
         return Reply(status=response.status, body=data,

@@ -417,7 +417,7 @@ class _Run:
         if not items:
             return outcomes, None
         running: dict[Future, LedgerEntry] = {}
-        last_log, done = time.monotonic(), 0
+        last_log = time.monotonic()
 
         def guarded(entry: LedgerEntry) -> str:
             try:
@@ -436,14 +436,13 @@ class _Run:
             queue = iter(items)
             for entry in queue:
                 running[pool.submit(guarded, entry)] = entry
-                if len(running) >= 2 * self.concurrency:
+                while len(running) >= 2 * self.concurrency:
                     finished, _ = wait(running, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
                     for future in finished:
                         outcomes.append((running.pop(future), future.result()))
-                    done = len(outcomes)
                     if time.monotonic() - last_log >= PROGRESS_EVERY_S:
                         last_log = time.monotonic()
-                        logger.info("cleanup %s: %s %d of %d", self.run_tag, label, done, len(items))
+                        logger.info("cleanup %s: %s %d of %d", self.run_tag, label, len(outcomes), len(items))
             for future in list(running):
                 outcomes.append((running.pop(future), future.result()))
         return outcomes, stopped[0] if stopped else None

@@ -31,14 +31,14 @@ from locust.exception import CatchResponseError, RescheduleTask
 from stampede.loadtests.journeys.http import JourneyHttpClient, JourneyResponse
 
 from stampede.load.plugin import mark_created, mark_deleted, plan_of
+from stampede.load.process_env import RUN_TAG_ENV
 
 from stampede.plan.run_plan import DEFAULT_ACCOUNTS, PASSWORD_ENV
 
 logger = logging.getLogger("stampede.journeys")
 
-# A run tag for a plain ``locust -f loadtests/locustfile.py`` without a plan:
-# still tagged, so ``cleanup_run_data(run_tag="LT-adhoc")`` removes the data.
-RUN_TAG_ENV = "STAMPEDE_RUN_TAG"
+# A run tag for a plain ``locust -f loadtests/locustfile.py`` without a plan or STAMPEDE_RUN_TAG:
+# still tagged, so a search for ``LT-adhoc`` finds the data.
 ADHOC_RUN_TAG = "LT-adhoc"
 
 Check = Callable[[Any], "str | None"]  # body -> problem, or None when the body is as expected

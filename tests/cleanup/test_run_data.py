@@ -6,6 +6,7 @@ Against real servers: the demo CRM, the fast CRM target with a known service tim
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -303,4 +304,13 @@ def test_a_bearer_token_from_the_environment(tag, tmp_path, monkeypatch):
         assert missing.left is None and "environment variable CRM_CLEANUP_TOKEN is not set" in missing.error
         monkeypatch.setenv("CRM_CLEANUP_TOKEN", token)
         done = clean(target.base_url, tag, ledger, crm_with_bearer, tmp_path)
-    assert done.clean and (done.deleted, done.swept) == (10, 5)  # the listings carry the tag too: swept
+        assert done.clean and (done.deleted, done.swept) == (10, 5)  # the listings carry the tag too: swept
+
+        # the same token from an Airflow Connection (as Airflow reads one from the environment)
+        from_connection = replace(crm_with_bearer, auth=declaration(
+            {"auth": {"bearer": {"connection": "crm_cleanup"}}, "kinds": {"x": {"delete": "DELETE /x/{id}"}}}).auth)
+        monkeypatch.setenv("AIRFLOW_CONN_CRM_CLEANUP", json.dumps({"conn_type": "http", "password": token}))
+        fresh = tmp_path / "fresh-journal"
+        fresh.mkdir()
+        again = clean(target.base_url, tag, ledger, from_connection, fresh)
+    assert again.clean and again.resumed == 0 and again.already_gone == 5  # authenticated; already gone

@@ -26,6 +26,7 @@ import psutil
 from stampede.core.stops import StopKind, StopProbe, never
 from stampede.plan.run_plan import RunPlan
 from stampede.core.records import GeneratorSample
+from stampede.load.process_env import RUN_TAG_ENV
 from stampede.load.stage_health import StageHealthWatch
 from stampede.core.paths import Artifact, data_dir
 
@@ -124,7 +125,8 @@ def run_master(
     command += user_classes_for(plan)
     wall_limit_s = plan.load_duration_s + GRACE_S + (EXPECT_WORKERS_WAIT_S if expect_workers else 0)
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1", STAMPEDE_RUN_TAG=plan.run_tag)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env[RUN_TAG_ENV] = plan.run_tag  # so a plain locustfile can tag what it creates (load_process_env does this too)
     started = time.time()
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
