@@ -207,7 +207,7 @@ class _Run:
             return self._hook()
         recorded = list(self.ledger.entities.values())
         declared = [e for e in recorded if e.kind in self.kinds]
-        resumed = sum(1 for e in declared if self.journal.gone.get(e.key) in (DELETED, "swept"))
+        resumed = sum(1 for e in declared if e.key in self.journal.gone)  # settled by an earlier attempt
         pending = [e for e in declared if e.key not in self.journal.gone]
         stop = self._delete_all(pending)
         if stop is None:

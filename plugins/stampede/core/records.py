@@ -251,7 +251,7 @@ class CleanupResult:
     ok: bool = False
     error: str | None = None
     already_gone: int = 0  # recorded, but gone before cleanup came to it
-    resumed: int = 0  # deleted by an earlier, interrupted attempt (its journal): not sent again
+    resumed: int = 0  # settled (deleted or found gone) by an earlier, interrupted attempt (its journal): not sent again
     swept: int = 0  # carried the run tag but were not in the ledger: found by the search, deleted
     not_ours: int = 0  # an id the API gave to another entity since: never touched
     proof: str = ""
