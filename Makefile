@@ -33,11 +33,19 @@ $(VENV)/.python: FORCE
 	@if [ "$$(cat $@ 2>/dev/null)" != "$$(readlink -f $$(command -v $(PYTHON)))" ]; then \
 		rm -rf $(VENV); mkdir -p $(VENV); readlink -f $$(command -v $(PYTHON)) > $@; fi
 
+# json-server (a third-party REST API from npm) for the cleanup tests: `npm ci` from the lock.
+# Without npm the demo still runs; the tests that need json-server then say how to get it.
+$(BUILD)/npm/.installed: infra/npm/package.json infra/npm/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		mkdir -p $(BUILD)/npm && cp infra/npm/package.json infra/npm/package-lock.json $(BUILD)/npm/ && \
+		(cd $(BUILD)/npm && npm ci --no-audit --no-fund --loglevel=error) && touch $@; \
+	else echo "npm not found: json-server (used by the cleanup tests) is not installed; install Node.js 20 or later"; fi
+
 $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed
 	mkdir -p $(AIRFLOW_HOME)
 	$(VENV)/bin/airflow db migrate > $(BUILD)/airflow-migrate.log 2>&1 || (tail -20 $(BUILD)/airflow-migrate.log; exit 1)
 
-setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db
+setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db $(BUILD)/npm/.installed
 
 demo: setup
 	$(PY) -m stampede.surfaces.demo

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stampede.cleanup.reaper import reap_stale_test_data
+from stampede.cleanup.api import Credentials
+from stampede.cleanup.reaper import reap_target
+from stampede.plan.cleanup_declaration import stock_declaration
 from stampede.infra.canary import Canary
 from stampede.infra.demo_target.server import DemoTarget
 from stampede.infra.fixed_latency_target import FixedLatencyTarget
@@ -277,8 +279,9 @@ def test_a_run_killed_between_stages_and_retried_leaves_nothing_behind(tmp_path,
         assert cleanup2.created > 0 and cleanup2.left == 0
 
         # nothing of either run is left, and no lease holds the target
-        leftovers = reap_stale_test_data(base_url=target.base_url, email=DEFAULT_ACCOUNTS["admin"], password=password,
-                                         older_than_s=0)
+        leftovers = reap_target(base_url=target.base_url, declaration=stock_declaration(),
+                                tags={first.run_tag, second.run_tag},
+                                credentials=Credentials(password=password, accounts=dict(DEFAULT_ACCOUNTS)))
         assert (leftovers.found, leftovers.left) == (0, 0)
         assert target_lock.holder(target.base_url) is None
 

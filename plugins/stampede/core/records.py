@@ -261,10 +261,25 @@ class SeriesPoint:
 
 
 @dataclass
+class CleanupKindResult:
+    """One kind of entity: what the ledger says was created, what cleanup did, and what is left."""
+
+    created: int = 0
+    deleted: int = 0
+    already_gone: int = 0  # gone before cleanup came to it (the run deleted it, or an earlier attempt did)
+    left: int | None = None
+    proof: str = ""  # search | check | none (no cleanup declared)
+
+
+@dataclass
 class CleanupResult:
     """What cleanup did. ``left`` is a count proved after the deletes, or ``None``: not known.
 
     The defaults read as *not clean*: a cleanup that never ran proved nothing.
+    ``created`` is what the run's ledger recorded; ``proof`` says how ``left``
+    was established: ``search`` (the API listed what carries the run tag),
+    ``check`` (each recorded entity asked for, one by one), ``hook`` (a team's
+    cleanup function), ``declared`` (``cleanup: none`` and nothing recorded).
     """
 
     created: int = 0
@@ -272,6 +287,16 @@ class CleanupResult:
     left: int | None = None
     ok: bool = False
     error: str | None = None
+    already_gone: int = 0  # recorded, but gone before cleanup came to it
+    resumed: int = 0  # settled (deleted or found gone) by an earlier, interrupted attempt (its journal): not sent again
+    swept: int = 0  # carried the run tag but were not in the ledger: found by the search, deleted
+    not_ours: int = 0  # an id the API gave to another entity since: never touched
+    proof: str = ""
+    kinds: dict[str, CleanupKindResult] = field(default_factory=dict)
+    requests: int = 0
+    throttled: int = 0  # 429 / 503 answers waited out
+    duration_s: float | None = None
+    deletes_per_s: float | None = None  # entities resolved (deleted or found gone) per second of the delete phase
 
     @property
     def clean(self) -> bool:

@@ -21,7 +21,7 @@ from locust.runners import MasterRunner
 
 from stampede.core.histogram import LatencyHistogram
 from stampede.core.stops import StopKind, stop_kind
-from stampede.load import open_model
+from stampede.load import ledger, open_model
 from stampede.load.final_reports import FinalReports
 from stampede.load.threshold_watch import ThresholdWatch
 
@@ -79,6 +79,7 @@ class RunAggregator:
         for kind, count in report.get("created", {}).items():
             self.created[kind] += count
         self.iterations.add(report.get(open_model.REPORT_KEY))
+        ledger.collect(self, report)  # created entities: appended to the run's ledger file
 
     # -- the master's 1-second tick ----------------------------------------
     def tick(self, now: float) -> None:
@@ -95,6 +96,7 @@ class RunAggregator:
             if second not in self.timeline:
                 self.timeline[second] = (index, phase, users)
                 self.phase_seconds[f"{index}/{phase}"] += 1
+        ledger.flush(self)  # what was created is on disk within a second
         self.fold(upto=second - 1)  # the current second may still change stage (see enter_stage)
         self.finalize(before=second - FINALIZE_AFTER_S)
         self.check_stop_file()

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from stampede.core.thresholds import Threshold, legacy_view
+from stampede.plan.cleanup_declaration import CleanupDeclaration, CreateRule, declaration_for
 from stampede.plan.scenario import Scenario, judged_stages
 from stampede.plan.target import Target, parse_target
 
@@ -167,6 +168,16 @@ class RunPlan:
             raise ValueError("scenarios: one run can only use one locustfile; fix: run them separately")
         return files.pop()
 
+    @property
+    def cleanup(self) -> CleanupDeclaration | None:
+        """How to remove the run's test data (the scenarios share a locustfile, so one declaration)."""
+        return declaration_for([s.cleanup_declaration for s in self.scenarios])
+
+    @property
+    def creates(self) -> tuple[CreateRule, ...]:
+        """Which requests create what (the workers record those in the ledger)."""
+        return tuple(dict.fromkeys(rule for s in self.scenarios for rule in s.creates))
+
     def journeys(self) -> dict[str, float]:
         """Journey weights; for several scenarios, the first one's mix (they share workers)."""
         return dict(self.scenarios[0].journeys)
@@ -185,6 +196,8 @@ class RunPlan:
             "model": self.scenarios[0].model,  # closed | open (one model per run: they share the workers)
             "progress_interval_s": self.progress_interval_s,
             "egress": self.egress_policy(),  # stampede.load.egress: the only addresses a load process may reach
+            "creates": [rule.to_dict() for rule in self.creates],  # the workers' ledger rules
+            "cleanup": self.cleanup.to_dict() if self.cleanup else None,  # the ledger's header, for the reaper
         }
 
     def to_dict(self) -> dict[str, Any]:

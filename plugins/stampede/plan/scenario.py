@@ -51,6 +51,9 @@ from stampede.core import thresholds as threshold_rules
 from stampede.core.errors import Refusal
 from stampede.core.thresholds import Endpoints, Threshold
 from stampede.core.paths import data_dir
+from stampede.plan.cleanup_declaration import (
+    CleanupDeclaration, CreateRule, hook_parts, parse_cleanup, parse_creates, stock_declaration,
+)
 
 SCENARIO_DIR = data_dir("loadtests") / "scenarios"
 
@@ -61,7 +64,7 @@ STAT_HELP = "p50, p90, p95, p99, p99.9 (any pN), max, mean, error_rate, rps, req
 ENDPOINT_NAME = re.compile(r"\S+ \S.*")  # "<request type> <name>", as results.json names endpoints
 TOP_LEVEL_KEYS = {
     "name", "description", "journeys", "think_time_s", "stages", "thresholds",
-    "abort_on_breach", "abort", "locustfile", "model", "search",
+    "abort_on_breach", "abort", "locustfile", "model", "search", "creates", "cleanup",
 }
 OPEN_STAGE_KEYS = {"name", "rate", "duration_s", "max_users", "start_rate", "spawn_rate"}
 MODELS = ("closed", "open")
@@ -178,6 +181,15 @@ class Scenario:
     model: str = "closed"  # closed (users with think time) | open (arrival rate)
     search: Search | None = None
     threshold_rules: tuple[Threshold, ...] = ()  # the whole table, both forms
+    creates: tuple[CreateRule, ...] = ()  # which requests create what (a team's locustfile, no code)
+    cleanup: CleanupDeclaration | None = None  # how to remove what it created (see cleanup_declaration)
+
+    @property
+    def cleanup_declaration(self) -> CleanupDeclaration | None:
+        """The declared cleanup; the stock CRM's for the stock journeys; ``None``: nothing declared."""
+        if self.cleanup is not None:
+            return self.cleanup
+        return stock_declaration() if self.locustfile is None else None
 
     @property
     def peak_users(self) -> int:
@@ -202,6 +214,7 @@ class Scenario:
             data["search"] = self.search.to_dict(self.model)
         if data["locustfile"] is None:
             del data["locustfile"]
+        _test_data_to_dict(self, data)
         return data
 
     @classmethod
@@ -269,7 +282,7 @@ def load_scenario(name_or_path: str, directory: Path = SCENARIO_DIR) -> Scenario
                 f"scenario {path.name}: locustfile: {scenario.locustfile!r} not found; fix: give a path relative to the scenario file"
             )
         scenario = Scenario(**{**scenario.__dict__, "locustfile": str(locustfile)})
-    return scenario
+    return _with_hook_path(scenario, path)
 
 
 def parse_scenario(data: Any, *, source: str = "<dict>") -> Scenario:
@@ -334,6 +347,7 @@ def parse_scenario(data: Any, *, source: str = "<dict>") -> Scenario:
         raise fail("description", "must be text", "quote the description")
 
     search = _parse_search(data["search"], model, fail) if data.get("search") is not None else None
+    creates, cleanup = _parse_test_data(data, fail, source=source)
 
     return Scenario(
         name=name.strip(),
@@ -349,6 +363,8 @@ def parse_scenario(data: Any, *, source: str = "<dict>") -> Scenario:
         model=model,
         search=search,
         threshold_rules=rules,
+        creates=creates,
+        cleanup=cleanup,
     )
 
 
@@ -528,6 +544,46 @@ def rule_to_dict(rule: Threshold) -> dict[str, Any]:
                 "delay_s": rule.delay_s, "window_s": rule.window_s, "optional": rule.optional or None, "name": rule.name}
     data.update({k: v for k, v in optional.items() if v is not None})
     return data
+
+
+# -- test data: what the run creates and how to remove it (stampede.plan.cleanup_declaration) -----------------
+def _parse_test_data(data: dict[str, Any], fail, *, source: str) -> tuple[tuple[CreateRule, ...], CleanupDeclaration | None]:
+    creates = parse_creates(data.get("creates"), fail)
+    cleanup = parse_cleanup(data.get("cleanup"), fail, source=Path(source).name if source else "")
+    declared = set(cleanup.kinds) if cleanup is not None else set()
+    for index, rule in enumerate(creates):
+        if cleanup is not None and cleanup.creates_nothing:
+            raise fail("cleanup", "is none, but creates declares what the run creates",
+                       f"declare cleanup.kinds.{rule.kind}, or remove the creates rules")
+        if cleanup is None or (not cleanup.hook and rule.kind not in declared):
+            raise fail(f"creates[{index}].kind", f"{rule.kind!r} has no cleanup declared",
+                       f"add cleanup.kinds.{rule.kind} (how to delete one), or a cleanup hook")
+    return creates, cleanup
+
+
+def _test_data_to_dict(scenario: Scenario, data: dict[str, Any]) -> None:
+    data["creates"] = [rule.to_dict() for rule in scenario.creates]
+    if not data["creates"]:
+        del data["creates"]
+    if scenario.cleanup is None:
+        del data["cleanup"]
+    else:
+        data["cleanup"] = scenario.cleanup.to_dict()
+
+
+def _with_hook_path(scenario: Scenario, path: Path) -> Scenario:
+    """A cleanup hook's file, like the locustfile, is relative to the scenario file; it must exist."""
+    if scenario.cleanup is None or not scenario.cleanup.hook:
+        return scenario
+    file, function = hook_parts(scenario.cleanup.hook)
+    if not file.is_absolute():
+        file = (path.parent / file).resolve()
+    if not file.is_file():
+        raise ScenarioError(
+            f"scenario {path.name}: cleanup.hook: {str(hook_parts(scenario.cleanup.hook)[0])!r} not found; "
+            "fix: give a path relative to the scenario file"
+        )
+    return replace(scenario, cleanup=replace(scenario.cleanup, hook=f"{file}:{function}"))
 
 
 def _parse_abort(raw: Any, fail) -> AbortPolicy:

@@ -16,15 +16,25 @@ looks at what the user typed.
 
 from __future__ import annotations
 
+import ast
+import json
 import logging
 import math
 import os
 import time
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
+from stampede.cleanup.api import lookup_secret
 from stampede.core.errors import Refusal
+from stampede.load import locustfile_check
+from stampede.load.process_env import load_process_env
+from stampede.load.runner import user_classes_for
+from stampede.plan.cleanup_declaration import hook_parts
 from stampede.plan.environments import Environment, check_allowed_hours, classify, load_environments
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import MAX_STAGE_S, MAX_USERS, Scenario, load_named_scenario, load_scenario
@@ -38,6 +48,7 @@ from stampede.workers.sizing import plan_workers
 log = logging.getLogger(__name__)
 
 HEALTH_ATTEMPTS = 3
+LOCUSTFILE_CHECK_TIMEOUT_S = 60  # importing Locust and the file takes 1-3 s here
 WORKER_TTL_MARGIN_S = 1800  # beyond the planned load: the lease's and the workers' lifetime
 PROVIDERS = ("local", "ecs", "ec2")
 MAX_WORKERS = 64
@@ -203,6 +214,54 @@ def plan_is_whole(state: Preflight) -> None:
                          "give the scenarios (or their stages) distinct names")
 
 
+def locustfile_can_run(state: Preflight) -> None:
+    """A team's locustfile imports and has the User classes the scenario names (checked in a process of its own)."""
+    plan = state.plan
+    if plan.locustfile is None:
+        return  # the stock journeys: tested with the code
+    path = Path(plan.locustfile)
+    label = f"locustfile {path.name}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", locustfile_check.__name__, str(path), *user_classes_for(plan)],
+            cwd=path.parent, env=load_process_env(run_tag=plan.run_tag, password_env=plan.password_env),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LOCUSTFILE_CHECK_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise RunRefused(label, f"importing it did not finish within {LOCUSTFILE_CHECK_TIMEOUT_S} s",
+                         "move slow work (network calls, big files) out of module level into on_start") from None
+    verdicts = [line[len(locustfile_check.MARK):] for line in done.stdout.splitlines()
+                if line.startswith(locustfile_check.MARK)]
+    if not verdicts:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RunRefused(label, f"the check could not run it (exit {done.returncode}: {last})",
+                         "run it by hand: locust -f FILE --headless -t 1s")
+    outcome = json.loads(verdicts[-1])
+    if outcome:
+        raise RunRefused(label, outcome["problem"], outcome["fix"])
+
+
+def cleanup_can_run(state: Preflight) -> None:
+    """The cleanup declaration's credentials are there and its hook exists, before anything is created."""
+    declaration = state.plan.cleanup  # a Refusal when the scenarios declare different cleanups
+    if declaration is None:
+        return
+    for field_name, secret in declaration.auth.secrets:
+        if not lookup_secret(secret):
+            raise RunRefused(field_name, f"{secret.describe()} is not set (cleanup could not authenticate)",
+                             "set it where the run's tasks run, or change the scenario's cleanup.auth")
+    if declaration.hook:
+        file, function = hook_parts(declaration.hook)
+        try:
+            tree = ast.parse(file.read_text())
+        except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+            raise RunRefused("cleanup.hook", f"{file.name} cannot be read as Python ({type(exc).__name__})",
+                             "give the path of a Python file, relative to the scenario") from None
+        if not any(isinstance(n, ast.FunctionDef) and n.name == function for n in tree.body):
+            raise RunRefused("cleanup.hook", f"{file.name} has no top-level function {function!r}",
+                             f"define def {function}(context) in it, or name one it has")
+
+
 def kill_switch_is_off(state: Preflight) -> None:
     try:
         reason = state.kill_switch()
@@ -254,6 +313,8 @@ CHECKS: tuple[Callable[[Preflight], None], ...] = (
     users_fit_the_cap,
     workers_are_possible,
     plan_is_whole,
+    cleanup_can_run,
+    locustfile_can_run,
     kill_switch_is_off,
     target_is_free,
     target_is_healthy,  # the only check that sends a request: last but one
