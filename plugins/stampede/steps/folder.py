@@ -14,18 +14,21 @@ from pathlib import Path
 
 from stampede.core.artifacts import RunFolder, store_root
 from stampede.core.paths import reports_root
-from stampede.plan.run_plan import RunPlan
+from stampede.plan.run_plan import RunPlan, run_tag_for
 
 
 def folder_of(plan: RunPlan) -> RunFolder:
-    """``plan.out_dir`` when the CLI was given ``--out`` (local only), else ``<reports root>/<run tag>/`` (+ the store)."""
-    if plan.out_dir:
-        folder = RunFolder(Path(plan.out_dir))
-    else:
-        store = store_root()
-        folder = RunFolder(reports_root() / plan.run_tag, store / plan.run_tag if store is not None else None)
+    """``plan.out_dir`` when the CLI was given ``--out`` (local only), else the run's folder (:func:`folder_for_run`)."""
+    folder = RunFolder(Path(plan.out_dir)) if plan.out_dir else folder_for_run(plan.run_id)
     folder.path.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def folder_for_run(run_id: str) -> RunFolder:
+    """``<reports root>/<run tag>/`` on this host, and ``<store>/<run tag>/`` when a store is configured."""
+    tag = run_tag_for(run_id)
+    store = store_root()
+    return RunFolder(reports_root() / tag, store / tag if store is not None else None)
 
 
 def locks_dir() -> Path:
