@@ -203,3 +203,12 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):
+    """boto3 and Stampede's cloud providers pointed at the session's moto server (the workers stack deployed)."""
+    for name, value in (moto_server.env() | moto_server.stack_env).items():
+        monkeypatch.setenv(name, value)
+    moto_server.keep_tasks_running()
+    return moto_server
