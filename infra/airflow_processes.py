@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stampede.core.netutil import free_port
+
 MARKER = "STAMPEDE_AIRFLOW_PROCESSES"  # every descendant of a component inherits it
 HOSTNAME_ENV = "STAMPEDE_HOSTNAME"
 AIRFLOW = Path(sys.executable).with_name("airflow")
@@ -51,12 +53,6 @@ def hostname() -> str:
     (a loopback address literal such as 127.0.0.2).
     """
     return os.environ.get(HOSTNAME_ENV) or socket.getfqdn()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def shared_secrets() -> dict[str, str]:

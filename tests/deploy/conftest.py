@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from stampede.core.netutil import free_port
 from stampede.infra.airflow_processes import AirflowProcesses, ApiClient, base_env, shared_secrets
 from stampede.infra.databases import FreshDatabase, postgres_problem
 
@@ -137,7 +138,7 @@ def deployment(tmp_path_factory):
         home = root / "airflow_home"
         home.mkdir()
         (home / "passwords.json").write_text(json.dumps({"admin": "admin"}))  # known credentials
-        port = _free_port()
+        port = free_port()
         sync_url = metadata.url
         env = base_env(home=home, port=port, dags_folder=REPO / "dags", plugins_folder=REPO / "plugins")
         env |= shared_secrets() | {
@@ -198,17 +199,3 @@ def deployment(tmp_path_factory):
             db.dispose_all()
         assert left == [], f"processes of the deployment still running: {left}"
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def aws(moto_server, monkeypatch):
-    """boto3 and Stampede's cloud providers pointed at the session's moto server (the workers stack deployed)."""
-    for name, value in (moto_server.env() | moto_server.stack_env).items():
-        monkeypatch.setenv(name, value)
-    moto_server.keep_tasks_running()
-    return moto_server
