@@ -20,20 +20,23 @@ from __future__ import annotations
 from airflow.sdk import Param, dag
 
 from stampede.surfaces.airflow_tasks import reap
-from stampede.surfaces.dag_defaults import dag_defaults
+from stampede.surfaces.dag_defaults import dag_defaults, on_schedule
 
 DEFAULT_AGE_S = 6 * 3600
 
 
 @dag(
     dag_id="loadtest_reaper",
-    schedule="@hourly",
+    schedule=on_schedule("0 * * * *"),
     doc_md=__doc__,
     tags=["stampede", "loadtest", "reaper"],
     **dag_defaults(),
     params={
-        "older_than_s": Param(DEFAULT_AGE_S, type="integer", minimum=0, description="How long ago a run must have ended for the reaper to clean up after it (s)."),
-        "reaper_targets": Param([], type="array", description="Extra target base URLs (incl. /v1) to reap."),
+        "older_than_s": Param(DEFAULT_AGE_S, type="integer", minimum=0, maximum=30 * 86400, title="Older than (s)",
+                              section="Reaper", description="How long ago a run must have ended for the reaper to clean up after it (s)."),
+        "reaper_targets": Param([], type="array", items={"type": "string", "pattern": "^https?://"},
+                                title="Extra targets", section="Reaper",
+                                description="Base URLs (incl. /v1) to reap besides the environments', one a line."),
     },
 )
 def loadtest_reaper():

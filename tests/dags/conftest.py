@@ -51,11 +51,3 @@ def demo_target(tmp_path):
     with DemoTarget(workdir=tmp_path / "target") as target:
         yield target
 
-
-# -- AWS (cloud workers): moto's server is the session fixture in tests/conftest.py ----------------------
-@pytest.fixture
-def aws(moto_server, monkeypatch):
-    for name, value in (moto_server.env() | moto_server.stack_env).items():
-        monkeypatch.setenv(name, value)
-    moto_server.keep_tasks_running()
-    return moto_server

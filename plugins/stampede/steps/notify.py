@@ -23,12 +23,16 @@ log = logging.getLogger(__name__)
 
 
 def slack_hook(plan: RunPlan) -> StampedeSlackHook:
-    return StampedeSlackHook(fallback_dir=folder_of(plan).path)
+    """The hook; its fallback file (appended by the hook itself) is the run folder's, fetched from the store first."""
+    folder = folder_of(plan)
+    folder.fetch(Artifact.SLACK_FALLBACK)
+    return StampedeSlackHook(fallback_dir=folder.path)
 
 
 def notify_start(plan: RunPlan) -> None:
     message = start_message(plan)
     slack_hook(plan).post_message(text=message.text, blocks=message.blocks)
+    folder_of(plan).publish(Artifact.SLACK_FALLBACK)
 
 
 def notify_summary(plan: RunPlan) -> dict[str, Any]:
@@ -48,10 +52,11 @@ def notify_summary(plan: RunPlan) -> dict[str, Any]:
         folder.write_text(Artifact.SLACK_STAGES_SENT, "sent")
     message = summary_message(result, report_url=report_url(folder))
     answer = hook.post_message(text=message.text, blocks=message.blocks)
-    chart = folder.path / Artifact.CHARTS / "load.png"
+    chart = folder.fetch(f"{Artifact.CHARTS}/load.png")
     if chart.exists():  # the main chart as an image (files_upload_v2)
         answer["chart"] = hook.upload_file(
             path=chart, title=f"{result.scenario} {result.verdict.upper()}: users, req/s, errors",
             comment=f"Load over time, run {result.run_id}",
         )
+    folder.publish(Artifact.SLACK_FALLBACK)
     return answer

@@ -67,6 +67,7 @@ def teardown_workers(plan: RunPlan) -> TornDown:
 def _teardown_local(plan: RunPlan) -> TornDown:
     folder = folder_of(plan)
     folder.write_text(Artifact.WORKERS_STOP, "teardown")  # first: agents of a half-finished provisioning stop too
+    folder.fetch(Artifact.WORKERS)  # provisioned by another task, maybe on another host
     workers = load_worker_set(folder.path)
     if workers is None:
         return TornDown(provider="local", stopped=0, left=0, verified_at=time.time())
@@ -76,6 +77,7 @@ def _teardown_local(plan: RunPlan) -> TornDown:
 
 def _teardown_cloud(plan: RunPlan) -> TornDown:
     folder = folder_of(plan)
+    folder.fetch(Artifact.WORKERS)  # provisioned by another task, maybe on another host
     workers = load_worker_set(folder.path)
     provider = provider_for(plan.worker_provider)
     if workers is None:  # nothing on record (e.g. provisioning never ran): still sweep by tag

@@ -55,7 +55,7 @@ def outcome_of(plan: RunPlan) -> Outcome:
         problems.append(left_behind)
     exit_code = Exit.LEFT_BEHIND if (left_behind or not cleanup.clean) else VERDICT_EXITS[result.verdict]
     return Outcome(exit=exit_code, verdict=result.verdict, problems=problems,
-                   results=str(folder.path / Artifact.RESULTS))
+                   results=folder.uri(Artifact.RESULTS))
 
 
 def finish_run(plan: RunPlan) -> Outcome:

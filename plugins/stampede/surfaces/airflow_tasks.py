@@ -35,6 +35,7 @@ from stampede.core.errors import Refusal
 from stampede.plan.run_plan import RunPlan
 from stampede.safety import killswitch
 from stampede.surfaces import airflow_config
+from stampede.surfaces.report_link import LoadTestReportLink
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def report(plan: dict | None) -> str | None:
     run_plan = _plan(plan)
     path = report_step.report(run_plan)
     url = report_step.report_url(folder_of(run_plan))
-    if url:  # read by the "Load test report" extra link (plugins/stampede_report_link.py)
+    if url:  # the report exists: the task's "Load test report" link points at it (surfaces/report_link.py)
         get_current_context()["ti"].xcom_push(key="report_url", value=url)
     return str(path) if path else None
 
@@ -261,5 +262,7 @@ def _wire(default_scenarios: list[str], load_steps: list) -> None:
     chain(held, cost_check(plan), workers, *[step(plan) for step in load_steps], analyse(plan), cleaned)
     cleaned.as_teardown(setups=workers)
     cleaned >> torn_down.as_teardown(setups=[held, workers])  # runs once the lease is held, whatever failed since
-    torn_down >> report(plan) >> notify_summary(plan) >> final_verdict(plan, torn_down)
+    reported = report(plan)
+    reported.operator.operator_extra_links = (LoadTestReportLink(),)  # on the report task only
+    torn_down >> reported >> notify_summary(plan) >> final_verdict(plan, torn_down)
 
