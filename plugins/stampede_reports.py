@@ -61,7 +61,7 @@ def run_report(dag_id: str, run_id: str) -> HTMLResponse:
     from stampede.surfaces.report_link import report_html
 
     try:
-        report = report_html(run_id)
+        report = report_html(run_id, dag_id)
     except Exception as exc:  # noqa: BLE001 - the store is down or misconfigured: say so, keep the API server up
         log.warning("Report of %s/%s unreadable: %s: %s", dag_id, run_id, type(exc).__name__, exc)
         return _page(503, "Report unavailable", f"The artifact store could not be read ({type(exc).__name__}).")

@@ -62,7 +62,7 @@ def test_the_page_serves_the_runs_offline_report_to_whoever_may_read_the_run(api
 
     client, tokens, run_id = api
     monkeypatch.delenv(artifacts.ENV_STORE, raising=False)
-    folder = folder_for_run(run_id)
+    folder = folder_for_run(run_id, dag_id="loadtest_manual")
     assert _get(client, tokens["viewer"], "loadtest_manual", run_id).status_code == 404  # no report yet
     folder.file(Artifact.REPORT).write_text(REPORT)
     page = _get(client, tokens["viewer"], "loadtest_manual", run_id)
@@ -93,7 +93,7 @@ def test_the_report_comes_from_object_storage_when_one_is_configured(api, moto_s
     monkeypatch.setenv("STAMPEDE_REPORTS_DIR", str(tmp_path / "api-server-host"))  # nothing on this host's disk
     boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name="us-east-1", aws_access_key_id="testing",
                  aws_secret_access_key="testing").create_bucket(Bucket="stampede-plugin-test")
-    written_elsewhere = RunFolder(tmp_path / "worker-host", folder_for_run(run_id).store)  # the report task's host
+    written_elsewhere = RunFolder(tmp_path / "worker-host", folder_for_run(run_id, dag_id="loadtest_manual").store)  # the report task's host
     written_elsewhere.write_text(Artifact.REPORT, REPORT + "<!-- s3 -->")
     assert not (tmp_path / "api-server-host").exists() or not any((tmp_path / "api-server-host").rglob("report.html"))
     assert _get(client, tokens["viewer"], "loadtest_manual", run_id).text == REPORT + "<!-- s3 -->"

@@ -19,14 +19,17 @@ from stampede.plan.run_plan import RunPlan, run_tag_for
 
 def folder_of(plan: RunPlan) -> RunFolder:
     """``plan.out_dir`` when the CLI was given ``--out`` (local only), else the run's folder (:func:`folder_for_run`)."""
-    folder = RunFolder(Path(plan.out_dir)) if plan.out_dir else folder_for_run(plan.run_id)
+    folder = RunFolder(Path(plan.out_dir)) if plan.out_dir else folder_for_run(plan.run_id, dag_id=plan.dag_id)
     folder.path.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def folder_for_run(run_id: str) -> RunFolder:
-    """``<reports root>/<run tag>/`` on this host, and ``<store>/<run tag>/`` when a store is configured."""
-    tag = run_tag_for(run_id)
+def folder_for_run(run_id: str, *, dag_id: str = "") -> RunFolder:
+    """``<reports root>/<run tag>/`` on this host, and ``<store>/<run tag>/`` when a store is configured.
+
+    The run tag is unique per DAG id and run id (:func:`stampede.plan.run_plan.run_tag_for`).
+    """
+    tag = run_tag_for(run_id, dag_id)
     store = store_root()
     return RunFolder(reports_root() / tag, store / tag if store is not None else None)
 

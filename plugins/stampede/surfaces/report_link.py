@@ -49,9 +49,9 @@ class LoadTestReportLink(BaseOperatorLink):
         return report_page_url(ti_key.dag_id, ti_key.run_id)
 
 
-def report_html(run_id: str) -> str | None:
+def report_html(run_id: str, dag_id: str) -> str | None:
     """The run's ``report.html`` from its run folder (the artifact store when configured), or None."""
     from stampede.steps.folder import folder_for_run
 
-    folder = folder_for_run(run_id)
+    folder = folder_for_run(run_id, dag_id=dag_id)
     return folder.read_text(Artifact.REPORT) if folder.exists(Artifact.REPORT) else None
