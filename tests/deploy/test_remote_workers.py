@@ -47,6 +47,14 @@ def _signal(pid: int, sig: int, *, group: bool = False) -> None:
         pass
 
 
+def _in_our_network_namespace(pid: int) -> bool:
+    """True when ``pid`` shares this test's network namespace (or cannot be examined): not one of ours to kill."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return True
+
+
 def _free_subnets(count: int) -> list[int]:
     """``count`` third octets x of 10.200.x.0/24 that no interface of this machine uses."""
     used = _ip("-4", "-o", "addr").stdout
@@ -78,6 +86,8 @@ def test_hosts():
     finally:
         for host in made:
             for pid in _ip("netns", "pids", host["ns"], check=False).stdout.split():
+                if _in_our_network_namespace(int(pid)):  # never a process of this machine's own namespace
+                    continue
                 _signal(int(pid), signal.SIGKILL)
             _ip("netns", "del", host["ns"], check=False)
             _ip("link", "del", host["outside"], check=False)  # gone with the namespace already, normally
