@@ -51,3 +51,23 @@ def demo_target(tmp_path):
     with DemoTarget(workdir=tmp_path / "target") as target:
         yield target
 
+
+
+@pytest.fixture(autouse=True)
+def _dag_params_restored(request):
+    """``dag.test(run_conf=...)`` leaves the run's conf in the shared DAG's params (Airflow 3.3): restore them,
+    or one test's conf (a worker provider, a Slack channel) leaks into the next test's run."""
+    if "dag_bag" not in request.fixturenames:
+        yield
+        return
+    import copy
+
+    bag = request.getfixturevalue("dag_bag")
+    saved = {dag_id: (copy.deepcopy(dag.params), {t.task_id: copy.deepcopy(t.params) for t in dag.tasks})
+             for dag_id, dag in bag.dags.items()}
+    yield
+    for dag_id, (params, tasks) in saved.items():
+        dag = bag.dags[dag_id]
+        dag.params = params
+        for task in dag.tasks:
+            task.params = tasks[task.task_id]

@@ -32,7 +32,6 @@ judged part), and, for the ``prometheus`` source whose samples come while the lo
 mid-run: the sampler keeps its newest points in ``server_metrics.live.json`` beside the master's
 output (:data:`LIVE_FILE_NAME`), which the master's threshold watch reads once a second. A
 threshold on a series that was not sampled is *not judged*, never passed.
-never fails the run: it is recorded in ``errors`` and shown in the report.
 
 **Credentials in a metrics URL** (``https://user:secret@prometheus.internal``) are
 split off when the config is read: HTTP clients get them as basic auth and only
@@ -60,6 +59,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from stampede.core import redact
+from stampede.figures.live import LIVE_FILE_NAME, LIVE_KEEP_S, read_live_points
 from stampede.core.records import ServerSeries, ServerStage, ServerSummary
 from stampede.core.thresholds import Observation, Samples, Threshold, Worst, sample_windows
 
@@ -75,8 +75,6 @@ DEFAULT_INTERVAL_S = 2.0
 SCRAPE_TIMEOUT_S = 2.0
 MAX_ERRORS_KEPT = 20
 SOURCES = ("prometheus", "prometheus_server", "cloudwatch", "none")
-LIVE_FILE_NAME = "server_metrics.live.json"  # the sampler's newest points, for the master's mid-run judgement
-LIVE_KEEP_S = 660.0  # seconds of points the live file keeps: the longest threshold window (600 s) and a margin
 
 
 @dataclass(frozen=True)
@@ -393,15 +391,6 @@ class Sampled:
     """What :func:`sampling` collected: the ``server_metrics.json`` document, once the body has ended."""
 
     document: dict | None = None
-
-
-def read_live_points(path: str | Path) -> dict[str, list]:
-    """The live file's ``{series: [[t, value], ...]}``; empty while it does not exist (yet) or is unreadable."""
-    try:
-        with open(path) as handle:
-            return dict(json.load(handle).get("series") or {})
-    except (OSError, ValueError, AttributeError):
-        return {}
 
 
 @contextmanager

@@ -35,7 +35,7 @@ from stampede.core.stops import StopKind
 from stampede.core.thresholds import (
     COMPLETE_AFTER_S, Measured, RollingWindow, Samples, Threshold, Worst, table,
 )
-from stampede.figures.server import LIVE_FILE_NAME, read_live_points
+from stampede.figures.live import LIVE_FILE_NAME, read_live_points
 
 logger = logging.getLogger("stampede")
 
