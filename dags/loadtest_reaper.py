@@ -5,9 +5,9 @@ Every hour: the safety net behind each run's own cleanup.
 
 1. Deletes what ended runs left, only for `LT-` run tags Stampede issued whose runs
    ended at least `older_than_s` ago (default 6 h), matched as whole tokens: it resumes
-   each such run's unproved cleanup from its ledger, and sweeps each environment that
-   allows load and lists base URLs (plus `reaper_targets`) through the cleanup
-   declarations; never production, never a pattern alone (`LT-01103` is a postcode).
+   each such run's unproved cleanup from its ledger, and sweeps each target such a run
+   loaded (plus `reaper_targets`) through the cleanup declarations; never production,
+   never a pattern alone (`LT-01103` is a postcode).
 2. Terminates load-test workers past their time-to-live (when the worker provider
    offers `reap_expired_workers`).
 

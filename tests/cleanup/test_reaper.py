@@ -130,3 +130,30 @@ def test_the_reaper_step_resumes_unproved_runs_from_their_ledgers_and_never_touc
         assert reap_everything(older_than_s=3600, environments_text=environments)["tags"] == 0  # ended just now
     finally:
         db.dispose_all()
+
+
+def test_a_settled_runs_target_is_never_contacted_and_an_unsettled_one_is(tmp_path, monkeypatch):
+    """The registry keeps each run's declaration; a run whose own cleanup proved it clean is left alone."""
+    from stampede.steps.reap import ReapFailed, reap_everything
+
+    monkeypatch.setenv("STAMPEDE_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("STAMPEDE_STATE_URL", f"sqlite:///{tmp_path / 'state.sqlite'}")
+    environments = json.dumps({"environments": {"local": {"allow_load": True}}})
+    try:
+        with Canary() as target:  # a CRM stand-in that answers 200 to everything, and counts
+            for tag in ("LT-settled1", "LT-unsettled2"):
+                tags.issue(tag, run_id=tag, target=target.base_url, cleanup=stock_declaration().to_dict())
+                tags.end(tag)
+            tags.settle("LT-settled1")
+            assert set(tags.unsettled({"LT-settled1", "LT-unsettled2"})) == {"LT-unsettled2"}
+            tags.settle("LT-unsettled2")
+            assert reap_everything(older_than_s=0, environments_text=environments)["targets"] == {}
+            assert target.hits() == 0  # both settled: nothing of ours can be there, so nothing is asked
+            tags.issue("LT-unsettled3", run_id="LT-unsettled3", target=target.base_url,
+                       cleanup=stock_declaration().to_dict())
+            tags.end("LT-unsettled3")
+            with pytest.raises(ReapFailed):  # the canary is no CRM: the sweep cannot log in, and says so
+                reap_everything(older_than_s=0, environments_text=environments)
+            assert target.hits() > 0  # the unsettled run's target was swept, with its own declaration
+    finally:
+        db.dispose_all()

@@ -28,6 +28,8 @@ def test_reaper_schedule_and_structure(dag_bag):
 def test_reaper_dag_removes_stale_data_under_dag_test(airflow_db, dag_bag, tmp_path, monkeypatch):
     """End to end: the environments Variable, read when the task runs, narrows the file (staging off here)."""
     monkeypatch.setenv("AIRFLOW_VAR_STAMPEDE_ENVIRONMENTS", json.dumps({"environments": {"staging": {"allow_load": False}}}))
+    # a tag registry of its own: other tests' ended runs (and their targets, long gone) are not this reaper's
+    monkeypatch.setenv("STAMPEDE_STATE_URL", f"sqlite:///{tmp_path / 'state.sqlite'}")
     with DemoTarget(workdir=tmp_path / "target") as target:
         client = httpx.Client(base_url=target.base_url, trust_env=False, follow_redirects=False, timeout=10)
         token = client.post("/auth/login", json={"email": ADMIN, "password": target.password}).json()["token"]

@@ -163,6 +163,7 @@ def test_a_run_that_leaves_test_data_exits_4_and_never_reads_as_a_plain_pass(tmp
         "name": "poll", "locustfile": str(Path(__file__).with_name("polling_locustfile.py")),
         "journeys": {"PollingUser": 1}, "think_time_s": [0.1, 0.2],
         "stages": [{"name": "hold", "users": 2, "spawn_rate": 2, "duration_s": 3}],
+        "cleanup": "crm",  # the stock CRM declaration: its search finds the sticky target's entities
     }))
     target = StickyTarget()
     try:

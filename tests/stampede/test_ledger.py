@@ -21,6 +21,7 @@ import pytest
 from stampede.cleanup.ledger import read_ledger
 from stampede.infra.json_server import JsonServer
 from stampede.plan.cleanup_declaration import parse_cleanup
+from stampede.plan.target import parse_target, resolve
 
 pytestmark = pytest.mark.integration
 PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "stampede" / "load" / "entry.py"
@@ -66,6 +67,8 @@ def test_a_worker_records_what_the_rules_match_and_the_master_writes_it_while_th
             "progress_interval_s": 2,
             "creates": [{"request": "POST /showings", "status": [201], "kind": "showing", "id": "id"}],
             "cleanup": cleanup.to_dict(),
+            # what preflight would approve: the load processes may reach the API only (stampede.load.egress)
+            "egress": resolve(parse_target(api.base_url)).egress_policy(),
         }
         ledger, out, port = tmp_path / "ledger.jsonl", tmp_path / "out.json", free_port()
         files = f"{PLUGIN},{tmp_path / 'team.py'}"

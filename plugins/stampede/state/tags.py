@@ -11,6 +11,11 @@ its tag; it counts as ended once its ``expires_at`` has passed (the planned load
 time plus the lease's margin, the same moment its lease and workers expire), so
 its data is reaped and never kept forever.
 
+A run whose own cleanup proved its data gone is *settled*: the reaper has
+nothing to do for it and never contacts its target again. Each tag keeps the
+run's cleanup declaration, so the reaper cleans after a run it has no folder of
+the way that run's scenario said, never with a guess.
+
 One tag belongs to one run: issuing a tag already issued to another DAG run
 raises :class:`TagClash` (the plan's tag has 48 bits of hash; a clash is refused,
 never shared).
@@ -21,12 +26,15 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from sqlalchemy import Column, Float, String, Table, and_, or_, select, update
+import json
+from typing import Any
+
+from sqlalchemy import Column, Float, String, Table, Text, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from stampede.state import db
 
-__all__ = ["TagClash", "end", "issue", "issued", "run_tags"]
+__all__ = ["TagClash", "end", "issue", "issued", "run_tags", "settle", "unsettled"]
 
 run_tags = Table(
     "stampede_run_tags", db.metadata,
@@ -37,6 +45,8 @@ run_tags = Table(
     Column("issued_at", String(40), nullable=False),
     Column("expires_at", Float, nullable=True),  # epoch; None: only an explicit end ends it
     Column("ended_at", String(40)),
+    Column("settled_at", String(40)),  # the run's own cleanup proved its data gone
+    Column("cleanup", Text),  # the run's cleanup declaration (JSON), or NULL: nothing declared
 )
 
 
@@ -48,7 +58,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def issue(tag: str, *, run_id: str, dag_id: str = "", target: str = "", expires_at: float | None = None) -> None:
+def issue(tag: str, *, run_id: str, dag_id: str = "", target: str = "", expires_at: float | None = None,
+          cleanup: dict[str, Any] | None = None) -> None:
     """Record ``tag`` as issued to ``dag_id``/``run_id`` (idempotent for that run; another run's raises ``TagClash``).
 
     A retried preflight of the same run issues it again: the tag is running again
@@ -61,13 +72,15 @@ def issue(tag: str, *, run_id: str, dag_id: str = "", target: str = "", expires_
                 row = conn.execute(select(run_tags.c.run_id, run_tags.c.dag_id).where(run_tags.c.tag == tag)).first()
                 if row is None:
                     conn.execute(run_tags.insert().values(tag=tag, run_id=run_id, dag_id=dag_id, target=target,
-                                                          issued_at=_now(), expires_at=expires_at))
+                                                          issued_at=_now(), expires_at=expires_at,
+                                                          cleanup=_json(cleanup)))
                     return
                 if (row.run_id, row.dag_id) != (run_id, dag_id):
                     raise TagClash(f"run tag {tag} was issued to run {row.dag_id or 'cli'}/{row.run_id}, "
                                    f"not {dag_id or 'cli'}/{run_id}")
                 conn.execute(update(run_tags).where(run_tags.c.tag == tag)
-                             .values(ended_at=None, expires_at=expires_at, target=target))
+                             .values(ended_at=None, settled_at=None, expires_at=expires_at, target=target,
+                                     cleanup=_json(cleanup)))
                 return
         except IntegrityError:  # a concurrent preflight issued it first: look again
             continue
@@ -96,3 +109,26 @@ def issued(*, ended: bool | None = None, now: float | None = None) -> set[str]:
         query = query.where(running)
     with engine.connect() as conn:
         return {row.tag for row in conn.execute(query)}
+
+
+def settle(tag: str) -> None:
+    """The run's own cleanup proved its data gone (idempotent): the reaper leaves this run alone."""
+    engine = db.engine(tables=(run_tags,))
+    with engine.begin() as conn:
+        conn.execute(update(run_tags).where(run_tags.c.tag == tag, run_tags.c.settled_at.is_(None))
+                     .values(settled_at=_now()))
+
+
+def unsettled(tag_set: set[str]) -> dict[str, tuple[str, dict[str, Any] | None]]:
+    """``{tag: (target, cleanup declaration or None)}`` for the given tags whose data is not proved gone."""
+    if not tag_set:
+        return {}
+    engine = db.engine(tables=(run_tags,))
+    with engine.connect() as conn:
+        rows = conn.execute(select(run_tags.c.tag, run_tags.c.target, run_tags.c.cleanup)
+                            .where(run_tags.c.tag.in_(sorted(tag_set)), run_tags.c.settled_at.is_(None)))
+        return {row.tag: (row.target, json.loads(row.cleanup) if row.cleanup else None) for row in rows}
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return json.dumps(value, sort_keys=True) if value is not None else None

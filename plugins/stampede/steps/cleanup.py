@@ -24,6 +24,7 @@ from stampede.core.artifacts import RunFolder
 from stampede.core.paths import Artifact
 from stampede.core.records import CleanupResult
 from stampede.plan.run_plan import RunPlan
+from stampede.state import tags
 from stampede.steps.folder import folder_of
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def cleanup_test_data(plan: RunPlan) -> CleanupResult:
         result.cleanup = cleanup
         folder.write_results(result)
     folder.write_json(Artifact.CLEANUP, asdict(cleanup))
-    if not cleanup.clean:
+    if cleanup.clean:
+        tags.settle(plan.run_tag)  # proved gone: the reaper never needs to look at this run's target again
+    else:
         log.error("Cleanup of run %s: %s entities left (%s)", plan.run_id,
                   "unknown" if cleanup.left is None else cleanup.left, cleanup.error)
     return cleanup

@@ -293,7 +293,8 @@ def run_tag_is_issued(state: Preflight) -> None:
     plan = state.plan
     try:
         tags.issue(plan.run_tag, run_id=plan.run_id, dag_id=plan.dag_id, target=plan.target,
-                   expires_at=time.time() + lease_ttl_s(plan))
+                   expires_at=time.time() + lease_ttl_s(plan),
+                   cleanup=plan.cleanup.to_dict() if plan.cleanup is not None else None)
     except tags.TagClash as exc:
         raise RunRefused("run_id", str(exc), "use another run id") from None
 

@@ -8,10 +8,11 @@ issued whose runs have ended (``stampede.state.tags``), at least
 1. **Runs whose cleanup is not proved**: a run folder (``reports/<tag>/``) with
    a ledger and no clean ``cleanup.json`` gets its cleanup resumed, from the
    ledger's header (target, declaration) and the run's own journal;
-2. **Sweeps**: every target of an environment that allows load (plus
-   ``reaper_targets``) with the stock CRM declaration, and every target a run's
-   ledger names with that run's declaration, is searched for entities carrying
-   an issued, ended tag as a whole token, which are deleted and counted again.
+2. **Sweeps**: every target an ended run was issued against (the tag registry
+   records it; plus ``reaper_targets``) with the stock CRM declaration, and every
+   target a run's ledger names with that run's declaration, is searched for
+   entities carrying an issued, ended tag as a whole token, which are deleted and
+   counted again. A base URL no run of Stampede's ever loaded is never contacted.
 
 Every target must pass the same check as a load run (``resolve_target``): the
 reaper never touches production, nor a host no environment lists.
@@ -71,14 +72,18 @@ def reap_everything(*, older_than_s: float, extra_targets: list[str] | None = No
     reapable = ended_tags(older_than_s)
     credentials = Credentials(password=os.environ.get(PASSWORD_ENV, ""), accounts=dict(DEFAULT_ACCOUNTS))
     sweeps: dict[tuple[str, str], CleanupDeclaration] = {}
-    for env in environments.values():
-        for url in env.base_urls if env.allow_load else ():
-            sweeps[(url.rstrip("/"), "stock")] = stock_declaration()
+    # only where an ended run of ours went whose data is not proved gone (settled runs are left alone), with
+    # that run's own declaration, and what the operator names; never every base URL of every environment
+    unsettled = tags.unsettled(reapable)
+    for target, declared in unsettled.values():
+        declaration = CleanupDeclaration.from_dict(declared) if declared else None
+        if target and declaration is not None and not declaration.creates_nothing and declaration.kinds:
+            sweeps.setdefault((target.rstrip("/"), json.dumps(declaration.to_dict(), sort_keys=True)), declaration)
     for url in extra_targets or ():
         sweeps[(url.rstrip("/"), "stock")] = stock_declaration()
 
     runs: dict[str, dict[str, Any]] = {}
-    for tag in sorted(reapable):
+    for tag in sorted(unsettled):
         folder = RunFolder(reports_root() / tag)
         if not folder.path.is_dir():
             continue
@@ -90,12 +95,15 @@ def reap_everything(*, older_than_s: float, extra_targets: list[str] | None = No
             sweeps.setdefault((ledger.target, json.dumps(declaration.to_dict(), sort_keys=True)), declaration)
         done = folder.read_json(Artifact.CLEANUP) or {}
         if done.get("ok") and done.get("left") == 0:
-            continue  # its own cleanup proved it clean
+            tags.settle(tag)  # its own cleanup proved it clean
+            continue
         try:
             resolve_target(ledger.target, environments)
             result = clean_run(base_url=ledger.target, run_tag=tag, declaration=declaration, ledger=ledger,
                                journal_path=folder.file(Artifact.CLEANUP_JOURNAL), credentials=credentials)
             folder.write_json(Artifact.CLEANUP, asdict(result))
+            if result.clean:
+                tags.settle(tag)
             runs[tag] = {"target": ledger.target, "ok": result.clean, "left": result.left, "deleted": result.deleted,
                          "errors": [result.error] if result.error else []}
         except (TargetRefused, ValueError) as exc:
