@@ -88,17 +88,17 @@ class Deployment:
                 pass
         return found
 
-    def artifact_keys(self, run_id: str) -> set[str]:
+    def artifact_keys(self, run_id: str, dag_id: str = "loadtest_manual") -> set[str]:
         from stampede.plan.run_plan import run_tag_for
 
-        prefix = f"runs/{run_tag_for(run_id)}/"
+        prefix = f"runs/{run_tag_for(run_id, dag_id)}/"
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
         return {item["Key"][len(prefix):] for page in pages for item in page.get("Contents", [])}
 
-    def artifact(self, run_id: str, name: str) -> bytes:
+    def artifact(self, run_id: str, name: str, dag_id: str = "loadtest_manual") -> bytes:
         from stampede.plan.run_plan import run_tag_for
 
-        return self.s3.get_object(Bucket=BUCKET, Key=f"runs/{run_tag_for(run_id)}/{name}")["Body"].read()
+        return self.s3.get_object(Bucket=BUCKET, Key=f"runs/{run_tag_for(run_id, dag_id)}/{name}")["Body"].read()
 
 
 def _redis_database() -> int:

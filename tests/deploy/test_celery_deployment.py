@@ -91,10 +91,11 @@ def test_the_form_defaults_loaded_the_local_environments_target(deployment, manu
 @pytest.mark.parametrize("which", ["manual", "nightly"])
 def test_every_artifact_is_in_the_object_store_and_no_folder_is_shared(deployment, manual_run, nightly_run, which):
     run_id, _, tis = manual_run if which == "manual" else nightly_run
-    assert ARTIFACTS <= deployment.artifact_keys(run_id)
+    dag_id = f"loadtest_{which}"
+    assert ARTIFACTS <= deployment.artifact_keys(run_id, dag_id)
     from stampede.plan.run_plan import run_tag_for
 
-    tag = run_tag_for(run_id)
+    tag = run_tag_for(run_id, dag_id)
     hosts = deployment.root / "hosts"
     # each host holds only its own scratch copy: the report where the report task ran, none where the
     # API server (which serves it) runs; nothing was written to the deployment's common folder
