@@ -37,6 +37,7 @@ from stampede.surfaces.dag_defaults import dag_defaults
         "target": Param("", type="string", title="Target base URL",
                         description="Incl. /v1. Empty: the environment's first base URL."),
         "workers": Param(None, type=["null", "integer"], minimum=0, maximum=64, title="Local worker processes"),
+        "slack_channel": Param(None, type=["null", "string"], title="Slack channel", description="This run's Slack channel (#name or ID); empty: the Slack connection's channel extra."),
     },
 )
 def loadtest_breaking_point():

@@ -39,6 +39,7 @@ ENVIRONMENTS = [name for name, env in load_environments().items() if env.allow_l
         "worker_provider": Param("local", type="string", enum=["local", "ecs", "ec2"], title="Worker provider",
                                  description="local processes (default), ECS Fargate tasks or EC2 instances."),
         "worker_spot": Param(False, type="boolean", title="Spot workers", description="FARGATE_SPOT / EC2 spot."),
+        "slack_channel": Param(None, type=["null", "string"], title="Slack channel", description="This run's Slack channel (#name or ID); empty: the Slack connection's channel extra."),
     },
 )
 def loadtest_manual():

@@ -32,6 +32,7 @@ DEFAULT_AGE_S = 6 * 3600
     params={
         "older_than_s": Param(DEFAULT_AGE_S, type="integer", minimum=0, description="Age past which tagged data is stale (s)."),
         "reaper_targets": Param([], type="array", description="Extra target base URLs (incl. /v1) to reap."),
+        "slack_channel": Param(None, type=["null", "string"], title="Slack channel", description="This run's Slack channel (#name or ID); empty: the Slack connection's channel extra."),
     },
 )
 def loadtest_reaper():

@@ -10,12 +10,20 @@ from pathlib import Path
 
 from stampede.core.artifacts import RunFolder
 from stampede.core.paths import reports_root
-from stampede.plan.run_plan import RunPlan
+from stampede.plan.run_plan import RunPlan, run_tag_for
 
 
 def folder_of(plan: RunPlan) -> RunFolder:
     """``plan.out_dir`` when the CLI was given ``--out``, else ``<reports root>/<run tag>/``."""
     folder = RunFolder(Path(plan.out_dir) if plan.out_dir else reports_root() / plan.run_tag)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def folder_for_run(run_id: str) -> RunFolder:
+    """The run folder of an Airflow run known only by its id (a callback, a refused run): the same as
+    :func:`folder_of` for a plan without ``--out``."""
+    folder = RunFolder(reports_root() / run_tag_for(run_id))
     folder.path.mkdir(parents=True, exist_ok=True)
     return folder
 
