@@ -91,6 +91,7 @@ class Told:
     summary: bool
     alerts: tuple[str, ...]
     thread: bool  # a parent exists in Slack
+    results: bool = False  # the run has results (a verdict, cleanup figures): news only a summary tells
 
 
 # -- the queue in the run folder ----------------------------------------------------------------------
@@ -468,7 +469,7 @@ def told(run_id: str) -> Told:
         state = _read(folder)
     ids = set(state["sent"]) | set(state["kept"]) | {i["id"] for i in state["queue"]}
     return Told(summary=SUMMARY in ids, alerts=tuple(sorted(i[len("alert:"):] for i in ids if i.startswith("alert:"))),
-                thread=state["parent"] is not None)
+                thread=state["parent"] is not None, results=folder.exists(Artifact.RESULTS))
 
 
 def _answer(folder: RunFolder, item_id: str) -> dict[str, Any]:

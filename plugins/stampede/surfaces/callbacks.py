@@ -10,9 +10,10 @@ preflight or the cost check refused the run       the refusing task: "refused: w
 a task failed for a reason of its own             that task, once: a reply broadcast in the run's
 (a crash, its execution_timeout, SIGTERM)         thread; the parent says where it failed
 the run ended and did not pass, or left test      the summary (it says why); ``final_verdict``'s own
-data (``final_verdict`` raises ``RunFailed``)     failure is silent unless no summary was told
-``final_verdict`` found no run (after a refusal   nobody more: its cause was told; if nothing was told
-or a crash)                                       at all, ``final_verdict`` tells
+data (``final_verdict`` raises ``RunFailed``)     failure is silent, unless the run has results and no
+                                                  summary reached anyone
+``final_verdict`` found no run or no results      nobody more: its cause was told; if nothing was told
+(after a refusal or a crash)                      at all, ``final_verdict`` tells
 the run outlived its ``dagrun_timeout``           the DAG's callback (``reason == "timed_out"``)
 the run is late (its deadline passed)             the notifier, awaited by the triggerer
 ================================================  ===================================================
@@ -102,7 +103,9 @@ def alert_for_task(context: Mapping[str, Any]) -> bool:
         return notify.notify_alert(run_id, key="refused", message=message, channel=_channel(context))
     if task_id == VERDICT_TASK or isinstance(exception, RunFailed):
         told = notify.told(run_id)
-        if told.summary or (told.alerts and not isinstance(exception, RunFailed)):
+        # its problems are the verdict and what was left (the summary's news) or the lack of results
+        # (the news of whichever failure came first): it speaks only when no one else could have
+        if told.summary or (told.alerts and not told.results):
             log.info("%s failed: already told in Slack (%s)", task_id, "summary" if told.summary else told.alerts)
             return False
         message = failure_message(dag_id=dag_id, task_id=task_id, run_id=run_id, log_url=log_url, exception=exception)
@@ -148,8 +151,12 @@ def _text(value: Any) -> str | None:
 
 
 def _short(exception: Any) -> str:
-    text = redact.text(str(exception or "no exception recorded")).splitlines()[0] if exception else "no exception recorded"
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """``RuntimeError: master died``: the exception's first line, masked, escaped for mrkdwn, 200 characters at most."""
+    if exception is None:
+        return "no exception recorded"
+    detail = str(exception).strip()
+    text = f"{type(exception).__name__}: {detail}" if detail else type(exception).__name__
+    text = redact.text(text.splitlines()[0]).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text if len(text) <= 200 else text[:199] + "…"
 
 
