@@ -14,6 +14,8 @@ environment; to gate on one scenario in one environment only, schedule on its as
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from airflow.sdk import dag, task
 
 from stampede.surfaces.assets import RESULTS_ALIAS
@@ -28,7 +30,7 @@ from stampede.surfaces.dag_defaults import dag_defaults
     **dag_defaults(),
 )
 def example_release_gate():
-    @task(retries=0)
+    @task(retries=0, execution_timeout=timedelta(minutes=10))
     def gate(*, triggering_asset_events=None) -> dict:
         """Pass only when the latest event of every scenario passed; several events may come in one run."""
         latest: dict[str, dict] = {}
