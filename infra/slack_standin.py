@@ -798,18 +798,25 @@ def _text_object_errors(obj: Any, where: str, limit: int, *, plain_only: bool = 
     return problems
 
 
+def _id_errors(value: Any, seen: set[Any], where: str) -> list[str]:
+    """A ``block_id`` or an ``action_id``: at most 255 characters, unique in the message."""
+    if value is None:
+        return []
+    problems = []
+    if len(str(value)) > MAX_ID:
+        problems.append(f"must be less than {MAX_ID + 1} characters [json-pointer:{where}]")
+    if value in seen:
+        problems.append(f"must be unique in the message [json-pointer:{where}]")
+    seen.add(value)
+    return problems
+
+
 def _element_errors(element: dict[str, Any], where: str, action_ids: set[str]) -> list[str]:
     problems = []
     if element.get("type") != "button":
         return problems
     problems += _text_object_errors(element.get("text"), f"{where}/text", MAX_BUTTON_TEXT, plain_only=True)
-    action_id = element.get("action_id")
-    if action_id is not None:
-        if len(str(action_id)) > MAX_ID:
-            problems.append(f"must be less than {MAX_ID + 1} characters [json-pointer:{where}/action_id]")
-        if action_id in action_ids:
-            problems.append(f"action_id must be unique in the message [json-pointer:{where}/action_id]")
-        action_ids.add(action_id)
+    problems += _id_errors(element.get("action_id"), action_ids, f"{where}/action_id")
     if len(str(element.get("value", ""))) > MAX_BUTTON_VALUE:
         problems.append(f"must be less than {MAX_BUTTON_VALUE + 1} characters [json-pointer:{where}/value]")
     url = element.get("url")
@@ -839,13 +846,7 @@ def block_errors(blocks: Any) -> tuple[str | None, list[str]]:
             problems.append(f"must be an object [json-pointer:{where}]")
             continue
         kind = block.get("type")
-        block_id = block.get("block_id")
-        if block_id is not None:
-            if len(str(block_id)) > MAX_ID:
-                problems.append(f"must be less than {MAX_ID + 1} characters [json-pointer:{where}/block_id]")
-            if block_id in block_ids:
-                problems.append(f"block_id must be unique [json-pointer:{where}/block_id]")
-            block_ids.add(block_id)
+        problems += _id_errors(block.get("block_id"), block_ids, f"{where}/block_id")
         if kind == "section":
             if "text" not in block and "fields" not in block:
                 problems.append(f"must provide text or fields [json-pointer:{where}]")

@@ -384,16 +384,40 @@ def test_a_task_failing_for_its_own_reason_alerts_once(airflow_db, dag_bag, slac
 
 # -- timeouts: a hung load step times out and its load stops ---------------------------------------------------
 
-def locust_masters(run_id: str) -> list[psutil.Process]:
-    folder = str(run_folder(run_id))
+def locust_masters_in(run_dir: Path) -> list[psutil.Process]:
+    """The Locust processes of one run folder (their command line names it)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any("locust" in part for part in proc.info["cmdline"] or []) and folder in " ".join(proc.info["cmdline"]):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
+        command = " ".join(proc.info["cmdline"] or [])
+        if "locust" in command and str(run_dir) in command:
+            found.append(proc)
     return found
+
+
+def running_masters() -> list[psutil.Process]:
+    return [p for d in Path(os.environ["STAMPEDE_REPORTS_DIR"]).glob("LT-*") for p in locust_masters_in(d)]
+
+
+def nightly_with(dag_bag, scenario: str, target: str, beside) -> tuple[object, float]:
+    """The nightly DAG on one scenario, with ``beside`` running in a thread meanwhile: (the run, its seconds)."""
+    helper = threading.Thread(target=beside, daemon=True)
+    helper.start()
+    started = time.monotonic()
+    run = dag_bag.dags["loadtest_nightly"].test(run_conf={"scenarios": [scenario], "environment": "local",
+                                                          "target": target, "workers": 0})
+    helper.join(timeout=5)
+    return run, time.monotonic() - started
+
+
+def still_alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
 
 
 def test_a_hung_load_step_times_out_and_its_load_stops(airflow_db, dag_bag, slack_only, demo_target, tmp_path,
@@ -410,25 +434,15 @@ def test_a_hung_load_step_times_out_and_its_load_stops(airflow_db, dag_bag, slac
     def watch() -> None:  # the master while the load runs
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not seen:
-            for run_dir in Path(os.environ["STAMPEDE_REPORTS_DIR"]).glob("LT-*"):
-                if (run_dir / "logs" / "master.log").exists():
-                    seen.extend(p.pid for p in psutil.process_iter(["cmdline"])
-                                if str(run_dir) in " ".join(p.info["cmdline"] or []) and "locust" in
-                                " ".join(p.info["cmdline"] or []))
+            seen.extend(p.pid for p in running_masters())
             time.sleep(0.2)
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    started = time.monotonic()
-    run = dag_bag.dags["loadtest_nightly"].test(run_conf={"scenarios": [long_one], "environment": "local",
-                                                          "target": demo_target.base_url, "workers": 0})
-    watcher.join(timeout=5)
+    run, seconds = nightly_with(dag_bag, long_one, demo_target.base_url, watch)
 
     ti = next(t for t in run.get_task_instances() if t.task_id == "run_stages")
-    assert ti.state == "failed" and time.monotonic() - started < 60  # not the 60 s the load would have taken
+    assert ti.state == "failed" and seconds < 60  # not the 60 s the load would have taken
     assert seen, "the Locust master was never seen running"
-    assert not [pid for pid in seen if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-    assert not locust_masters(run.run_id)
+    assert still_alive(seen) == [] and locust_masters_in(run_folder(run.run_id)) == []
     (alert,) = alerts(slack_only)
     assert "run_stages failed" in alert and "AirflowTaskTimeout" in alert
 
@@ -442,7 +456,7 @@ def test_a_sigterm_reaches_on_kill_and_stops_the_load(airflow_db, dag_bag, slack
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             handler = signal.getsignal(signal.SIGTERM)
-            masters = [p for d in Path(os.environ["STAMPEDE_REPORTS_DIR"]).glob("LT-*") for p in locust_masters_in(d)]
+            masters = running_masters()
             if masters and getattr(handler, "__qualname__", "").endswith("_on_term"):  # the task runner's handler
                 time.sleep(2)
                 sent.extend(p.pid for p in masters)
@@ -450,20 +464,11 @@ def test_a_sigterm_reaches_on_kill_and_stops_the_load(airflow_db, dag_bag, slack
                 return
             time.sleep(0.2)
 
-    def locust_masters_in(run_dir: Path) -> list[psutil.Process]:
-        return [p for p in psutil.process_iter(["cmdline"])
-                if str(run_dir) in " ".join(p.info["cmdline"] or []) and "locust" in " ".join(p.info["cmdline"] or [])]
-
-    killer = threading.Thread(target=terminate_once_the_load_runs, daemon=True)
-    killer.start()
-    started = time.monotonic()
-    run = dag_bag.dags["loadtest_nightly"].test(run_conf={"scenarios": [long_one], "environment": "local",
-                                                          "target": demo_target.base_url, "workers": 0})
-    killer.join(timeout=5)
+    run, seconds = nightly_with(dag_bag, long_one, demo_target.base_url, terminate_once_the_load_runs)
 
     assert sent, "the load never ran"
     ti = next(t for t in run.get_task_instances() if t.task_id == "run_stages")
-    assert ti.state == "failed" and time.monotonic() - started < 60
-    assert not [pid for pid in sent if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert ti.state == "failed" and seconds < 60
+    assert still_alive(sent) == []
     (alert,) = alerts(slack_only)
     assert "LoadKilled" in alert and "the load was stopped" in alert

@@ -13,10 +13,8 @@ import json
 import logging
 import os
 import socket
-import struct
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -27,16 +25,6 @@ from stampede.hooks.slack import FALLBACK_FILE, StampedeSlackHook
 TOKEN = "xoxb-1234567890-hook-test-SECRET"
 CHANNEL = "#loadtests"
 CONN_ENV = "AIRFLOW_CONN_SLACK_API_DEFAULT"
-
-
-def tiny_png() -> bytes:
-    """A valid 1x1 PNG."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\x00\xff\x00\x00")
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 def read_fallback(directory: Path) -> list[dict]:
@@ -164,9 +152,9 @@ def test_airflow_connection_without_channel_takes_it_from_env(
 
 
 @pytest.mark.integration
-def test_upload_png(env_config: SlackStandin, tmp_path: Path) -> None:
+def test_upload_png(env_config: SlackStandin, tmp_path: Path, tiny_png: bytes) -> None:
     png = tmp_path / "p95.png"
-    png.write_bytes(tiny_png())
+    png.write_bytes(tiny_png)
 
     answer = StampedeSlackHook(channel="C0LOADTEST").upload_file(path=png, title="p95 per stage", comment="chart")
 
@@ -258,11 +246,11 @@ def test_slack_error_never_raises(
 
 
 @pytest.mark.integration
-def test_outage_never_raises_and_is_bounded(env_config: SlackStandin, tmp_path: Path, all_logs) -> None:
+def test_outage_never_raises_and_is_bounded(env_config: SlackStandin, tmp_path: Path, all_logs, tiny_png: bytes) -> None:
     env_config.stop()
     hook = StampedeSlackHook(fallback_dir=tmp_path)
     png = tmp_path / "chart.png"
-    png.write_bytes(tiny_png())
+    png.write_bytes(tiny_png)
 
     started = time.monotonic()
     message = hook.post_message(text="final summary")
@@ -298,11 +286,11 @@ def test_hanging_slack_is_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 
 @pytest.mark.integration
-def test_token_never_logged(env_config: SlackStandin, tmp_path: Path, all_logs) -> None:
+def test_token_never_logged(env_config: SlackStandin, tmp_path: Path, all_logs, tiny_png: bytes) -> None:
     hook = StampedeSlackHook(fallback_dir=tmp_path)
     hook.post_message(text="ok")
     png = tmp_path / "c.png"
-    png.write_bytes(tiny_png())
+    png.write_bytes(tiny_png)
     hook.upload_file(path=png, title="c")
     env_config.errors["chat.postMessage"] = "internal_error"
     hook.post_message(text="slack error")
