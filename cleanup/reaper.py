@@ -1,44 +1,39 @@
-"""Remove stale load-test data: every ``LT-``-tagged entity older than an age, whatever run made it.
+"""Remove what ended runs left behind: only for run tags Stampede issued, through the same declarations.
 
-A run's own cleanup (``stampede.cleanup.run_data``) deletes its data by its tag; this is
-the safety net for runs that died before their cleanup ran. The hourly
-``loadtest_reaper`` DAG calls :func:`reap_stale_test_data` for every
-environment that allows load.
+A run's own cleanup (``stampede.cleanup.run_data``) deletes what its ledger
+recorded; the hourly ``loadtest_reaper`` DAG is the safety net behind it. It
+never decides by a pattern: it is given the run tags Stampede issued and that
+have ended (``stampede.state.tags``), and deletes only entities carrying one of
+them as a whole token. ``LT-01103`` (a Lithuanian postcode) or ``LT-abcx`` (not
+an issued tag, though it starts like one) is never touched, only counted as a
+look-alike.
 
-- Age comes from the entity's ``created_at`` (the Target API returns it); when a
-  target does not return it, from the run-tag registry (the reports folder has
-  one folder per run tag: its ``results.json`` ``started_at``, else the folder's
-  time). An entity whose age cannot be told is left alone and counted.
-- Tags of runs that hold a target lease right now are never touched.
-- Idempotent, paginated, retried on transient errors and never following
-  redirects (it reuses the run cleanup's session); it ends with a fresh count of
-  stale entities, ``left``, which must be zero.
+:func:`reap_target` sweeps one target with a cleanup declaration: for every kind
+whose declaration can search, it lists what carries the tags' common prefix
+``LT-``, deletes what carries an issued, ended tag, and counts again (``left``).
+Kinds that cannot search are reaped from their runs' ledgers instead (the
+reaper step resumes such a run's cleanup from its run folder, same journal).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
-import time
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import httpx
-
-from stampede.cleanup.run_data import (  # the run cleanup's session: retries, deadline, no redirects
-    DELETE_CONCURRENCY, KINDS, CleanupError, CleanupReport, _delete, _Gone, _RequestFailed, _search_all, _Session,
+from stampede.cleanup.api import (
+    Allowance, ApiSession, Credentials, OutOfTime, Pace, RequestFailed, render_path, search_pages,
 )
+from stampede.plan.cleanup_declaration import CleanupDeclaration, KindCleanup, value_at
 
-__all__ = ["ReapReport", "reap_stale_test_data", "tag_of"]
+__all__ = ["TAG_PREFIX", "ReapReport", "issued_tag_matcher", "reap_target"]
 
-logger = logging.getLogger("stampede.cleanup.reaper")
-
-TAG = re.compile(r"(?<![A-Za-z0-9])(LT-[A-Za-z0-9]+)(?![A-Za-z0-9])")
+TAG_PREFIX = "LT-"  # what every run tag starts with: the reaper's search term
+LOOKALIKE = re.compile(r"(?<![A-Za-z0-9])LT-[A-Za-z0-9]+")
+MAX_ERRORS = 20
 
 
 @dataclass
@@ -46,14 +41,13 @@ class ReapReport:
     """What one reaping did on one target."""
 
     base_url: str
-    older_than_s: float
-    found: int = 0  # stale entities found
+    tags: int = 0  # issued, ended run tags it looked for
+    found: int = 0  # entities carrying one of them
     deleted: int = 0
-    left: int = 0  # stale entities still there at the final count
-    kept_recent: int = 0  # tagged, but younger than the age
-    kept_active: int = 0  # tagged by a run that is running now
-    unknown_age: int = 0  # tagged, but no created_at and no registry entry: left alone
-    tags: dict[str, int] = field(default_factory=dict)  # run tag -> stale entities deleted
+    left: int | None = None  # still carrying one of them at the final count; None: not counted
+    lookalikes: int = 0  # entities with an LT-… token that is no issued, ended tag: never touched
+    by_tag: dict[str, int] = field(default_factory=dict)  # run tag -> entities deleted
+    not_searchable: list[str] = field(default_factory=list)  # kinds reaped only from their runs' ledgers
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -61,165 +55,89 @@ class ReapReport:
         return self.left == 0 and not self.errors
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "ok": self.ok}
+        return {**asdict(self), "ok": self.ok}
 
 
-def tag_of(text: str) -> str | None:
-    """The run tag an entity's address carries, e.g. ``LT-nightly20260101``; None when untagged."""
-    match = TAG.search(text or "")
-    return match.group(1) if match else None
+def issued_tag_matcher(tags: Collection[str]) -> re.Pattern[str] | None:
+    """One pattern for every tag, each as a whole token; ``None`` for no tags (which matches nothing)."""
+    if not tags:
+        return None
+    alternatives = "|".join(re.escape(t) for t in sorted(tags, key=len, reverse=True))
+    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])")
 
 
-def reap_stale_test_data(
+def reap_target(
     *,
     base_url: str,
-    email: str,
-    password: str,
-    older_than_s: float,
-    active_tags: Collection[str] = (),
-    registry_dir: Path | None = None,
-    now: datetime | None = None,
-    timeout_s: float = 300,
-    page_size: int = 100,
-    transport: httpx.BaseTransport | None = None,
+    declaration: CleanupDeclaration,
+    tags: Collection[str],
+    credentials: Credentials,
+    stall_s: float = 60.0,
 ) -> ReapReport:
-    """Delete every ``LT-``-tagged entity older than ``older_than_s`` from one target.
+    """Delete every entity on ``base_url`` that carries one of ``tags`` (issued and ended) as a whole token.
 
-    :param base_url: the target's API base URL, including ``/v1``.
-    :param email: an account allowed to delete any entity (the admin account).
-    :param password: its password (never logged).
-    :param older_than_s: the age (seconds) past which tagged data is stale.
-    :param active_tags: run tags of runs in progress: never touched.
-    :param registry_dir: the reports folder (one folder per run tag) for entities without ``created_at``.
-    :param now: the time ages are measured against (default: now).
-    :raises CleanupError: logging in or the final count failed.
+    :param declaration: the cleanup declaration of what runs create on this target.
+    :param tags: the run tags Stampede issued whose runs have ended; nothing else is ever deleted.
     """
-    if older_than_s < 0:
-        raise ValueError("older_than_s must be >= 0")
-    now = now or datetime.now(timezone.utc)
-    report = ReapReport(base_url=base_url, older_than_s=older_than_s)
-    active = set(active_tags)
-    started = time.monotonic()
-    session = _Session(base_url, email, password, deadline=started + timeout_s, transport=transport)
-    with session:
+    report = ReapReport(base_url=base_url, tags=len(tags))
+    matcher = issued_tag_matcher(tags)
+    searchable = {kind: spec for kind, spec in declaration.kinds.items() if spec.search is not None}
+    report.not_searchable = sorted(set(declaration.kinds) - set(searchable))
+    if matcher is None or not searchable:
+        report.left = 0
+        return report
+    pace = Pace(declaration.concurrency, max_rate=declaration.max_rate)
+    with ApiSession(base_url, auth=declaration.auth, credentials=credentials, pace=pace) as session:
         try:
-            session.login()
-            for kind, field_name in KINDS.items():
-                stale = _stale(session, kind, field_name, report, active, registry_dir, now, page_size, count_kept=True)
+            session.start(Allowance(1, stall_s=stall_s))
+            for kind, spec in searchable.items():
+                stale = _stale(session, spec, matcher, report, stall_s, count_lookalikes=True)
                 report.found += len(stale)
-                with ThreadPoolExecutor(max_workers=DELETE_CONCURRENCY) as pool:
-                    for (item_id, tag), problem in zip(stale, pool.map(lambda e: _delete(session, kind, e[0]), stale)):
-                        if problem is None:
-                            report.deleted += 1
-                            report.tags[tag] = report.tags.get(tag, 0) + 1
-                        else:
-                            report.errors.append(f"DELETE /{kind}/{item_id}: {problem}")
-            report.left = sum(
-                len(_stale(session, kind, field_name, report, active, registry_dir, now, page_size, count_kept=False))
-                for kind, field_name in KINDS.items()
-            )
-        except _Gone:
-            report.errors.append(f"time budget of {timeout_s:g}s ran out")
-            report.left = -1  # unknown
-        except _RequestFailed as exc:
-            raise CleanupError(f"reaper {base_url}: {exc}", CleanupReport(run_tag="LT-reaper")) from None
-    logger.info(
-        "reaper %s: found %d stale, deleted %d, left %d (kept: %d recent, %d active, %d of unknown age) in %.1fs",
-        base_url, report.found, report.deleted, report.left, report.kept_recent, report.kept_active,
-        report.unknown_age, time.monotonic() - started,
-    )
+                with ThreadPoolExecutor(max_workers=declaration.concurrency) as pool:
+                    gone = list(pool.map(lambda e, k=kind, s=spec: _delete(session, k, s, e[0], report, stall_s), stale))
+                for (_entity_id, tag), deleted in zip(stale, gone):
+                    if deleted:
+                        report.deleted += 1
+                        report.by_tag[tag] = report.by_tag.get(tag, 0) + 1
+            report.left = sum(len(_stale(session, spec, matcher, report, stall_s, count_lookalikes=False))
+                              for spec in searchable.values())
+        except (RequestFailed, OutOfTime) as exc:
+            report.errors.append(f"reaper {base_url}: {exc}")
+            report.left = None
     return report
 
 
-def _stale(
-    session: _Session, kind: str, field_name: str, report: ReapReport, active: set[str],
-    registry_dir: Path | None, now: datetime, page_size: int, *, count_kept: bool,
-) -> list[tuple[str, str]]:
-    """(id, tag) of every stale tagged entity of ``kind``; counts what is kept when ``count_kept``."""
+def _stale(session: ApiSession, spec: KindCleanup, matcher: re.Pattern[str], report: ReapReport, stall_s: float,
+           *, count_lookalikes: bool) -> list[tuple[str, str]]:
+    """(id, tag) of every listed entity carrying an issued, ended tag."""
+    assert spec.search is not None
     stale = []
-    registry: dict[str, datetime | None] = {}
-    for item in _search_all(session, kind, "LT-", page_size):
-        tag = tag_of(str(item.get(field_name, "")))
-        if tag is None:
-            continue
-        if tag in active:
-            report.kept_active += count_kept
-            continue
-        created = _parse_time(item.get("created_at"))
-        if created is None:
-            if tag not in registry:
-                registry[tag] = _registry_time(registry_dir, tag)
-            created = registry[tag]
-        if created is None:
-            report.unknown_age += count_kept
-            continue
-        if (now - created).total_seconds() < report.older_than_s:
-            report.kept_recent += count_kept
-            continue
-        stale.append((str(item.get("id")), tag))
+    for page in search_pages(session, spec.search, TAG_PREFIX, Allowance(0, stall_s=stall_s)):
+        for item in page:
+            text = json.dumps(item, ensure_ascii=False)
+            match = matcher.search(text)
+            entity_id = value_at(item, spec.search.id) if isinstance(item, dict) else None
+            if match and entity_id is not None:
+                stale.append((str(entity_id), match.group(0)))
+            elif count_lookalikes and LOOKALIKE.search(text):
+                report.lookalikes += 1
     return stale
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
+def _delete(session: ApiSession, kind: str, spec: KindCleanup, entity_id: str, report: ReapReport,
+            stall_s: float) -> bool:
+    path = render_path(spec.delete.path, id=entity_id)
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        reply = session.send(spec.delete.method, path, Allowance(1, stall_s=stall_s))
+    except RequestFailed as exc:
+        _error(report, str(exc))
+        return False
+    if 200 <= reply.status < 300 or reply.status in spec.gone:
+        return True
+    _error(report, f"{spec.delete.method} {path} ({kind}): HTTP {reply.status}")
+    return False
 
 
-def _registry_time(registry_dir: Path | None, tag: str) -> datetime | None:
-    """When the run with this tag started, from its reports folder; None when unknown."""
-    if registry_dir is None:
-        return None
-    folder = Path(registry_dir) / tag
-    if not folder.is_dir():
-        return None
-    try:
-        started = json.loads((folder / "results.json").read_text()).get("started_at")
-        parsed = _parse_time(started)
-        if parsed:
-            return parsed
-    except (OSError, ValueError, AttributeError):
-        pass
-    return datetime.fromtimestamp(folder.stat().st_mtime, tz=timezone.utc)
-
-
-def reap_all_targets(
-    *,
-    older_than_s: float,
-    extra_targets: Collection[str] = (),
-    environments_text: str | None = None,
-    password: str,
-    email: str,
-    reports_dir: Path,
-) -> dict[str, dict[str, Any]]:
-    """Reap every environment that allows load and lists base URLs, plus ``extra_targets``.
-
-    Each target must pass the same check as a load run (``resolve_target``): the
-    reaper never touches production, nor a host no environment lists.
-    """
-    from stampede.safety import lease as target_lock
-    from stampede.plan.environments import TargetRefused, load_environments, resolve_target
-    from stampede.plan.run_plan import run_tag_for
-
-    environments = load_environments(environments_text)
-    targets = [url for env in environments.values() if env.allow_load for url in env.base_urls]
-    targets += [t for t in extra_targets if t not in targets]
-    active = {run_tag_for(run_id) for run_id in target_lock.active_run_ids(Path(reports_dir) / "locks")}
-    outcome: dict[str, dict[str, Any]] = {}
-    for target in targets:
-        target = target.rstrip("/")
-        try:
-            resolve_target(target, environments)
-            report = reap_stale_test_data(
-                base_url=target, email=email, password=password, older_than_s=older_than_s,
-                active_tags=active, registry_dir=reports_dir,
-            )
-            outcome[target] = report.to_dict()
-        except (TargetRefused, CleanupError, ValueError) as exc:
-            outcome[target] = {"ok": False, "errors": [str(exc)]}
-            logger.warning("reaper %s: %s", target, exc)
-    return outcome
+def _error(report: ReapReport, message: str) -> None:
+    if len(report.errors) < MAX_ERRORS:
+        report.errors.append(message)

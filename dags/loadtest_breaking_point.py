@@ -18,10 +18,13 @@ Trigger by hand ("Trigger DAG" shows the form), e.g. against the demo target:
 from __future__ import annotations
 
 
-from airflow.sdk import Param, dag
+from airflow.sdk import dag
 
 from stampede.surfaces.airflow_tasks import wire_breaking_point
-from stampede.surfaces.dag_defaults import dag_defaults
+from stampede.surfaces.dag_defaults import (dag_defaults, scenario_names, scenario_param, slack_params, target_params,
+                                             worker_params)
+
+SEARCHES = scenario_names(searching=True)
 
 
 @dag(
@@ -31,13 +34,10 @@ from stampede.surfaces.dag_defaults import dag_defaults
     tags=["stampede", "loadtest", "breaking-point"],
     **dag_defaults(),
     params={
-        "scenario": Param("breaking_point", type="string", title="Scenario",
-                          description="A scenario with a search block (loadtests/scenarios/ name or path)."),
-        "environment": Param("staging", type="string", title="Environment"),
-        "target": Param("", type="string", title="Target base URL",
-                        description="Incl. /v1. Empty: the environment's first base URL."),
-        "workers": Param(None, type=["null", "integer"], minimum=0, maximum=64, title="Local worker processes"),
-        "slack_channel": Param(None, type=["null", "string"], title="Slack channel", description="This run's Slack channel (#name or ID); empty: the Slack connection's channel extra."),
+        "scenario": scenario_param("breaking_point" if "breaking_point" in SEARCHES else SEARCHES[0], SEARCHES),
+        **target_params("staging"),
+        **worker_params(cloud=False),
+        **slack_params(),
     },
 )
 def loadtest_breaking_point():

@@ -4,21 +4,20 @@
 Run one scenario on demand from the Airflow UI ("Trigger DAG" shows this form):
 pick the scenario and the environment, and optionally scale the peak users and the
 total duration. Same safety checks, cleanup and Slack summary as the nightly run.
+With its defaults (`smoke`, environment `local`, no target) it loads the local
+environment's first base URL: the demo target that `make airflow` starts.
 """
 
 from __future__ import annotations
 
 
-from airflow.sdk import Param, dag
+from airflow.sdk import dag
 
 from stampede.surfaces.airflow_tasks import wire_pipeline
-from stampede.plan.environments import load_environments
-from stampede.surfaces.dag_defaults import dag_defaults
-from stampede.plan.scenario import available_scenarios
+from stampede.surfaces.dag_defaults import (dag_defaults, override_params, scenario_names, scenario_param,
+                                             slack_params, target_params, worker_params)
 
-# Reading two small local files at parse time is cheap; no network, no Variables.
-SCENARIOS = available_scenarios()
-ENVIRONMENTS = [name for name, env in load_environments().items() if env.allow_load]
+SCENARIOS = scenario_names()
 
 
 @dag(
@@ -28,18 +27,11 @@ ENVIRONMENTS = [name for name, env in load_environments().items() if env.allow_l
     tags=["stampede", "loadtest", "manual"],
     **dag_defaults(),
     params={
-        "scenario": Param("smoke" if "smoke" in SCENARIOS else SCENARIOS[0], type="string", enum=SCENARIOS,
-                          title="Scenario", description="A file in loadtests/scenarios/."),
-        "environment": Param("local", type="string", enum=ENVIRONMENTS, title="Environment"),
-        "target": Param("", type="string", title="Target base URL",
-                        description="Incl. /v1. Empty: the environment's first base URL. Loopback for local."),
-        "users": Param(None, type=["null", "integer"], minimum=1, maximum=20000, title="Peak users (override)"),
-        "duration_s": Param(None, type=["null", "integer"], minimum=10, maximum=86400, title="Total duration in s (override)"),
-        "workers": Param(None, type=["null", "integer"], minimum=0, maximum=64, title="Local worker processes"),
-        "worker_provider": Param("local", type="string", enum=["local", "ecs", "ec2"], title="Worker provider",
-                                 description="local processes (default), ECS Fargate tasks or EC2 instances."),
-        "worker_spot": Param(False, type="boolean", title="Spot workers", description="FARGATE_SPOT / EC2 spot."),
-        "slack_channel": Param(None, type=["null", "string"], title="Slack channel", description="This run's Slack channel (#name or ID); empty: the Slack connection's channel extra."),
+        "scenario": scenario_param("smoke" if "smoke" in SCENARIOS else SCENARIOS[0], SCENARIOS),
+        **target_params("local"),
+        **override_params(),
+        **worker_params(),
+        **slack_params(),
     },
 )
 def loadtest_manual():

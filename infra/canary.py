@@ -38,16 +38,18 @@ class Hit(tuple):
 
 
 class Canary:
-    """An HTTP/1.1 keep-alive server on 127.0.0.1, port chosen by the kernel, that records each request.
+    """An HTTP/1.1 keep-alive server on 127.0.0.1 (or ``host``), port chosen by the kernel, that records each request.
 
     :param health_status: what ``/health`` answers (set ``.health_status`` later to make it fail).
     :param delay_s: how long every other request takes (counted when it arrives).
     """
 
-    def __init__(self, *, health_status: int = 200, delay_s: float = 0.0) -> None:
+    def __init__(self, *, health_status: int = 200, delay_s: float = 0.0, host: str = "127.0.0.1", port: int = 0) -> None:
         self.health_status = health_status
         self.delay_s = delay_s
+        self.host, self.port = host, port  # e.g. 127.0.0.2: a second loopback address standing in for production
         self.requests: list[Hit] = []
+        self.connections = 0  # TCP connections accepted, requests or not (a raw socket that sends nothing counts)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -55,7 +57,7 @@ class Canary:
     @property
     def base_url(self) -> str:
         assert self._server is not None, "canary not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://{self.host}:{self._server.server_address[1]}/v1"
 
     def hits(self, *, exclude_health: bool = False) -> int:
         with self._lock:
@@ -76,6 +78,11 @@ class Canary:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                with canary._lock:
+                    canary.connections += 1
+                super().setup()
+
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
@@ -95,7 +102,7 @@ class Canary:
             def log_message(self, *_args) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()

@@ -11,7 +11,10 @@ journeys to succeed, from one asyncio process (uvloop when installed):
   (search: case-insensitive substring of the address; limit 1..100);
 - ``POST`` → 201 ``{id, …}``; ``GET|PATCH|DELETE /v1/{kind}/{id}`` → 200 / 200 / 204, 404 when gone;
 - ``GET /v1/health`` and ``GET /health`` → 200 at once (never delayed); ``GET /metrics``:
-  the process's CPU and memory as Prometheus text, for the pipeline's server metrics.
+  the process's CPU and memory as Prometheus text, for the pipeline's server metrics;
+- ``--max-rps N``: beyond N ``/v1`` requests in a second, 429 with ``Retry-After: 1``
+  (an API that rate-limits, for cleanup's back-off); ``--seed-tagged TAG:N``: N escrows
+  and N listings carrying TAG, ids following the ``--seed`` ones (a run's leftovers at volume).
 
 Every other ``/v1`` answer is written exactly ``delay_ms`` after its request
 arrived, in one ``write`` (no Nagle or delayed-ACK pause). The server measures
@@ -20,7 +23,7 @@ returns its percentiles over that window, the truth a generator's report is
 compared with. Storage is in memory; pages are positional, so an entity
 deleted since the last compaction can leave one item short in a page.
 
-    python -m stampede.infra.fast_crm_target --delay-ms 20 --port-file F [--seed 500]
+    python -m stampede.infra.fast_crm_target --delay-ms 20 --port-file F [--seed 500] [--max-rps N] [--seed-tagged TAG:N]
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ ACCOUNTS = {
 MAX_LIMIT = 100
 STATS_KEEP_S = 3600
 _REASONS = {200: b"OK", 201: b"Created", 204: b"No Content", 400: b"Bad Request", 401: b"Unauthorized",
-            404: b"Not Found", 405: b"Method Not Allowed", 422: b"Unprocessable Entity"}
+            404: b"Not Found", 405: b"Method Not Allowed", 422: b"Unprocessable Entity", 429: b"Too Many Requests"}
 _STREETS = ("Maple Ave", "Oak St", "Cedar Ln", "Pine Rd", "Elm St", "Willow Way", "Birch Ct", "Park Pl")
 _CITIES = ("Springfield", "Riverside", "Fairview", "Madison", "Austin", "Portland", "Boulder", "Salem")
 
@@ -136,7 +139,10 @@ class Collection:
 
 
 class Store:
-    def __init__(self, seed: int = 0, rng: random.Random | None = None) -> None:
+    def __init__(self, seed: int = 0, rng: random.Random | None = None, *, max_rps: int = 0,
+                 tagged: tuple[str, int] = ("", 0)) -> None:
+        self.max_rps = max_rps  # 0: no limit
+        self.second, self.in_second = 0, 0
         self.tokens: dict[str, str] = {}  # token -> email
         self.kinds = {
             "escrows": Collection("escrows", "property_address", {
@@ -151,6 +157,22 @@ class Store:
                 {"property_address": address, "closing_date": "2026-06-30", "purchase_price": price}, "seed")
             self.kinds["listings"].create(
                 {"address": address, "list_price": price, "status": rng.choice(("active", "pending"))}, "seed")
+        tag, count = tagged
+        for i in range(count):
+            address = f"{tag}-{i:07d} {rng.randint(1, 9999)} {rng.choice(_STREETS)}, {rng.choice(_CITIES)}"
+            self.kinds["escrows"].create(
+                {"property_address": address, "closing_date": "2026-06-30", "purchase_price": 500000}, "seed")
+            self.kinds["listings"].create({"address": address, "list_price": 500000, "status": "active"}, "seed")
+
+    def over_limit(self) -> bool:
+        """One more ``/v1`` request this second would pass ``max_rps``."""
+        if not self.max_rps:
+            return False
+        second = int(time.time())
+        if second != self.second:
+            self.second, self.in_second = second, 0
+        self.in_second += 1
+        return self.in_second > self.max_rps
 
 
 class Stats:
@@ -189,6 +211,8 @@ def handle(store: Store, stats: Stats, method: str, target: str, headers: dict[s
         return 200, json.dumps(stats.summary(since, until)).encode()
     if not path.startswith("/v1/"):
         return 404, b'{"error":"not found"}'
+    if store.over_limit():
+        return 429, b'{"error":"rate limited"}'
     parts = path[4:].split("/")
     if parts == ["auth", "login"] and method == "POST":
         data = _json(body)
@@ -304,6 +328,8 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is None:
             return
         head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error"))
+        if status == 429:
+            head += b"Retry-After: 1\r\n"
         if status == 204:
             head += b"\r\n"
         else:
@@ -314,8 +340,9 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def serve(sock: socket.socket, delay_ms: float, seed: int) -> None:
-    store, stats = Store(seed=seed), Stats()
+async def serve(sock: socket.socket, delay_ms: float, seed: int, *, max_rps: int = 0,
+                tagged: tuple[str, int] = ("", 0)) -> None:
+    store, stats = Store(seed=seed, max_rps=max_rps, tagged=tagged), Stats()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: HttpProtocol(store, stats, delay_ms / 1000), sock=sock, backlog=8192)
     async with server:
@@ -328,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-file", required=True)
     parser.add_argument("--seed", type=int, default=500, help="escrows and listings to start with")
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument("--max-rps", type=int, default=0, help="429 beyond this many /v1 requests a second")
+    parser.add_argument("--seed-tagged", default="", metavar="TAG:N", help="N escrows and N listings carrying TAG")
     add_exit_with_parent(parser)
     args = parser.parse_args(argv)
     exit_when_orphaned(args.exit_with_parent)
@@ -340,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
 
             run = uvloop.run
     with contextlib.suppress(KeyboardInterrupt):
-        run(serve(sock, args.delay_ms, args.seed))
+        tag, _, count = args.seed_tagged.partition(":")
+        run(serve(sock, args.delay_ms, args.seed, max_rps=args.max_rps, tagged=(tag, int(count or 0))))
     return 0
 
 
@@ -350,14 +380,19 @@ class FastCrmTarget:
     :param delay_ms: the fixed service time of every ``/v1`` answer but health.
     :param workdir: where the port file goes.
     :param seed: escrows and listings the store starts with.
+    :param max_rps: answer 429 (``Retry-After: 1``) beyond this many ``/v1`` requests a second; 0: never.
+    :param seed_tagged: ``(tag, n)``: n escrows and n listings carrying ``tag``, ids ``seed + 1 … seed + n``.
     """
 
-    def __init__(self, *, delay_ms: float = 0.0, workdir: Path, seed: int = 500) -> None:
+    def __init__(self, *, delay_ms: float = 0.0, workdir: Path, seed: int = 500, max_rps: int = 0,
+                 seed_tagged: tuple[str, int] = ("", 0)) -> None:
         self.delay_ms = delay_ms
         self.seed = seed
-        self._process = LoopbackProcess(
-            "stampede.infra.fast_crm_target", ["--delay-ms", str(delay_ms), "--seed", str(seed)], workdir=Path(workdir),
-        )
+        args = ["--delay-ms", str(delay_ms), "--seed", str(seed), "--max-rps", str(max_rps)]
+        if seed_tagged[1]:
+            args += ["--seed-tagged", f"{seed_tagged[0]}:{seed_tagged[1]}"]
+        self._process = LoopbackProcess("stampede.infra.fast_crm_target", args, workdir=Path(workdir),
+                                        startup_timeout_s=60 + seed_tagged[1] / 5000)
         self.base_url = ""
         self.root_url = ""
 

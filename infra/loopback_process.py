@@ -51,9 +51,12 @@ def exit_when_orphaned(parent_pid: int | None) -> None:
 class LoopbackProcess:
     """``python -m module --port-file F *args`` in a subprocess; ``root_url`` once it listens (context manager)."""
 
-    def __init__(self, module: str, args: list[str], *, workdir: Path, startup_timeout_s: float = 30) -> None:
+    def __init__(self, module: str, args: list[str], *, workdir: Path, startup_timeout_s: float = 30,
+                 command: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.module = module
         self.args = args
+        self.command = command or [sys.executable, "-m", module]  # or a server that is not Python (json-server)
+        self.env = env
         self.port_file = Path(workdir) / f"{module.rsplit('.', 1)[-1]}-{time.time_ns()}.port"
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
@@ -61,9 +64,8 @@ class LoopbackProcess:
 
     def start(self) -> str:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, "--port-file", str(self.port_file),
-             "--exit-with-parent", str(os.getpid()), *self.args],
-            cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL,
+            [*self.command, "--port-file", str(self.port_file), "--exit-with-parent", str(os.getpid()), *self.args],
+            cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL, env=self.env,
         )
         deadline = time.time() + self.startup_timeout_s
         while not self.port_file.exists():

@@ -39,3 +39,14 @@ def moto_server():
         server.reset()
         server.stack_env = server.deploy_workers_stack()
         yield server
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):
+    """The environment pointing boto3 and the providers at moto and the deployed stack."""
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    for name, value in (moto_server.env() | moto_server.stack_env).items():
+        monkeypatch.setenv(name, value)
+    moto_server.keep_tasks_running()
+    yield moto_server
+    moto_server.keep_tasks_running()

@@ -12,19 +12,20 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
-# Locust and PyYAML at the versions pinned in the lock file, so the worker runs the exact Locust the
-# master runs (not the whole lock: Airflow and the rest are not needed on a worker).
-COPY requirements.txt ./
-RUN grep -iE '^(locust|pyyaml)==' requirements.txt > worker-requirements.txt \
-    && pip install -r worker-requirements.txt
+# What a worker runs (Locust, gevent, pyzmq, PyYAML, psutil), from requirements-worker.txt: the
+# worker's lock, compiled with the master's lock (requirements.txt) as its constraints, so every
+# package a worker shares with the master is the exact version the master runs (`make lock`;
+# a test checks the pins agree). Airflow and the rest are not needed on a worker.
+COPY requirements-worker.txt ./
+RUN pip install -r requirements-worker.txt
 
 # Only what a worker needs: the package (agent, Locust plugin) and the load tests.
 COPY pyproject.toml ./
 COPY plugins/ plugins/
 COPY loadtests/ loadtests/
 COPY cleanup/ cleanup/
-COPY infra/__init__.py infra/__init__.py
-RUN pip install --no-deps -e .
+COPY infra/ infra/
+RUN pip install --no-deps .
 
 RUN useradd --create-home --uid 10001 stampede
 USER stampede

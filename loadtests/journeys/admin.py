@@ -56,7 +56,8 @@ class AdminJourney(SequentialTaskSet):
         if not CrmUser.finished_escrows:
             return
         escrow_id = CrmUser.finished_escrows.popleft()
-        self.user.call("DELETE", f"/escrows/{escrow_id}", name="/escrows/{id}", expect=204)
+        if self.user.call("DELETE", f"/escrows/{escrow_id}", name="/escrows/{id}", expect=204) is not None:
+            self.user.deleted("escrow", escrow_id)
 
 
 class AdminUser(CrmUser):

@@ -38,8 +38,8 @@ class AgentJourney(SequentialTaskSet):
             check=check_entity(property_address=escrow["property_address"]),
         )
         if body is not None:
-            self.user.created("escrow")
             self.escrow_id = str(body["id"])
+            self.user.created("escrow", self.escrow_id, f"/escrows/{self.escrow_id}")
 
     @task
     def view_escrow(self) -> None:

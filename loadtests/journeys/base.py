@@ -30,15 +30,15 @@ from locust.exception import CatchResponseError, RescheduleTask
 
 from stampede.loadtests.journeys.http import JourneyHttpClient, JourneyResponse
 
-from stampede.load.plugin import mark_created, plan_of
+from stampede.load.plugin import mark_created, mark_deleted, plan_of
+from stampede.load.process_env import RUN_TAG_ENV
 
 from stampede.plan.run_plan import DEFAULT_ACCOUNTS, PASSWORD_ENV
 
 logger = logging.getLogger("stampede.journeys")
 
-# A run tag for a plain ``locust -f loadtests/locustfile.py`` without a plan:
-# still tagged, so ``cleanup_run_data(run_tag="LT-adhoc")`` removes the data.
-RUN_TAG_ENV = "STAMPEDE_RUN_TAG"
+# A run tag for a plain ``locust -f loadtests/locustfile.py`` without a plan or STAMPEDE_RUN_TAG:
+# still tagged, so a search for ``LT-adhoc`` finds the data.
 ADHOC_RUN_TAG = "LT-adhoc"
 
 Check = Callable[[Any], "str | None"]  # body -> problem, or None when the body is as expected
@@ -158,9 +158,13 @@ class CrmUser(User):
         self.client.report(response, name, exception, self.context())
         return body
 
-    def created(self, kind: str) -> None:
-        """Count one created entity for the run's results (what cleanup must delete)."""
-        mark_created(self.environment, kind)
+    def created(self, kind: str, entity_id: Any, path: str) -> None:
+        """Record one created entity in the run's ledger: cleanup deletes it by id and proves it gone."""
+        mark_created(self.environment, kind, id=entity_id, url=path)
+
+    def deleted(self, kind: str, entity_id: Any) -> None:
+        """Record that this user deleted one of the run's entities: cleanup leaves that id alone."""
+        mark_deleted(self.environment, kind, id=entity_id)
 
     def list_page(self, kind: str, params: dict[str, Any]) -> tuple[list[str], dict | None]:
         """``GET /<kind>`` (escrows or listings): the ids on the page, and the page (``None`` on failure)."""

@@ -38,8 +38,8 @@ class BrokerJourney(SequentialTaskSet):
             check=check_entity(address=listing["address"]),
         )
         if body is not None:
-            self.user.created("listing")
             self.listing = {"id": str(body["id"]), "status": body.get("status", listing["status"])}
+            self.user.created("listing", self.listing["id"], f"/listings/{self.listing['id']}")
 
     @task
     def update_listing_status(self) -> None:

@@ -1,110 +1,132 @@
-"""The reaper deletes stale ``LT-``-tagged data of any run, and nothing else: not young data, not an active run's."""
+"""The reaper deletes only entities carrying a run tag Stampede issued and that has ended, as a whole token.
+
+Look-alike tags, a Lithuanian postcode (``LT-01103``), a tag of a run still
+going and a tag Stampede never issued all survive; production is never asked.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
-from stampede.cleanup.reaper import _registry_time, reap_all_targets, reap_stale_test_data, tag_of
+from stampede.cleanup.api import Credentials
+from stampede.cleanup.ledger import LedgerEntry, encode_entries, encode_header
+from stampede.cleanup.reaper import issued_tag_matcher, reap_target
 from stampede.infra.canary import Canary
-from stampede.infra.demo_target.server import DemoTarget
 from stampede.loadtests.journeys import data
+from stampede.plan.cleanup_declaration import parse_cleanup, stock_declaration
 from stampede.plan.run_plan import DEFAULT_ACCOUNTS
+from stampede.state import db, tags
 
-ADMIN = DEFAULT_ACCOUNTS["admin"]
-
-
-@pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    with DemoTarget(workdir=tmp_path_factory.mktemp("reaper-target")) as demo:
-        yield demo
+PASSWORD = os.environ["STAMPEDE_TARGET_PASSWORD"]
+CREDENTIALS = Credentials(password=PASSWORD, accounts=dict(DEFAULT_ACCOUNTS))
+POSTCODE = "Gedimino pr. 9, LT-01103 Vilnius"
 
 
-def _client(target) -> httpx.Client:
-    client = httpx.Client(base_url=target.base_url, follow_redirects=False, timeout=10, trust_env=False)
-    token = client.post("/auth/login", json={"email": ADMIN, "password": target.password}).json()["token"]
-    client.headers["Authorization"] = f"Bearer {token}"
-    return client
-
-
-def _create(client: httpx.Client, kind: str, address: str) -> None:
-    body = (
-        {"property_address": address, "closing_date": data.closing_date(), "purchase_price": data.price()}
-        if kind == "escrows" else {"address": address, "list_price": data.price(), "status": "active"}
-    )
-    assert client.post(f"/{kind}", json=body).status_code == 201
-
-
-def _addresses(client: httpx.Client) -> list[str]:
-    escrows = client.get("/escrows", params={"limit": 100}).json()["items"]
-    listings = client.get("/listings", params={"limit": 100}).json()["items"]
-    return sorted([e["property_address"] for e in escrows] + [item["address"] for item in listings])
-
-
-@pytest.mark.parametrize(
-    ("text", "tag"),
-    [
-        pytest.param("12 Elm St LT-nightly20260101 #3", "LT-nightly20260101", id="tagged"),
-        pytest.param("12 BOLT-Main St", None, id="inside-a-word"),
-        pytest.param("12 Elm St", None, id="untagged"),
-    ],
-)
-def test_tag_of(text, tag):
-    assert tag_of(text) == tag
+@pytest.mark.parametrize(("text", "found"), [
+    pytest.param("LT-deadrun1-k3f9 12 Elm St", "LT-deadrun1", id="tagged"),
+    pytest.param("12 Elm St (LT-deadrun1)", "LT-deadrun1", id="in-brackets"),
+    pytest.param("LT-deadrun1x-k3f9 12 Elm St", None, id="longer-tag"),
+    pytest.param("XLT-deadrun1 12 Elm St", None, id="glued"),
+    pytest.param(POSTCODE, None, id="postcode"),
+    pytest.param("12 Elm St", None, id="untagged"),
+])
+def test_only_an_issued_tag_as_a_whole_token_matches(text, found):
+    match = issued_tag_matcher({"LT-deadrun1", "LT-other2"}).search(text)
+    assert (match.group(0) if match else None) == found
+    assert issued_tag_matcher(set()) is None  # no tags: nothing can ever match
 
 
 @pytest.mark.integration
-def test_reaps_stale_tagged_data_only_and_is_idempotent(target):
-    client = _client(target)
+def test_reaps_issued_ended_tags_only_and_is_idempotent(cleanup_target, crm):
+    client = crm(cleanup_target, "broker")
+    dead, alive, never = "LT-deadrun1", "LT-liverun2", "LT-neverissued3"
+
+    def create(kind: str, address: str) -> None:
+        body = ({"property_address": address, "closing_date": data.closing_date(), "purchase_price": data.price()}
+                if kind == "escrows" else {"address": address, "list_price": data.price(), "status": "active"})
+        assert client.post(f"/{kind}", json=body).status_code == 201
+
+    for kind in ("escrows", "listings"):
+        for _ in range(3):
+            create(kind, data.tagged_address(dead))
+        for address in (data.tagged_address(alive), data.tagged_address(never), data.tagged_address(f"{dead}x"),
+                        POSTCODE, "9 Untagged Lane"):
+            create(kind, address)
+
+    def addresses() -> list[str]:
+        return sorted([e["property_address"] for e in client.get("/escrows", params={"limit": 100}).json()["items"]]
+                      + [e["address"] for e in client.get("/listings", params={"limit": 100}).json()["items"]])
+
+    before = addresses()
+    first = reap_target(base_url=cleanup_target.base_url, declaration=stock_declaration(), tags={dead},
+                        credentials=CREDENTIALS)
+    assert (first.found, first.deleted, first.left, first.errors) == (6, 6, 0, [])
+    assert first.by_tag == {dead: 6} and first.ok and first.lookalikes >= 8  # 4 look-alikes of each kind
+    after = addresses()
+    assert sorted(set(before) - set(after)) == sorted(a for a in before if a.startswith(f"{dead}-"))
+    assert sum(POSTCODE == a for a in after) == 2 and sum(a.startswith(f"{dead}x-") for a in after) == 2
+
+    again = reap_target(base_url=cleanup_target.base_url, declaration=stock_declaration(), tags={dead},
+                        credentials=CREDENTIALS)
+    assert (again.found, again.deleted, again.left) == (0, 0, 0)
+    nothing = reap_target(base_url=cleanup_target.base_url, declaration=stock_declaration(), tags=set(),
+                          credentials=CREDENTIALS)
+    assert nothing.ok and nothing.found == 0 and addresses() == after
+
+
+@pytest.mark.integration
+def test_the_reaper_step_resumes_unproved_runs_from_their_ledgers_and_never_touches_production(
+        json_api, tmp_path, monkeypatch):
+    """A team's run on json-server whose cleanup never ran: the reaper finishes it from its run folder."""
+    from stampede.steps.reap import ReapFailed, reap_everything
+
+    monkeypatch.setenv("STAMPEDE_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("STAMPEDE_STATE_URL", f"sqlite:///{tmp_path / 'state.sqlite'}")
+    db.dispose_all()
     try:
-        for kind in ("escrows", "listings"):
-            for _ in range(3):
-                _create(client, kind, data.tagged_address("LT-deadrun1"))
-            _create(client, kind, data.tagged_address("LT-liverun2"))
-        _create(client, "escrows", "7 BOLT-Upton Road")  # looks tagged to a loose search: never touched
-        _create(client, "listings", "9 Untagged Lane")
-        before = _addresses(client)
-        kwargs = {"base_url": target.base_url, "email": ADMIN, "password": target.password, "older_than_s": 3600}
+        ended, running = "LT-teamrun1", "LT-teamrun2"
+        tags.issue(ended, run_id="teamrun1", target=json_api.base_url)
+        tags.end(ended)
+        tags.issue(running, run_id="teamrun2", target=json_api.base_url)
+        with httpx.Client(base_url=json_api.base_url, timeout=10, trust_env=False) as client:
+            def showing(notes: str) -> int:
+                return client.post("/showings", json={"notes": notes}).json()["id"]
 
-        young = reap_stale_test_data(**kwargs)
-        assert (young.found, young.deleted, young.kept_recent, young.left) == (0, 0, 8, 0)
-        assert _addresses(client) == before
+            recorded = [showing(f"{ended} viewing {i}") for i in range(4)]
+            unrecorded = showing(f"{ended} viewing, created as its worker died")
+            kept = [showing(f"{running} viewing"), showing(f"{ended}x viewing"), showing(POSTCODE),
+                    showing("LT-neverissued3 viewing")]
+        declaration = parse_cleanup({"kinds": {"showing": {
+            "delete": "DELETE /showings/{id}", "search": {"request": "GET /showings?q={run_tag}"}}}},
+            lambda f, p, x: ValueError(f"{f}: {p}"), source="team.yaml")
+        folder = tmp_path / "reports" / ended
+        folder.mkdir(parents=True)
+        (folder / "ledger.jsonl").write_bytes(
+            encode_header(run_tag=ended, target=json_api.base_url, cleanup=declaration.to_dict())
+            + encode_entries(LedgerEntry("showing", str(i), f"/showings/{i}") for i in recorded))
+        environments = json.dumps({"environments": {"local": {"allow_load": True}}})
+        with Canary() as production:
+            production_env = json.dumps({"environments": {
+                "local": {"allow_load": True},
+                "production": {"allow_load": False, "base_urls": [production.base_url.replace("127.0.0.1", "localhost")]},
+            }})
+            with pytest.raises(ReapFailed, match="belongs to production"):
+                reap_everything(older_than_s=0, extra_targets=[production.base_url.replace("127.0.0.1", "localhost")],
+                                environments_text=production_env)
+            assert production.hits() == 0
 
-        later = datetime.now(timezone.utc) + timedelta(hours=2)  # every entity is now two hours old
-        stale = reap_stale_test_data(**kwargs, now=later, active_tags={"LT-liverun2"})
-        assert (stale.found, stale.deleted, stale.left, stale.kept_active) == (6, 6, 0, 2)
-        assert stale.tags == {"LT-deadrun1": 6} and stale.ok
-        again = reap_stale_test_data(**kwargs, now=later, active_tags={"LT-liverun2"})
-        assert (again.found, again.deleted, again.left) == (0, 0, 0)
+        outcome = reap_everything(older_than_s=0, environments_text=environments)
+        assert outcome["runs"][ended]["ok"] and outcome["runs"][ended]["deleted"] == 5  # 4 recorded, 1 swept
+        assert outcome["targets"][json_api.base_url]["ok"]
+        cleanup = json.loads((folder / "cleanup.json").read_text())
+        assert (cleanup["left"], cleanup["swept"], cleanup["ok"]) == (0, 1, True)  # the unrecorded one too
+        assert sorted(s["id"] for s in json_api.items("showings")) == sorted(kept)
+        assert unrecorded not in [s["id"] for s in json_api.items("showings")]
 
-        last = reap_stale_test_data(**kwargs, now=later)
-        assert last.deleted == 2 and last.left == 0
-        assert _addresses(client) == ["7 BOLT-Upton Road", "9 Untagged Lane"]
+        assert reap_everything(older_than_s=3600, environments_text=environments)["tags"] == 0  # ended just now
     finally:
-        client.close()
-
-
-def test_age_from_the_run_registry_when_the_target_has_no_created_at(tmp_path):
-    (tmp_path / "LT-abc").mkdir()
-    (tmp_path / "LT-abc" / "results.json").write_text(json.dumps({"started_at": "2026-01-02T03:04:05+00:00"}))
-    (tmp_path / "LT-nofile").mkdir()
-    assert _registry_time(tmp_path, "LT-abc") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    assert _registry_time(tmp_path, "LT-nofile") is not None  # the folder's time
-    assert _registry_time(tmp_path, "LT-unknown") is None  # unknown age: left alone
-
-
-def test_the_reaper_never_touches_production(tmp_path):
-    with Canary() as canary:
-        production = canary.base_url.replace("127.0.0.1", "localhost")
-        environments = json.dumps({"environments": {"production": {"allow_load": False, "base_urls": [production]}}})
-        outcome = reap_all_targets(
-            older_than_s=0, extra_targets=[production, canary.base_url], environments_text=environments,
-            password=os.environ["STAMPEDE_TARGET_PASSWORD"], email=ADMIN, reports_dir=tmp_path,
-        )
-        assert canary.hits() == 0
-        assert not outcome[production]["ok"] and "belongs to production" in outcome[production]["errors"][0]
-        assert "an address of localhost in production" in outcome[canary.base_url]["errors"][0]
+        db.dispose_all()

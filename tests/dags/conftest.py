@@ -52,15 +52,6 @@ def demo_target(tmp_path):
         yield target
 
 
-# -- AWS (cloud workers): moto's server is the session fixture in tests/conftest.py ----------------------
-@pytest.fixture
-def aws(moto_server, monkeypatch):
-    for name, value in (moto_server.env() | moto_server.stack_env).items():
-        monkeypatch.setenv(name, value)
-    moto_server.keep_tasks_running()
-    return moto_server
-
-
 # -- a real Airflow API server on the session's metadata DB, with Stampede's plugins mounted ------------------
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # the Slack app's (the stand-in signs with it)
 API_USER, API_PASSWORD = "stampede", "stampede-service-password"

@@ -39,21 +39,22 @@ def test_pipeline_wiring(dag_bag, dag_id):
     downstream = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     assert downstream == {
         "preflight": sorted([
-            "cost_check", "provision_workers", "run_stages", "validate", "analyse",
+            "lease_held", "cost_check", "provision_workers", "run_stages", "validate", "analyse",
             "cleanup_test_data", "teardown_workers", "report", "notify_summary", "final_verdict",
         ]),
+        "lease_held": ["cost_check", "teardown_workers"],  # the setup that makes the teardown give the lease back
         "cost_check": ["provision_workers"],
         "provision_workers": ["cleanup_test_data", "run_stages", "teardown_workers"],
         "run_stages": ["validate"],
         "validate": ["analyse"],
         "analyse": ["cleanup_test_data"],
         "cleanup_test_data": ["teardown_workers"],
-        "teardown_workers": ["report"],  # the report is written once, after cleanup and teardown
+        "teardown_workers": ["final_verdict", "report"],  # the report once, after them; the verdict sees the teardown
         "report": ["notify_summary"],
         "notify_summary": ["final_verdict"],
         "final_verdict": [],
     }
-    assert dag.get_task("provision_workers").is_setup
+    assert dag.get_task("provision_workers").is_setup and dag.get_task("lease_held").is_setup
     assert dag.get_task("cleanup_test_data").is_teardown
     assert dag.get_task("teardown_workers").is_teardown
     assert dag.get_task("run_stages").retries == 0  # never resend load by itself

@@ -10,15 +10,16 @@ def test_breaking_point_dag_wiring(dag_bag):
     downstream = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     assert downstream == {
         "preflight": sorted([
-            "cost_check", "provision_workers", "search_breaking_point", "analyse",
+            "lease_held", "cost_check", "provision_workers", "search_breaking_point", "analyse",
             "cleanup_test_data", "teardown_workers", "report", "notify_summary", "final_verdict",
         ]),
+        "lease_held": ["cost_check", "teardown_workers"],  # the setup that makes the teardown give the lease back
         "cost_check": ["provision_workers"],
         "provision_workers": ["cleanup_test_data", "search_breaking_point", "teardown_workers"],
         "search_breaking_point": ["analyse"],
         "analyse": ["cleanup_test_data"],
         "cleanup_test_data": ["teardown_workers"],
-        "teardown_workers": ["report"],
+        "teardown_workers": ["final_verdict", "report"],
         "report": ["notify_summary"],
         "notify_summary": ["final_verdict"],
         "final_verdict": [],

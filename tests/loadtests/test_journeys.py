@@ -17,9 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
-from stampede.cleanup.run_data import cleanup_run_data
+from stampede.cleanup.api import Credentials
+from stampede.cleanup.ledger import read_ledger
+from stampede.cleanup.run_data import clean_run
 from stampede.loadtests.journeys import data
+from stampede.plan.cleanup_declaration import stock_declaration
 from stampede.plan.run_plan import DEFAULT_ACCOUNTS, PASSWORD_ENV
+from stampede.plan.target import parse_target, resolve
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +59,11 @@ def run_locust(
         "stages": [{"name": "journeys", "scenario": "test", "users": users, "spawn_rate": spawn_rate,
                     "duration_s": duration_s, "thresholds": {}, "abort": False}],
         "progress_interval_s": 2,
+        # what preflight would approve: the load processes may reach the target only (stampede.load.egress)
+        "egress": resolve(parse_target(target.base_url)).egress_policy(),
+        "cleanup": stock_declaration().to_dict(),
     }
-    out, stats = tmp_path / "stampede.json", tmp_path / "locust"
+    out, stats, ledger = tmp_path / "stampede.json", tmp_path / "locust", tmp_path / "ledger.jsonl"
     env = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
     if password is not None:
         env[PASSWORD_ENV] = password
@@ -64,7 +71,7 @@ def run_locust(
         [
             sys.executable, "-m", "locust", "-f", f"{PLUGIN},{locustfile}", "--headless",
             "--host", target.base_url, "--stampede-plan", json.dumps(plan), "--stampede-out", str(out),
-            "--json-file", str(stats), "--exit-code-on-error", "0", *classes,
+            "--stampede-ledger", str(ledger), "--json-file", str(stats), "--exit-code-on-error", "0", *classes,
         ],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=LOCUST_TIMEOUT_S,
     )
@@ -75,6 +82,7 @@ def run_locust(
         "out_text": out.read_text(),
         "stats": {f"{s['method']} {s['name']}": s for s in json.loads((tmp_path / "locust.json").read_text())},
         "logs": logs,
+        "ledger": ledger,
     }
 
 
@@ -154,15 +162,28 @@ def test_the_password_appears_nowhere_in_the_output(run) -> None:
     assert password not in run["out_text"]
 
 
-def test_cleanup_finds_and_deletes_everything_the_journeys_left(run) -> None:
-    created = run["out"]["created"]
+def test_every_created_entity_is_in_the_ledger_with_its_id(run, admin) -> None:
+    ledger = read_ledger([run["ledger"]])
+    assert ledger.run_tag == run["run_tag"] and ledger.counted == {} and ledger.torn_lines == 0
+    assert ledger.kinds() == run["out"]["created"]  # every creation recorded, as it was counted
     deleted = run["stats"]["DELETE /escrows/{id}"]["num_requests"] - run["stats"]["DELETE /escrows/{id}"]["num_failures"]
-    report = cleanup_run_data(
-        base_url=run["target"].base_url, run_tag=run["run_tag"], email=DEFAULT_ACCOUNTS["admin"],
-        password=run["target"].password, timeout_s=60,
+    assert len(ledger.deleted_by_run) <= deleted  # the admin's own deletes (an id it freed may be reused)
+    for entry in ledger.entities.values():  # what the run left: there, and carrying its tag
+        response = admin.get(entry.url)
+        assert response.status_code == 200 and run["run_tag"] in response.text, entry
+
+
+def test_cleanup_deletes_everything_the_journeys_left(run, tmp_path) -> None:
+    ledger = read_ledger([run["ledger"]])
+    result = clean_run(
+        base_url=run["target"].base_url, run_tag=run["run_tag"], declaration=stock_declaration(),
+        ledger=ledger, journal_path=tmp_path / "journal.jsonl",
+        credentials=Credentials(password=run["target"].password, accounts=dict(DEFAULT_ACCOUNTS)),
     )
-    assert report.errors == [] and report.left == 0
-    assert report.found == created["escrow"] - deleted + created["listing"]
+    assert result.error is None and result.left == 0 and result.clean and result.proof == "search"
+    assert result.created == sum(run["out"]["created"].values())
+    assert result.deleted == len(ledger.entities) and result.swept == 0
+    assert result.already_gone == len(ledger.deleted_by_run)
 
 
 def test_every_request_is_counted_in_a_stage(run) -> None:

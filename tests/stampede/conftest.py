@@ -1,4 +1,4 @@
-"""AWS fixtures on the session's moto server (tests/conftest.py), with the workers stack deployed once.
+"""AWS fixtures on the session's moto server (``aws`` and ``moto_server`` are in tests/conftest.py).
 
 Tests share the server (moto builds its EC2 data on first use, ~5 s) and keep
 apart by run id: each test uses its own.
@@ -7,17 +7,6 @@ apart by run id: each test uses its own.
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture
-def aws(moto_server, monkeypatch):
-    """The environment pointing boto3 and the providers at moto and the deployed stack."""
-    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
-    for name, value in (moto_server.env() | moto_server.stack_env).items():
-        monkeypatch.setenv(name, value)
-    moto_server.keep_tasks_running()
-    yield moto_server
-    moto_server.keep_tasks_running()
 
 
 @pytest.fixture

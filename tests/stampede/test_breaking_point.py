@@ -75,6 +75,7 @@ def test_search_finds_a_known_capacity_within_ten_percent(tmp_path):
         "stages": [{"name": "warm", "users": 4, "spawn_rate": 4, "duration_s": 5}],
         "thresholds": {"p95_ms": 500, "error_rate": 0.01},
         "search": {"start_users": 4, "max_users": 32, "step_factor": 2, "step_duration_s": 6, "refine_steps": 2},
+        "cleanup": "none",  # it only polls: nothing to clean up, and nothing recorded proves it
     }))
     out = tmp_path / "out"
     with FixedLatencyTarget(20.0, tmp_path, capacity_rps=200) as target:

@@ -10,7 +10,7 @@ import pytest
 
 from stampede.cost import estimate as cost
 from stampede.core.paths import Artifact
-from stampede.state.ledger import CostLedger, default_ledger
+from stampede.state.ledger import default_ledger
 from stampede.steps.cost_check import cost_check
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import load_scenario
@@ -72,17 +72,6 @@ def test_prices_can_be_overridden_and_an_old_table_says_so(tmp_path, monkeypatch
 def test_an_unknown_region_is_refused_with_a_fix():
     with pytest.raises(ValueError, match="ap-south-9.*fix"):
         cost.worker_hour_usd(plan_workers(10, provider="ecs"), region="ap-south-9", prices=cost.load_prices())
-
-
-def test_the_ledger_keeps_month_to_date_spend(tmp_path):
-    book = CostLedger(path=tmp_path / "ledger.sqlite")
-    book.record_estimate(run_id="a", provider="ecs", workers=2, size="x", estimate_usd=5.0, now=1_767_225_600)  # 2026-01
-    book.record_estimate(run_id="b", provider="ecs", workers=2, size="x", estimate_usd=7.0, now=1_767_225_600)
-    book.record_actual(run_id="a", actual_usd=3.0)
-    book.record_estimate(run_id="b", provider="ecs", workers=2, size="x", estimate_usd=7.0, now=1_767_225_600)  # retry
-    assert book.month_to_date(month="2026-01") == pytest.approx(10.0)  # a's actual + b's estimate (in flight)
-    assert book.month_to_date(month="2026-01", exclude_run_id="b") == pytest.approx(3.0)
-    assert book.month_to_date(month="2026-02") == 0
 
 
 @pytest.mark.integration

@@ -76,6 +76,7 @@ def test_starved_generator_makes_the_run_invalid_with_exit_3(tmp_path):
         "name": "busy", "journeys": {"BusyUser": 1}, "think_time_s": [0, 0], "locustfile": "busy.py",
         "stages": [{"name": "hold", "users": 50, "spawn_rate": 50, "duration_s": 12}],
         "thresholds": {"p95_ms": 5000, "error_rate": 0.5},
+        "cleanup": "none",  # it creates nothing
     }))
     out = tmp_path / "out"
     burner = subprocess.Popen([sys.executable, "-c", BURNER.format(seconds=60)])

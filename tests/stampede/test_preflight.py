@@ -2,7 +2,8 @@
 
 Also: one run per target. A second run against a target whose lease another run
 holds is refused before any request; after the first run's teardown, or when its
-process is gone, a new run proceeds.
+process is gone, a new run proceeds. The lease is keyed by the resolved address:
+``localhost`` and ``127.0.0.1`` are one target.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from datetime import datetime, timezone
 import pytest
 
 from stampede.infra.canary import Canary
-from stampede.steps.folder import locks_dir
 from stampede.core.errors import Refusal
 from stampede.steps.preflight import HEALTH_ATTEMPTS, RunRequest, preflight
 from stampede.steps.teardown import teardown_workers
@@ -126,7 +126,7 @@ def test_unhealthy_target_is_refused_after_health_requests_only(canary):
     text = _refusal(lambda: _preflight(canary.base_url))
     assert "/health is not healthy (HTTP 503)" in text
     assert canary.hits(exclude_health=True) == 0 and canary.hits() == HEALTH_ATTEMPTS
-    assert target_lock.holder(locks_dir(), canary.base_url) is None  # a refused run holds nothing
+    assert target_lock.holder(canary.base_url) is None  # a refused run holds nothing
 
 
 def test_redirecting_health_is_unhealthy_and_not_followed(canary):
@@ -159,44 +159,48 @@ def test_second_run_on_a_held_target_is_refused_until_teardown(canary):
         seen = canary.hits()
         text = _refusal(lambda: _preflight(canary.base_url, run_id="second-run"))
         assert "another run (run id first-run) is active on 127.0.0.1:" in text
-        assert "delete" in text and str(target_lock.lock_path(locks_dir(), canary.base_url)) in text
+        assert "stampede lease release first-run" in text
         assert canary.hits() == seen  # the refused run sent nothing
+        # the same machine by another name is the same target
+        text = _refusal(lambda: _preflight(canary.base_url.replace("127.0.0.1", "localhost"), run_id="second-run"))
+        assert "another run (run id first-run) is active on localhost:" in text
+        assert canary.hits() == seen
         # the same run may take its own lease again (a retried preflight)
         assert _preflight(canary.base_url, run_id="first-run").run_id == "first-run"
     finally:
         teardown_workers(first)
     second = _preflight(canary.base_url, run_id="second-run")
     teardown_workers(second)
-    assert target_lock.holder(locks_dir(), canary.base_url) is None
+    assert target_lock.holder(canary.base_url) is None
 
 
 def test_a_dead_holders_lease_is_taken_over(canary):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    target_lock.acquire(locks_dir(), canary.base_url, run_id="crashed-cli", ttl_s=3600, pid=dead.pid)
+    target_lock.acquire(canary.base_url, run_id="crashed-cli", ttl_s=3600, pid=dead.pid)
     plan = _preflight(canary.base_url, run_id="after-crash")
     teardown_workers(plan)
 
 
 def test_a_dag_runs_lease_holds_until_it_expires(canary):
-    target_lock.acquire(locks_dir(), canary.base_url, run_id="dag-run", ttl_s=1.0, pid=None)
+    target_lock.acquire(canary.base_url, run_id="dag-run", ttl_s=1.0, pid=None)
     try:
         _refusal(lambda: _preflight(canary.base_url, run_id="other"))
         assert canary.hits() == 0
         time.sleep(1.1)
         teardown_workers(_preflight(canary.base_url, run_id="other"))
     finally:
-        target_lock.release(locks_dir(), canary.base_url, run_id="dag-run")
+        target_lock.release(run_id="dag-run")
 
 
 @pytest.mark.integration
 def test_cli_refuses_a_held_target_and_sends_nothing(canary):
-    target_lock.acquire(locks_dir(), canary.base_url, run_id="nightly-x", ttl_s=600, pid=os.getpid())
+    target_lock.acquire(canary.base_url, run_id="nightly-x", ttl_s=600, pid=os.getpid())
     try:
         completed = subprocess.run([*CLI, "--target", canary.base_url, "--scenario", "smoke", "--workers", "0"],
                                    capture_output=True, text=True, timeout=120)
     finally:
-        target_lock.release(locks_dir(), canary.base_url, run_id="nightly-x")
+        target_lock.release(run_id="nightly-x")
     assert completed.returncode == 2, completed.stderr[-2000:]
     (line,) = [l for l in completed.stderr.splitlines() if l.startswith("stampede: refused:")]
     assert "another run (run id nightly-x)" in line

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stampede.cleanup.reaper import reap_stale_test_data
+from stampede.cleanup.api import Credentials
+from stampede.cleanup.reaper import reap_target
+from stampede.plan.cleanup_declaration import stock_declaration
 from stampede.infra.canary import Canary
 from stampede.infra.demo_target.server import DemoTarget
 from stampede.infra.fixed_latency_target import FixedLatencyTarget
@@ -27,7 +29,6 @@ from stampede.safety import killswitch
 from stampede.safety import hours as load_window
 from stampede.plan.run_plan import RunPlan
 from stampede.steps.cleanup import cleanup_test_data
-from stampede.steps.folder import locks_dir
 from stampede.steps.notify import notify_summary
 from stampede.steps.preflight import RunRequest, preflight
 from stampede.steps.report import report
@@ -36,6 +37,7 @@ from stampede.steps.teardown import teardown_workers
 from stampede.steps.validate import validate
 from stampede.surfaces.sequence import run_load
 from stampede.safety import lease as target_lock
+from stampede.core.errors import Refusal
 from stampede.core.netutil import free_port
 from stampede.plan.run_plan import DEFAULT_ACCOUNTS
 
@@ -176,7 +178,8 @@ agg = RunAggregator(env, {"stages": [stage]})
 agg.current_stage, agg.stages[0]["steady_from"] = 0, 1000
 for sec in (1003, 1004):
     h = LatencyHistogram(); [h.record_ms(5.0) for _ in range(10)]
-    agg.open_seconds[sec] = [h, 10, 1 if sec == 1003 else 0]
+    agg.add_report({"seconds": {sec: {"GET /x": [h.to_dict(), 1 if sec == 1003 else 0, {}]}}})
+agg.fold(upto=1004)
 agg.check_abort(1008)  # judges the complete seconds 1003 and 1004: 1 failure in 20
 print(agg.stop_reason["kind"], agg.breaches[0]["value"])
 """
@@ -276,10 +279,11 @@ def test_a_run_killed_between_stages_and_retried_leaves_nothing_behind(tmp_path,
         assert cleanup2.created > 0 and cleanup2.left == 0
 
         # nothing of either run is left, and no lease holds the target
-        leftovers = reap_stale_test_data(base_url=target.base_url, email=DEFAULT_ACCOUNTS["admin"], password=password,
-                                         older_than_s=0)
+        leftovers = reap_target(base_url=target.base_url, declaration=stock_declaration(),
+                                tags={first.run_tag, second.run_tag},
+                                credentials=Credentials(password=password, accounts=dict(DEFAULT_ACCOUNTS)))
         assert (leftovers.found, leftovers.left) == (0, 0)
-        assert target_lock.holder(locks_dir(), target.base_url) is None
+        assert target_lock.holder(target.base_url) is None
 
     # secrets never in logs, results, reports, Slack fallbacks or Locust logs
     files = [p for run in ("run1", "run2") for p in (tmp_path / run).rglob("*") if p.is_file()]
@@ -290,3 +294,37 @@ def test_a_run_killed_between_stages_and_retried_leaves_nothing_behind(tmp_path,
     assert password not in caplog.text and token not in caplog.text
     results = json.loads((tmp_path / "run1" / "results.json").read_text())
     assert results["cleanup"]["left"] == 0 and results["aborted"] is True
+
+
+# -- production stays production (issue 12, item 1) ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("where", "allow_load", "expected"),
+    [
+        pytest.param("file", "false", "environments.production.allow_load: must be true or false, unquoted",
+                     id="quoted-false-in-the-file"),
+        pytest.param("variable", "false", "stampede_environments.production.allow_load: must be true or false",
+                     id="quoted-false-in-the-variable"),
+        pytest.param("file", False, "belongs to production, where load is never allowed", id="false-in-the-file"),
+        pytest.param("variable", True, "an override may not allow load where the reviewed environments file forbids it",
+                     id="variable-makes-it-loadable"),
+    ],
+)
+def test_a_canary_listed_as_production_counts_zero_requests(tmp_path, monkeypatch, where, allow_load, expected):
+    """The canary on 127.0.0.2 (a loopback address, otherwise "local") is production: no smoke run reaches it."""
+    with Canary(host="127.0.0.2") as canary:
+        production = {"production": {"base_urls": [canary.base_url], "allow_load": allow_load}}
+        reviewed = {"environments": {"local": {"allow_load": True, "max_users": 100}}}
+        if where == "file":
+            reviewed["environments"].update(production)
+            variable = None
+        else:
+            reviewed["environments"]["production"] = {"base_urls": [canary.base_url], "allow_load": False}
+            variable = json.dumps({"environments": production})
+        environments = tmp_path / "environments.yaml"
+        environments.write_text(json.dumps(reviewed))
+        monkeypatch.setenv("STAMPEDE_ENVIRONMENTS_FILE", str(environments))
+        with pytest.raises(Refusal) as refused:
+            preflight(RunRequest(scenarios=["smoke"], target=canary.base_url, run_id=f"prod-{where}", workers=0),
+                      environments_text=variable)
+        assert expected in str(refused.value) and "\n" not in str(refused.value)
+        assert canary.hits() == 0 and canary.connections == 0

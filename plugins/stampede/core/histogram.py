@@ -60,6 +60,21 @@ class LatencyHistogram:
         self.total += total
         return self
 
+    def subtract(self, other: LatencyHistogram) -> LatencyHistogram:
+        """Take ``other``'s counts out again (exact): a rolling window slides by adding its newest
+        second and subtracting its oldest instead of re-merging every second it holds."""
+        mine = self.counts
+        for bucket, count in other.counts.items():
+            left = mine.get(bucket, 0) - count
+            if left < 0:
+                raise ValueError(f"histogram: cannot subtract {count} from bucket {bucket} holding {left + count}")
+            if left:
+                mine[bucket] = left
+            else:
+                mine.pop(bucket, None)
+        self.total -= other.total
+        return self
+
     @classmethod
     def merged(cls, histograms: Iterable[LatencyHistogram | Mapping[int, int]]) -> LatencyHistogram:
         result = cls()

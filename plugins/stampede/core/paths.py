@@ -32,6 +32,8 @@ class Artifact(StrEnum):
     WORKERS_STOP = "workers.stop"  # local worker agents end when this file appears
     TEARDOWN = "teardown.json"
     CLEANUP = "cleanup.json"
+    LEDGER = "ledger.jsonl"  # what the run created, appended by the Locust master while it runs
+    CLEANUP_JOURNAL = "cleanup_journal.jsonl"  # what cleanup sent and deleted: a retry resumes from it
     COST_ESTIMATE = "cost_estimate.json"  # the cost check's estimate and budgets
     COST = "cost.json"  # the actual cost after teardown
     STOP = "STOP"  # the supervisor asks the master to stop the load

@@ -71,13 +71,40 @@ def to_dict(record: Any) -> dict[str, Any]:
 # -- stages -------------------------------------------------------------------------------------------------
 @dataclass
 class Check:
-    """One threshold judged on one stage: ``value op threshold`` must hold."""
+    """One threshold judged on one stage (and one endpoint, group or series): ``value op threshold`` must hold.
 
-    metric: str  # the scenario's key: p95_ms | p99_ms | error_rate | min_rps | requests
+    A threshold that could not be judged (no requests to its endpoint, no server samples) is a
+    check with ``judged`` false, ``value`` ``None``, ``passed`` false and the ``reason``: it fails
+    its stage unless it is ``optional``. Nothing is reported as passed that was not measured.
+    """
+
+    metric: str  # the figure: the scenario's key (p95_ms, min_rps, ...), p99.9_ms, max_ms, db_pool_waiting.max, requests
     op: str  # "<" or ">"
     threshold: float
-    value: float | None
-    passed: bool
+    value: float | None  # the measured value (a windowed threshold's worst window); None: not judged
+    passed: bool  # judged and held
+    name: str = ""  # the threshold for people and JUnit: "GET /listings p95 < 200 ms"
+    endpoint: str | None = None  # the endpoint, group or pattern judged; None: all the stage's requests
+    stat: str = ""  # p95, p99.9, max, mean, error_rate, rps, requests, dropped_iterations, dropped_rate, ...
+    window_s: int | None = None  # judged over every rolling window of this length (value: the worst)
+    source: str = "client"  # client (the requests) | server (a series of the target's own metrics)
+    judged: bool = True
+    optional: bool = False  # not judged does not fail the stage
+    reason: str = ""  # why it was not judged
+    abort: bool = False  # it could stop the load mid-run
+    at: float | None = None  # windowed: the epoch second the worst window ended
+
+    @property
+    def fails(self) -> bool:
+        """It fails its stage: judged and not held, or not judged and not optional."""
+        return not self.passed and (self.judged or not self.optional)
+
+    @property
+    def outcome(self) -> str:
+        """``pass`` | ``fail`` | ``not judged`` (for people; a not-judged check fails unless optional)."""
+        if not self.judged:
+            return "not judged"
+        return "pass" if self.passed else "fail"
 
 
 @dataclass
@@ -89,6 +116,11 @@ class EndpointResult:
     p95_ms: float | None
     p99_ms: float | None
     errors: dict[str, int] = field(default_factory=dict)
+    p90_ms: float | None = None
+    max_ms: float | None = None
+    mean_ms: float | None = None
+    rps: float | None = None
+    error_rate: float | None = None
 
 
 @dataclass
@@ -156,7 +188,8 @@ class StageResult:
         return "pass" if self.passed else "fail"
 
     def failed_checks(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
+        """The checks that fail the stage (breached, or not judged and not optional)."""
+        return [c for c in self.checks if c.fails]
 
 
 # -- the load's own figures ---------------------------------------------------------------------------------
@@ -195,6 +228,10 @@ class Breach:
     value: float
     at: float  # epoch second
     window_s: int
+    name: str = ""  # the threshold for people: "GET /listings p95 < 200 ms"
+    endpoint: str | None = None  # the endpoint, group or pattern; None: all the stage's requests (or a series)
+    stat: str = ""
+    source: str = "client"  # client | server
 
 
 @dataclass
@@ -224,10 +261,25 @@ class SeriesPoint:
 
 
 @dataclass
+class CleanupKindResult:
+    """One kind of entity: what the ledger says was created, what cleanup did, and what is left."""
+
+    created: int = 0
+    deleted: int = 0
+    already_gone: int = 0  # gone before cleanup came to it (the run deleted it, or an earlier attempt did)
+    left: int | None = None
+    proof: str = ""  # search | check | none (no cleanup declared)
+
+
+@dataclass
 class CleanupResult:
     """What cleanup did. ``left`` is a count proved after the deletes, or ``None``: not known.
 
     The defaults read as *not clean*: a cleanup that never ran proved nothing.
+    ``created`` is what the run's ledger recorded; ``proof`` says how ``left``
+    was established: ``search`` (the API listed what carries the run tag),
+    ``check`` (each recorded entity asked for, one by one), ``hook`` (a team's
+    cleanup function), ``declared`` (``cleanup: none`` and nothing recorded).
     """
 
     created: int = 0
@@ -235,6 +287,16 @@ class CleanupResult:
     left: int | None = None
     ok: bool = False
     error: str | None = None
+    already_gone: int = 0  # recorded, but gone before cleanup came to it
+    resumed: int = 0  # settled (deleted or found gone) by an earlier, interrupted attempt (its journal): not sent again
+    swept: int = 0  # carried the run tag but were not in the ledger: found by the search, deleted
+    not_ours: int = 0  # an id the API gave to another entity since: never touched
+    proof: str = ""
+    kinds: dict[str, CleanupKindResult] = field(default_factory=dict)
+    requests: int = 0
+    throttled: int = 0  # 429 / 503 answers waited out
+    duration_s: float | None = None
+    deletes_per_s: float | None = None  # entities resolved (deleted or found gone) per second of the delete phase
 
     @property
     def clean(self) -> bool:
@@ -517,7 +579,7 @@ class RunResult:
         return [s for s in self.stages if s.judged]
 
     def failed_checks(self) -> list[tuple[StageResult, Check]]:
-        return [(s, c) for s in self.stages for c in s.checks if not c.passed]
+        return [(s, c) for s in self.stages for c in s.checks if c.fails]
 
     @property
     def peak_users(self) -> int:

@@ -1,8 +1,9 @@
 """Why the load stopped before its planned end: one kind for each reason, and what each means.
 
 ``StopKind`` is the only place the kinds are spelled. A stop that says nothing
-about the target (the kill switch, the end of the allowed hours) makes a run
-*invalid*: its figures end early for a reason of our own. A stop that is a
+about the target (the kill switch, the end of the allowed hours, load that tried
+to go where preflight did not approve) makes a run *invalid*: its figures end
+early for a reason of our own, or were not all sent where they should have been. A stop that is a
 finding about the target (an abort threshold held, the target went down) makes
 it *fail*.
 
@@ -23,6 +24,7 @@ class StopKind(StrEnum):
     ALLOWED_HOURS = "allowed_hours"  # the environment's window closed during the run
     ABORT = "abort"  # a threshold marked abort held over its window
     TARGET_UNHEALTHY = "target_unhealthy"  # the target failed its health check between stages
+    EGRESS_DENIED = "egress_denied"  # a load process tried to reach an address preflight did not approve
 
     @property
     def invalidates(self) -> bool:
@@ -35,7 +37,7 @@ class StopKind(StrEnum):
         return self in FAILING
 
 
-INVALIDATING = frozenset({StopKind.KILL_SWITCH, StopKind.ALLOWED_HOURS})
+INVALIDATING = frozenset({StopKind.KILL_SWITCH, StopKind.ALLOWED_HOURS, StopKind.EGRESS_DENIED})
 FAILING = frozenset({StopKind.ABORT, StopKind.TARGET_UNHEALTHY})
 
 

@@ -30,7 +30,7 @@ def verdict_of(*, judged: Sequence[bool], stop: StopKind | None, saturated: bool
 
 
 class Exit(IntEnum):
-    """The command line's exit codes, documented once here (and in docs/results.md)."""
+    """The command line's exit codes: the one list (docs/ci.md#exit-codes shows it, a test keeps them equal)."""
 
     PASS = 0  # every judged part held, the test data is proved gone, no worker is left
     FAIL = 1  # a threshold was breached, an abort threshold stopped the load, or the target went down

@@ -24,13 +24,29 @@ Sources:
 
 Everything lands in ``server_metrics.json`` in the run folder (points per series)
 and :func:`summarise` turns it into results.json ``server``. A metrics problem
+never fails the run by itself: it is recorded in ``errors`` and shown in the report.
+
+Server-side thresholds (``{server: db_pool_waiting, stat: max, below: 1}`` in a scenario) are
+judged on those same samples: after the run by :func:`observe` (the samples inside each stage's
+judged part), and, for the ``prometheus`` source whose samples come while the load runs, also
+mid-run: the sampler keeps its newest points in ``server_metrics.live.json`` beside the master's
+output (:data:`LIVE_FILE_NAME`), which the master's threshold watch reads once a second. A
+threshold on a series that was not sampled is *not judged*, never passed.
 never fails the run: it is recorded in ``errors`` and shown in the report.
+
+**Credentials in a metrics URL** (``https://user:secret@prometheus.internal``) are
+split off when the config is read: HTTP clients get them as basic auth and only
+ever see the URL without them, so neither httpx's own request log nor an
+exception's text can carry them; every URL and error that is logged or stored is
+redacted as well (``stampede.core.redact``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,16 +55,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from stampede.core import redact
 from stampede.core.records import ServerSeries, ServerStage, ServerSummary
+from stampede.core.thresholds import Observation, Samples, Threshold, Worst, sample_windows
 
 __all__ = [
-    "DEMO_SERIES", "MetricsConfig", "Sampler", "SeriesSpec", "collect_after_run", "config_for",
-    "parse_prometheus", "sampling", "summarise",
+    "DEMO_SERIES", "LIVE_FILE_NAME", "MetricsConfig", "Sampler", "SeriesSpec", "collect_after_run", "config_for",
+    "observe", "parse_prometheus", "read_live_points", "sampling", "summarise",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,6 +75,8 @@ DEFAULT_INTERVAL_S = 2.0
 SCRAPE_TIMEOUT_S = 2.0
 MAX_ERRORS_KEPT = 20
 SOURCES = ("prometheus", "prometheus_server", "cloudwatch", "none")
+LIVE_FILE_NAME = "server_metrics.live.json"  # the sampler's newest points, for the master's mid-run judgement
+LIVE_KEEP_S = 660.0  # seconds of points the live file keeps: the longest threshold window (600 s) and a margin
 
 
 @dataclass(frozen=True)
@@ -69,7 +88,8 @@ class SeriesSpec:
     :param role: what it measures (see the module docstring), or ``None``.
     :param kind: ``gauge`` (the value) or ``rate`` (per-second rate of a counter; scrape only).
     :param scale: multiplies every value (bytes → MiB, seconds → %).
-    :param labels: Prometheus label filter; matching samples are summed.
+    :param labels: Prometheus label filter; matching samples are summed. A value that starts with
+        ``~`` is a regular expression the label must match in full (``{status: "~5.."}``: every 5xx).
     :param limit: a known ceiling (connections allowed, memory limit) for saturation checks.
     """
 
@@ -109,6 +129,7 @@ DEMO_SERIES: tuple[SeriesSpec, ...] = (
     SeriesSpec("db_pool_in_use", "demo_db_pool_in_use", "pool_in_use", "connections"),
     SeriesSpec("db_pool_waiting", "demo_db_pool_waiting", "pool_waiting", "threads"),
     SeriesSpec("db_pool_timeouts_per_s", "demo_db_pool_timeouts_total", "errors", "/s", kind="rate"),
+    SeriesSpec("http_5xx_per_s", "demo_http_requests_total", "errors", "/s", kind="rate", labels={"status": "~5.."}),
     SeriesSpec("requests_in_flight", "demo_http_requests_in_flight", None, "requests"),
 )
 PRESETS = {"demo": DEMO_SERIES}
@@ -123,6 +144,7 @@ class MetricsConfig:
     interval_s: float = DEFAULT_INTERVAL_S
     series: tuple[SeriesSpec, ...] = ()
     region: str | None = None  # CloudWatch
+    auth: tuple[str, str] | None = field(default=None, repr=False)  # from the URL's user info; never logged
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, target: str) -> MetricsConfig:
@@ -141,8 +163,23 @@ class MetricsConfig:
             url = str(url).replace("{origin}", origin_of(target))
         elif source == "prometheus":
             url = f"{origin_of(target)}/metrics"
+        url, auth = split_credentials(url)
         return cls(source=source, url=url, interval_s=float(raw.get("interval_s", DEFAULT_INTERVAL_S)),
-                   series=series, region=raw.get("region"))
+                   series=series, region=raw.get("region"), auth=auth)
+
+
+def split_credentials(url: str | None) -> tuple[str | None, tuple[str, str] | None]:
+    """``url`` without its user info, and the user info as (user, password) for basic auth."""
+    if not url:
+        return url, None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url, None
+    if parts.username is None and parts.password is None:
+        return url, None
+    netloc = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=netloc).geturl(), (unquote(parts.username or ""), unquote(parts.password or ""))
 
 
 def origin_of(target: str) -> str:
@@ -170,20 +207,31 @@ def parse_prometheus(text: str, series: Sequence[SeriesSpec]) -> dict[str, float
     for spec in series:
         wanted.setdefault(spec.metric, []).append(spec)
     values: dict[str, float] = {}
+    present: set[str] = set()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             for spec in wanted.get(sample.name, ()):
-                if all(sample.labels.get(k) == v for k, v in spec.labels.items()):
+                present.add(spec.name)
+                if all(_label_matches(sample.labels.get(k), v) for k, v in spec.labels.items()):
                     values[spec.name] = values.get(spec.name, 0.0) + float(sample.value)
-    return values
+    # a metric whose samples match none of the labels sums to 0 (no 5xx yet), which is a value, not a gap
+    return {**{name: 0.0 for name in present}, **values}
+
+
+def _label_matches(value: str | None, wanted: str) -> bool:
+    if wanted.startswith("~"):
+        return value is not None and re.fullmatch(wanted[1:], value) is not None
+    return value == wanted
+
 
 
 class Sampler:
     """Scrape Prometheus text every ``interval_s`` on a daemon thread until stopped or ``max_s`` passed."""
 
-    def __init__(self, config: MetricsConfig, *, max_s: float) -> None:
+    def __init__(self, config: MetricsConfig, *, max_s: float, live_path: Path | None = None) -> None:
         self.config = config
         self.max_s = max_s
+        self.live_path = live_path
         self.points: dict[str, list[list[float]]] = {s.name: [] for s in config.series}
         self.errors: list[str] = []
         self.error_count = 0
@@ -202,7 +250,7 @@ class Sampler:
 
     def _loop(self) -> None:
         deadline = time.monotonic() + self.max_s
-        with httpx.Client(timeout=SCRAPE_TIMEOUT_S, follow_redirects=False) as client:
+        with httpx.Client(timeout=SCRAPE_TIMEOUT_S, follow_redirects=False, auth=self.config.auth) as client:
             while time.monotonic() < deadline:
                 self.scrape_once(client)
                 if self._stop.wait(self.config.interval_s):
@@ -230,13 +278,29 @@ class Sampler:
                     continue
                 value = max(0.0, value - previous[1]) / (now - previous[0])
             self.points[spec.name].append([round(now, 3), round(value * spec.scale, 4)])
+        if self.live_path is not None:
+            self._write_live(now)
+
+    def _write_live(self, now: float) -> None:
+        """The newest points, replaced atomically, for the master's mid-run server thresholds."""
+        recent = {name: [p for p in points[-int(LIVE_KEEP_S) :] if p[0] >= now - LIVE_KEEP_S]
+                  for name, points in self.points.items()}
+        tmp = f"{self.live_path}.tmp"
+        try:
+            Path(self.live_path).parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as handle:
+                json.dump({"series": recent}, handle)
+            os.replace(tmp, self.live_path)
+        except OSError as exc:
+            self._error(f"live samples not written: {exc}")
 
     def _error(self, message: str) -> None:
+        message = redact.text(message)
         self.error_count += 1
         if len(self.errors) < MAX_ERRORS_KEPT:
             self.errors.append(message)
         if self.error_count == 1:
-            log.warning("Server metrics: scrape of %s failed (%s); the run goes on", self.config.url, message)
+            log.warning("Server metrics: scrape of %s failed (%s); the run goes on", redact.url(self.config.url), message)
 
 
 # -- after-the-run sources -------------------------------------------------------------------
@@ -244,7 +308,7 @@ def _prometheus_server(config: MetricsConfig, start: float, end: float) -> tuple
     points: dict[str, list[list[float]]] = {}
     errors: list[str] = []
     base = str(config.url).rstrip("/")
-    with httpx.Client(timeout=10, follow_redirects=False) as client:
+    with httpx.Client(timeout=10, follow_redirects=False, auth=config.auth) as client:
         for spec in config.series:
             try:
                 response = client.get(f"{base}/api/v1/query_range", params={
@@ -259,7 +323,7 @@ def _prometheus_server(config: MetricsConfig, start: float, end: float) -> tuple
                         summed[float(t)] = summed.get(float(t), 0.0) + float(v)
                 points[spec.name] = [[t, round(v * spec.scale, 4)] for t, v in sorted(summed.items())]
             except (httpx.HTTPError, ValueError, KeyError) as exc:
-                errors.append(f"{spec.name}: {type(exc).__name__}: {exc}")
+                errors.append(redact.text(f"{spec.name}: {type(exc).__name__}: {exc}"))
     return points, errors
 
 
@@ -331,17 +395,31 @@ class Sampled:
     document: dict | None = None
 
 
+def read_live_points(path: str | Path) -> dict[str, list]:
+    """The live file's ``{series: [[t, value], ...]}``; empty while it does not exist (yet) or is unreadable."""
+    try:
+        with open(path) as handle:
+            return dict(json.load(handle).get("series") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 @contextmanager
-def sampling(*, environment: str, target: str, max_s: float) -> Iterator[Sampled]:
-    """Sample the target's metrics while the body runs; the document is complete after it."""
+def sampling(*, environment: str, target: str, max_s: float, live_path: Path | None = None) -> Iterator[Sampled]:
+    """Sample the target's metrics while the body runs; the document is complete after it.
+
+    :param live_path: where the scraping sampler keeps its newest points while the body runs (the
+        master reads them for mid-run server thresholds); removed when the body ends.
+    """
     try:
         config = config_for(environment, target)
     except ValueError as exc:
-        log.warning("Server metrics not sampled: %s", exc)
-        config, config_error = MetricsConfig(), str(exc)
+        config, config_error = MetricsConfig(), redact.text(str(exc))
+        log.warning("Server metrics not sampled: %s", config_error)
     else:
         config_error = None
-    sampler = Sampler(config, max_s=max_s).start() if config.source == "prometheus" and config.series else None
+    sampler = (Sampler(config, max_s=max_s, live_path=live_path).start()
+               if config.source == "prometheus" and config.series else None)
     started = time.time()
     sampled = Sampled()
     try:
@@ -351,6 +429,8 @@ def sampling(*, environment: str, target: str, max_s: float) -> Iterator[Sampled
         errors: list[str] = [config_error] if config_error else []
         if sampler is not None:
             sampler.stop()
+            if live_path is not None:
+                Path(live_path).unlink(missing_ok=True)
             points, errors, count = sampler.points, errors + sampler.errors, sampler.error_count
         else:
             points, more = collect_after_run(config, started, ended)
@@ -402,3 +482,37 @@ def summarise(document: Mapping[str, Any] | None, stages: Sequence[Mapping[str, 
             if inside:
                 series.per_stage[stage["name"]] = ServerStage(mean=round(sum(inside) / len(inside), 3), max=max(inside))
     return summary
+
+
+def observe(document: Mapping[str, Any] | None, stage: str, rules: Sequence[tuple[int, Threshold]], *,
+            start: float, end: float, part: str) -> list[Observation]:
+    """What each server-side threshold of one stage measured on the samples inside its judged part.
+
+    :param rules: ``(position in the stage's table, threshold)``; thresholds on requests are skipped.
+    :param start: the judged part's first second (epoch), ``end`` its end.
+    :param part: ``steady`` or ``whole``, for the reasons of what could not be judged.
+    """
+    series = (document or {}).get("series") or {}
+    source = (document or {}).get("source") or "none"
+    found = []
+    for position, rule in rules:
+        if rule.server is None:
+            continue
+        entry = series.get(rule.server)
+        value, at, reason = None, None, ""
+        if entry is None:
+            reason = (f"no server metrics were sampled (source: {source})" if not series else
+                      f"series {rule.server!r} was not sampled (sampled: {', '.join(sorted(series))})")
+        elif rule.window_s:
+            worst = Worst()
+            for t, samples in sample_windows(entry.get("points") or [], start, end, rule.window_s):
+                worst.offer(rule, rule.value_of(samples), int(t))
+            value, at = worst.value, worst.at
+            reason = "" if value is not None else f"no {rule.window_s} s window of {rule.server} samples in the {part} part"
+        else:
+            samples = Samples(tuple(v for t, v in entry.get("points") or [] if start <= t <= end))
+            value = rule.value_of(samples)
+            reason = "" if value is not None else f"no samples of {rule.server} during the {part} part"
+        found.append(Observation(stage=stage, index=position, threshold=rule, subject=rule.server, value=value,
+                                 reason=reason, at=at))
+    return found

@@ -15,35 +15,22 @@ import logging
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 from locust.runners import MasterRunner
 
-from stampede.core import thresholds
 from stampede.core.histogram import LatencyHistogram
 from stampede.core.stops import StopKind, stop_kind
-from stampede.load import open_model
+from stampede.load import ledger, open_model
 from stampede.load.final_reports import FinalReports
+from stampede.load.threshold_watch import ThresholdWatch
 
 logger = logging.getLogger("stampede")
 
 STAGE_START_MARK = "[stampede] stage-start"  # the supervisor health-checks the target on this line
 FINALIZE_AFTER_S = 8  # workers report every 3 s; a second older than this is complete
-ABORT_WINDOW_S = 10  # a breach must hold this long (default; a scenario's abort.window_s overrides it)
 SETTLE_MAX_S = 5  # at most this long after a spawn ends before the steady part starts
 KEEP_CLOSED_S = 300  # finalized seconds kept for the abort window (bounded memory)
-
-
-@dataclass(frozen=True)
-class WindowFigures:
-    """The last abort window's figures, judged by the same thresholds as a whole stage."""
-
-    requests: int
-    rps: float
-    p95_ms: float | None
-    p99_ms: float | None
-    error_rate: float
 
 
 def settle_s(stage: dict[str, Any]) -> int:
@@ -83,6 +70,7 @@ class RunAggregator:
         self.load_ended: float | None = None  # when the shape ended the load (its last stage's end)
         self.final_reports: FinalReports | None = None  # the master's; a standalone process records in-process
         self.last_progress = 0.0
+        self.watch = ThresholdWatch(self, final_after_s=FINALIZE_AFTER_S)  # thresholds mid-run, rolling windows
 
     # -- data in -----------------------------------------------------------
     def add_report(self, report: dict[str, Any]) -> None:
@@ -91,6 +79,7 @@ class RunAggregator:
         for kind, count in report.get("created", {}).items():
             self.created[kind] += count
         self.iterations.add(report.get(open_model.REPORT_KEY))
+        ledger.collect(self, report)  # created entities: appended to the run's ledger file
 
     # -- the master's 1-second tick ----------------------------------------
     def tick(self, now: float) -> None:
@@ -107,6 +96,7 @@ class RunAggregator:
             if second not in self.timeline:
                 self.timeline[second] = (index, phase, users)
                 self.phase_seconds[f"{index}/{phase}"] += 1
+        ledger.flush(self)  # what was created is on disk within a second
         self.fold(upto=second - 1)  # the current second may still change stage (see enter_stage)
         self.finalize(before=second - FINALIZE_AFTER_S)
         self.check_stop_file()
@@ -142,6 +132,7 @@ class RunAggregator:
             stage_index, phase = self.phase_at(sec)
             for endpoints in self.pending.pop(sec):
                 for endpoint, (counts, failures, errors) in endpoints.items():
+                    self.watch.add(sec, endpoint, counts, failures)
                     if stage_index is not None:
                         key = f"{stage_index}/{phase}"
                         slot = self.phases.setdefault(key, {}).setdefault(
@@ -220,39 +211,8 @@ class RunAggregator:
             self.request_stop(text or "stop requested", kind=StopKind.KILL_SWITCH)
 
     def check_abort(self, second: int) -> None:
-        if self.current_stage is None or self.stop_reason is not None:
-            return
-        stage = self.stages[self.current_stage]
-        judged = [t for t in thresholds.table(stage.get("thresholds") or {}) if t.judged_mid_run]
-        window = int(stage.get("abort_window_s") or ABORT_WINDOW_S)
-        delay = stage.get("abort_delay_s")
-        # judged from delay_s into steady load on, and never over a window that reaches into the ramp
-        delay = max(2 * window if delay is None else int(delay), window + 3)
-        if not judged or stage["steady_from"] is None or second - stage["steady_from"] < delay:
-            return
-        # only complete seconds (every worker has reported) are judged
-        histogram, requests, failures = self.recent(second - 3, window)
-        if requests == 0:
-            return
-        figures = WindowFigures(
-            requests=requests, rps=requests / window, p95_ms=histogram.percentile_ms(0.95),
-            p99_ms=histogram.percentile_ms(0.99), error_rate=failures / requests,
-        )
-        for threshold in judged:
-            value = threshold.value_of(figures)
-            if not threshold.breached(value):  # the one rule validation uses too (strict)
-                continue
-            breach = {
-                "stage": stage["name"], "metric": threshold.metric, "threshold": threshold.limit, "value": value,
-                "at": second, "window_s": window,
-            }
-            if not any(b["stage"] == stage["name"] and b["metric"] == threshold.metric for b in self.breaches):
-                self.breaches.append(breach)
-                logger.warning("stampede: %s breached %s: %.4g (must be %s %.4g)", stage["name"], threshold.metric,
-                               value, threshold.op, threshold.limit)
-            if stage.get("abort"):
-                self.request_stop(f"threshold {threshold.metric} breached in stage {stage['name']}",
-                                  kind=StopKind.ABORT, breach=breach)
+        """Judge the running stage's thresholds on the last complete window; slide the rolling windows."""
+        self.watch.check(second)
 
     def print_progress(self, now: float) -> None:
         interval = float(self.plan.get("progress_interval_s", 5))
@@ -340,6 +300,7 @@ class RunAggregator:
             "created": dict(self.created),
             "stopped": self.stop_reason,
             "breaches": self.breaches,
+            "windows": self.watch.finish(),  # the worst rolling window of every windowed threshold
             "worker_count": len(self.environment.runner.clients) if isinstance(self.environment.runner, MasterRunner) else 0,
         }
         tmp = f"{path}.tmp"

@@ -9,8 +9,9 @@ monkey-patching and Airflow do not mix in one process).
 - The master plays the plan's stages (``stampede.load.shape``) and merges the
   workers' histograms exactly (``stampede.load.aggregator``), which also stops
   and aborts the load; at quit it writes everything to ``--stampede-out``.
-- A team's locustfile reads the plan with :func:`plan_of` and counts what it
-  created with :func:`mark_created`.
+- A team's locustfile reads the plan with :func:`plan_of` and records what it
+  created with :func:`mark_created` (or declares it in the scenario's ``creates``
+  rules: ``stampede.load.ledger``); the master keeps the run's ledger on disk.
 
 The plan travels as a custom Locust argument, which Locust forwards from the
 master to the workers, so cloud workers need no shared file system.
@@ -28,14 +29,15 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from stampede.core.stops import StopKind
-from stampede.load import open_model
+from stampede.cleanup.ledger import LedgerEntry
+from stampede.load import egress, ledger, open_model
 from stampede.load.aggregator import RunAggregator
 from stampede.load.final_reports import FinalReports, listen_on_worker, use_graceful_stop
-from stampede.load.fixes import patch_connection_pool
+from stampede.load.fixes import no_redirects_by_default, patch_connection_pool
 from stampede.load.recorder import RequestRecorder
 from stampede.load.shape import StageShape
 
-__all__ = ["REPORT_KEY", "StageShape", "mark_created", "plan_of"]
+__all__ = ["REPORT_KEY", "StageShape", "mark_created", "mark_deleted", "plan_of"]
 
 logger = logging.getLogger("stampede")
 
@@ -54,11 +56,37 @@ def plan_of(environment) -> dict[str, Any]:
     return plan
 
 
-def mark_created(environment, kind: str, count: int = 1) -> None:
-    """Journeys call this after creating an entity, so results can count what cleanup must delete."""
+def mark_created(environment, kind: str, count: int = 1, *, id: object = None, url: str | None = None) -> None:  # noqa: A002
+    """Record that this user created an entity: cleanup deletes exactly what is recorded, and proves it gone.
+
+    :param kind: the kind of entity, as the scenario's ``cleanup.kinds`` names it (``showing``).
+    :param id: its id, as the cleanup's ``{id}`` placeholder takes it; without one the entity is only
+        counted, and only a search for the run tag can find it again.
+    :param url: its path relative to the target's base URL (``/showings/17``), used to check it is gone
+        where nothing else is declared.
+    :param count: how many (id-less entities only).
+
+    Journeys call it right after the create succeeds; a call in a process with
+    no plan (a plain ``locust`` run) does nothing.
+    """
+    recorder = getattr(environment, "_stampede_recorder", None)
+    if recorder is None:
+        return
+    if id is None:
+        recorder.record(LedgerEntry(kind=kind, count=count))
+    else:
+        recorder.record(LedgerEntry(kind=kind, id=str(id), url=url))
+
+
+def mark_deleted(environment, kind: str, *, id: object) -> None:  # noqa: A002
+    """Record that this user deleted an entity the run created: cleanup will not delete that id again.
+
+    An API may hand a freed id to a new entity (SQLite's rowids do), which by
+    cleanup time may be someone else's.
+    """
     recorder = getattr(environment, "_stampede_recorder", None)
     if recorder is not None:
-        recorder.created[kind] += count
+        recorder.record(LedgerEntry(kind=kind, id=str(id), gone=True))
 
 
 @events.init_command_line_parser.add_listener
@@ -70,6 +98,8 @@ def _add_arguments(parser) -> None:
 
 @events.init.add_listener
 def _on_init(environment, **_kw) -> None:
+    egress.install(environment)  # first: only the addresses preflight approved (active since import, empty until now)
+    no_redirects_by_default()
     patch_connection_pool()  # before any user connects; see stampede.load.fixes
     plan = plan_of(environment)
     runner = environment.runner
@@ -146,3 +176,4 @@ def _apply_journey_weights(environment, plan: dict[str, Any]) -> None:
             if getattr(user_class, "stampede_think_time", True):
                 user_class.wait_time = between(float(think[0]), float(think[1]))
     open_model.setup_process(environment, plan)  # open model: users wait for their planned start instead
+    ledger.setup_process(environment, plan)  # the scenario's creates rules record what requests create

@@ -26,8 +26,9 @@ import psutil
 from stampede.core.stops import StopKind, StopProbe, never
 from stampede.plan.run_plan import RunPlan
 from stampede.core.records import GeneratorSample
+from stampede.load.process_env import RUN_TAG_ENV
 from stampede.load.stage_health import StageHealthWatch
-from stampede.core.paths import data_dir
+from stampede.core.paths import Artifact, data_dir
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ def run_master(
         "--stampede-plan", json.dumps(plan.locust_plan()),
         "--stampede-out", str(output_path),
         "--stampede-stop-file", str(stop_file),
+        "--stampede-ledger", str(run_dir / Artifact.LEDGER),  # what the run creates, on disk as it goes
         "--only-summary", "--exit-code-on-error", "0",  # the plugin sets a graceful --stop-timeout
     ]
     if expect_workers > 0:
@@ -124,6 +126,7 @@ def run_master(
     wall_limit_s = plan.load_duration_s + GRACE_S + (EXPECT_WORKERS_WAIT_S if expect_workers else 0)
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env[RUN_TAG_ENV] = plan.run_tag  # so a plain locustfile can tag what it creates (load_process_env does this too)
     started = time.time()
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

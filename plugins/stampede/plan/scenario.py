@@ -19,6 +19,12 @@ Two load models:
   (``dropped_iterations``), so latency under overload is measured without
   coordinated omission. ``think_time_s`` does not apply.
 
+Thresholds come in two forms (``docs/scenarios.md``): the seed's mapping
+``thresholds: {p95_ms: 200, p99_ms: 500, error_rate: 0.01, min_rps: 100}`` (unchanged), or a
+list of rules, each ``{stat, below | above[, endpoint | endpoints | pattern, each, server,
+stages, abort, delay_s, window_s, optional, name]}``, parsed into the one
+:class:`stampede.core.thresholds.Threshold` type the abort and the validation judge by.
+
 An optional ``search`` block drives the breaking-point search
 (``stampede breaking-point``): ``{start_users, max_users, step_factor | step_users,
 step_duration_s[, refine_steps, knee_efficiency]}``: the load steps up from
@@ -34,21 +40,31 @@ pre-allocated users of every step.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from stampede.core import thresholds as threshold_rules
 from stampede.core.errors import Refusal
+from stampede.core.thresholds import Endpoints, Threshold
 from stampede.core.paths import data_dir
+from stampede.plan.cleanup_declaration import (
+    CleanupDeclaration, CreateRule, hook_parts, parse_cleanup, parse_creates, stock_declaration,
+)
 
 SCENARIO_DIR = data_dir("loadtests") / "scenarios"
 
-THRESHOLD_KEYS = ("p95_ms", "p99_ms", "error_rate", "min_rps")
+THRESHOLD_KEYS = threshold_rules.KEYS  # the mapping form's keys
+RULE_KEYS = ("stat", "below", "above", "endpoint", "endpoints", "pattern", "each", "server", "stages", "abort",
+             "delay_s", "window_s", "optional", "name")  # the list form's keys, in the order docs/scenarios.md gives them
+STAT_HELP = "p50, p90, p95, p99, p99.9 (any pN), max, mean, error_rate, rps, requests, dropped_iterations, dropped_rate"
+ENDPOINT_NAME = re.compile(r"\S+ \S.*")  # "<request type> <name>", as results.json names endpoints
 TOP_LEVEL_KEYS = {
     "name", "description", "journeys", "think_time_s", "stages", "thresholds",
-    "abort_on_breach", "abort", "locustfile", "model", "search",
+    "abort_on_breach", "abort", "locustfile", "model", "search", "creates", "cleanup",
 }
 OPEN_STAGE_KEYS = {"name", "rate", "duration_s", "max_users", "start_rate", "spawn_rate"}
 MODELS = ("closed", "open")
@@ -125,6 +141,19 @@ class Thresholds:
         return [(k, v) for k, v in asdict(self).items() if v is not None]
 
 
+def judged_stages(stages: tuple[Stage, ...] | list[Stage]) -> list[bool]:
+    """Which of a scenario's stages are judged: those that raise or hold the load.
+
+    A stage that lowers it (ramp-down, recovery to fewer users) is reported but not judged; the
+    first stage is compared with 0 users. In the open model ``users`` is ``max_users``.
+    """
+    judged, previous = [], 0
+    for stage in stages:
+        judged.append(stage.users > 0 and stage.users >= previous)
+        previous = stage.users
+    return judged
+
+
 @dataclass(frozen=True)
 class AbortPolicy:
     """When abort thresholds are judged: after ``delay_s`` of steady load, over the last ``window_s``.
@@ -143,7 +172,7 @@ class Scenario:
     journeys: dict[str, float]
     think_time_s: tuple[float, float]
     stages: tuple[Stage, ...]
-    thresholds: Thresholds = field(default_factory=Thresholds)
+    thresholds: Thresholds = field(default_factory=Thresholds)  # the legacy view of threshold_rules
     abort_on_breach: bool = False
     locustfile: str | None = None
     description: str = ""
@@ -151,6 +180,16 @@ class Scenario:
     abort: AbortPolicy = field(default_factory=AbortPolicy)
     model: str = "closed"  # closed (users with think time) | open (arrival rate)
     search: Search | None = None
+    threshold_rules: tuple[Threshold, ...] = ()  # the whole table, both forms
+    creates: tuple[CreateRule, ...] = ()  # which requests create what (a team's locustfile, no code)
+    cleanup: CleanupDeclaration | None = None  # how to remove what it created (see cleanup_declaration)
+
+    @property
+    def cleanup_declaration(self) -> CleanupDeclaration | None:
+        """The declared cleanup; the stock CRM's for the stock journeys; ``None``: nothing declared."""
+        if self.cleanup is not None:
+            return self.cleanup
+        return stock_declaration() if self.locustfile is None else None
 
     @property
     def peak_users(self) -> int:
@@ -164,13 +203,18 @@ class Scenario:
         data = asdict(self)
         data["think_time_s"] = list(self.think_time_s)
         data["stages"] = [s.to_dict(self.model) for s in self.stages]
-        data["thresholds"] = dict(self.thresholds.items())
+        del data["threshold_rules"]
+        if all(rule.key for rule in self.threshold_rules):
+            data["thresholds"] = dict(self.thresholds.items())
+        else:
+            data["thresholds"] = [rule_to_dict(rule) for rule in self.threshold_rules]
         if self.search is None:
             del data["search"]
         else:
             data["search"] = self.search.to_dict(self.model)
         if data["locustfile"] is None:
             del data["locustfile"]
+        _test_data_to_dict(self, data)
         return data
 
     @classmethod
@@ -238,7 +282,7 @@ def load_scenario(name_or_path: str, directory: Path = SCENARIO_DIR) -> Scenario
                 f"scenario {path.name}: locustfile: {scenario.locustfile!r} not found; fix: give a path relative to the scenario file"
             )
         scenario = Scenario(**{**scenario.__dict__, "locustfile": str(locustfile)})
-    return scenario
+    return _with_hook_path(scenario, path)
 
 
 def parse_scenario(data: Any, *, source: str = "<dict>") -> Scenario:
@@ -286,18 +330,10 @@ def parse_scenario(data: Any, *, source: str = "<dict>") -> Scenario:
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise fail("stages", f"stage name {duplicate!r} is used twice", "give every stage a unique name")
+    if all(s.users == 0 for s in stages):
+        raise fail("stages", "every stage has 0 users: nothing would be sent", "give at least one stage users")
 
-    raw_thresholds = data.get("thresholds") or {}
-    if not isinstance(raw_thresholds, dict):
-        raise fail("thresholds", "must be a mapping", f"use keys {', '.join(THRESHOLD_KEYS)}")
-    unknown = sorted(set(raw_thresholds) - set(THRESHOLD_KEYS))
-    if unknown:
-        raise fail(f"thresholds.{unknown[0]}", "unknown threshold", f"use one of {', '.join(THRESHOLD_KEYS)}")
-    for key, value in raw_thresholds.items():
-        if not _is_number(value) or value < 0:
-            raise fail(f"thresholds.{key}", f"must be a number >= 0 (got {value!r})", "use a non-negative number")
-    if "error_rate" in raw_thresholds and raw_thresholds["error_rate"] > 1:
-        raise fail("thresholds.error_rate", f"is a fraction (got {raw_thresholds['error_rate']})", "write 1 % as 0.01")
+    rules = _parse_thresholds(data.get("thresholds"), stages, model, fail)
 
     abort = data.get("abort_on_breach", False)
     if not isinstance(abort, bool):
@@ -311,13 +347,14 @@ def parse_scenario(data: Any, *, source: str = "<dict>") -> Scenario:
         raise fail("description", "must be text", "quote the description")
 
     search = _parse_search(data["search"], model, fail) if data.get("search") is not None else None
+    creates, cleanup = _parse_test_data(data, fail, source=source)
 
     return Scenario(
         name=name.strip(),
         journeys={str(k): float(v) for k, v in journeys.items()},
         think_time_s=(float(think[0]), float(think[1])),
         stages=stages,
-        thresholds=Thresholds(**{k: float(v) for k, v in raw_thresholds.items()}),
+        thresholds=Thresholds(**threshold_rules.legacy_view(rules)),
         abort_on_breach=abort,
         locustfile=locustfile,
         description=description,
@@ -325,7 +362,228 @@ def parse_scenario(data: Any, *, source: str = "<dict>") -> Scenario:
         abort=abort_policy,
         model=model,
         search=search,
+        threshold_rules=rules,
+        creates=creates,
+        cleanup=cleanup,
     )
+
+
+def _parse_thresholds(raw: Any, stages: tuple[Stage, ...], model: str, fail) -> tuple[Threshold, ...]:
+    """The seed's mapping ``{p95_ms: 200, ...}`` (unchanged), or a list of rules."""
+    if raw is None or raw == {} or raw == []:
+        return ()
+    if isinstance(raw, list):
+        rules = tuple(_parse_rule(i, item, stages, model, fail) for i, item in enumerate(raw))
+        labels = [rule.label(rule.endpoints.label if rule.endpoints else None) for rule in rules]
+        twice = next((i for i, label in enumerate(labels) if labels.index(label) != i), None)
+        if twice is not None:
+            raise fail(f"thresholds[{twice}]", f"says the same as thresholds[{labels.index(labels[twice])}] "
+                       f"({labels[twice]!r})", "remove one, or give each a different 'name:'")
+        return rules
+    if not isinstance(raw, dict):
+        raise fail("thresholds", "must be a mapping or a list",
+                   f"use keys {', '.join(THRESHOLD_KEYS)}, or a list of {{stat, below|above, ...}}")
+    unknown = sorted(set(raw) - set(THRESHOLD_KEYS))
+    if unknown:
+        raise fail(f"thresholds.{unknown[0]}", "unknown threshold",
+                   f"use one of {', '.join(THRESHOLD_KEYS)}, or the list form (e.g. '- {{stat: p90, below: 100}}')")
+    for key, value in raw.items():
+        if not _is_number(value) or value < 0:
+            raise fail(f"thresholds.{key}", f"must be a number >= 0 (got {value!r})", "use a non-negative number")
+    if "error_rate" in raw and raw["error_rate"] > 1:
+        raise fail("thresholds.error_rate", f"is a fraction (got {raw['error_rate']})", "write 1 % as 0.01")
+    return tuple(threshold_rules.table(raw))
+
+
+def _parse_rule(index: int, raw: Any, stages: tuple[Stage, ...], model: str, fail) -> Threshold:
+    """One rule of the list form: every problem is one line naming ``thresholds[i].<key>``."""
+    where = f"thresholds[{index}]"
+    if not isinstance(raw, dict):
+        raise fail(where, "must be a mapping", 'use e.g. {stat: p95, below: 200, endpoint: "GET /listings"}')
+    unknown = sorted(set(raw) - set(RULE_KEYS), key=str)
+    if unknown:
+        raise fail(f"{where}.{unknown[0]}", "unknown key", f"use {', '.join(RULE_KEYS)}")
+    server = raw.get("server")
+    if "server" in raw and (not isinstance(server, str) or not server.strip()):
+        raise fail(f"{where}.server", f"must name a sampled series (got {server!r})",
+                   "e.g. 'server: db_pool_waiting' (the series of the environment's metrics block)")
+    stat = raw.get("stat", "max" if server else None)
+    if stat is None:
+        raise fail(f"{where}.stat", "missing", f"add e.g. 'stat: p95' (one of {STAT_HELP})")
+    if not isinstance(stat, str) or not threshold_rules.known_stat(stat, server=server is not None):
+        stats = "max, mean, min, last or a percentile such as p95" if server else STAT_HELP
+        problem = (f"percentile must be above 0 and at most 100 (got {stat})"
+                   if isinstance(stat, str) and threshold_rules.PERCENTILE.fullmatch(stat) else f"unknown statistic {stat!r}")
+        raise fail(f"{where}.stat", problem, f"use one of {stats}")
+    if stat in threshold_rules.STAGE_ONLY and model != "open":
+        raise fail(f"{where}.stat", f"{stat} exists only in the open model", "use 'model: open' or another statistic")
+    op, limit = _rule_limit(where, raw, stat, server, fail)
+    endpoints = _rule_endpoints(where, raw, stat, server, fail)
+    applies = _rule_stages(where, raw, stages, fail)
+    abort = _rule_flag(where, raw, "abort", fail)
+    if abort and stat in threshold_rules.NEVER_MID_RUN and not server:
+        raise fail(f"{where}.abort", f"{stat} is judged after the run only (the newest seconds are incomplete)",
+                   "remove abort, or abort on a latency or error statistic")
+    delay = _rule_seconds(where, raw, "delay_s", 0, MAX_STAGE_S, fail)
+    window = _rule_seconds(where, raw, "window_s", 1, MAX_ABORT_WINDOW_S, fail)
+    if window is not None:
+        longest = max((s.duration_s for s in stages if not applies or s.name in applies), default=0)
+        if window > longest:
+            raise fail(f"{where}.window_s", f"{window} s is longer than every stage it applies to (at most {longest} s)",
+                       "use a shorter window or a longer stage")
+    name = raw.get("name")
+    if "name" in raw and (not isinstance(name, str) or not name.strip()):
+        raise fail(f"{where}.name", f"must be text (got {name!r})", "e.g. 'name: checkout errors'")
+    return Threshold(
+        stat=stat, op=op, limit=limit, endpoints=endpoints, server=server.strip() if server else None,
+        stages=applies, abort=abort, delay_s=delay, window_s=window,
+        optional=bool(_rule_flag(where, raw, "optional", fail)), name=name.strip() if name else None,
+    )
+
+
+def _rule_limit(where: str, raw: dict, stat: str, server: str | None, fail) -> tuple[str, float]:
+    if ("below" in raw) == ("above" in raw):
+        raise fail(where, "give exactly one of below and above", "e.g. 'below: 200' (the value must stay under 200)")
+    key = "below" if "below" in raw else "above"
+    value = raw[key]
+    if not _is_number(value) or (value < 0 and not server):
+        raise fail(f"{where}.{key}", f"must be a number >= 0 (got {value!r})", "use a non-negative number")
+    if stat in threshold_rules.FRACTIONS and value > 1:
+        raise fail(f"{where}.{key}", f"{stat} is a fraction (got {value})", "write 1 % as 0.01")
+    return ("<" if key == "below" else ">"), float(value)
+
+
+def _rule_endpoints(where: str, raw: dict, stat: str, server: str | None, fail) -> Endpoints | None:
+    chosen = [k for k in ("endpoint", "endpoints", "pattern") if k in raw]
+    if "each" in raw and not chosen:
+        raise fail(f"{where}.each", "needs endpoints or a pattern to judge one by one", "add 'pattern:' or 'endpoints:'")
+    if not chosen:
+        return None
+    if len(chosen) > 1:
+        raise fail(f"{where}.{chosen[1]}", f"give only one of endpoint, endpoints and pattern (got {' and '.join(chosen)})",
+                   "keep one")
+    if server:
+        raise fail(f"{where}.{chosen[0]}", "a server-side threshold judges a series, not endpoints", f"remove {chosen[0]}")
+    if stat in threshold_rules.STAGE_ONLY:
+        raise fail(f"{where}.{chosen[0]}", "dropped iterations are counted per stage, not per endpoint",
+                   f"remove {chosen[0]}")
+    each = bool(_rule_flag(where, raw, "each", fail))
+    if chosen[0] == "pattern":
+        pattern = raw["pattern"]
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise fail(f"{where}.pattern", f"must be a regular expression (got {pattern!r})", "e.g. 'pattern: \"GET /escrows.*\"'")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise fail(f"{where}.pattern", f"is not a regular expression ({exc})", "escape special characters") from None
+        return Endpoints(pattern=pattern, each=each)
+    if chosen[0] == "endpoint":
+        if each:
+            raise fail(f"{where}.each", "one endpoint is judged alone anyway", "remove each")
+        return Endpoints(names=(_endpoint_name(f"{where}.endpoint", raw["endpoint"], fail),))
+    names = raw["endpoints"]
+    if not isinstance(names, list) or not names:
+        raise fail(f"{where}.endpoints", f"must be a non-empty list of endpoint names (got {names!r})",
+                   'e.g. endpoints: ["POST /escrows", "PATCH /listings/{id}"]')
+    parsed = tuple(_endpoint_name(f"{where}.endpoints[{i}]", n, fail) for i, n in enumerate(names))
+    if len(set(parsed)) != len(parsed):
+        raise fail(f"{where}.endpoints", "names an endpoint twice", "list each endpoint once")
+    return Endpoints(names=parsed, each=each)
+
+
+def _endpoint_name(field_name: str, value: Any, fail) -> str:
+    if not isinstance(value, str) or not ENDPOINT_NAME.fullmatch(value.strip()):
+        raise fail(field_name, f"must be '<METHOD> <name>' as results.json names endpoints (got {value!r})",
+                   'e.g. "GET /listings" or "GET /escrows/{id}"')
+    return value.strip()
+
+
+def _rule_stages(where: str, raw: dict, stages: tuple[Stage, ...], fail) -> tuple[str, ...]:
+    if "stages" not in raw:
+        return ()
+    names = raw["stages"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise fail(f"{where}.stages", f"must be a list of stage names (got {names!r})", "e.g. 'stages: [hold]'")
+    judged = dict(zip((s.name for s in stages), judged_stages(stages)))
+    for name in names:
+        if name not in judged:
+            raise fail(f"{where}.stages", f"no stage named {name!r}", f"use some of {', '.join(judged)}")
+        if not judged[name]:
+            raise fail(f"{where}.stages", f"stage {name!r} lowers the load and is never judged",
+                       "name a stage that raises or holds the load")
+    return tuple(names)
+
+
+def _rule_flag(where: str, raw: dict, key: str, fail) -> bool | None:
+    value = raw.get(key)
+    if key in raw and not isinstance(value, bool):
+        raise fail(f"{where}.{key}", f"must be true or false (got {value!r})", "use true or false")
+    return value
+
+
+def _rule_seconds(where: str, raw: dict, key: str, low: int, high: int, fail) -> int | None:
+    value = raw.get(key)
+    if key in raw and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+        raise fail(f"{where}.{key}", f"must be whole seconds from {low} to {high} (got {value!r})", "use e.g. 30")
+    return value
+
+
+def rule_to_dict(rule: Threshold) -> dict[str, Any]:
+    """A rule in the scenario's list form again (``Scenario.to_dict`` round-trips through it)."""
+    data: dict[str, Any] = {"stat": rule.stat, ("below" if rule.op == "<" else "above"): rule.limit}
+    if rule.endpoints is not None:
+        if rule.endpoints.pattern is not None:
+            data["pattern"] = rule.endpoints.pattern
+        elif len(rule.endpoints.names) == 1 and not rule.endpoints.each:
+            data["endpoint"] = rule.endpoints.names[0]
+        else:
+            data["endpoints"] = list(rule.endpoints.names)
+        if rule.endpoints.each:
+            data["each"] = True
+    optional = {"server": rule.server, "stages": list(rule.stages) or None, "abort": rule.abort,
+                "delay_s": rule.delay_s, "window_s": rule.window_s, "optional": rule.optional or None, "name": rule.name}
+    data.update({k: v for k, v in optional.items() if v is not None})
+    return data
+
+
+# -- test data: what the run creates and how to remove it (stampede.plan.cleanup_declaration) -----------------
+def _parse_test_data(data: dict[str, Any], fail, *, source: str) -> tuple[tuple[CreateRule, ...], CleanupDeclaration | None]:
+    creates = parse_creates(data.get("creates"), fail)
+    cleanup = parse_cleanup(data.get("cleanup"), fail, source=Path(source).name if source else "")
+    declared = set(cleanup.kinds) if cleanup is not None else set()
+    for index, rule in enumerate(creates):
+        if cleanup is not None and cleanup.creates_nothing:
+            raise fail("cleanup", "is none, but creates declares what the run creates",
+                       f"declare cleanup.kinds.{rule.kind}, or remove the creates rules")
+        if cleanup is None or (not cleanup.hook and rule.kind not in declared):
+            raise fail(f"creates[{index}].kind", f"{rule.kind!r} has no cleanup declared",
+                       f"add cleanup.kinds.{rule.kind} (how to delete one), or a cleanup hook")
+    return creates, cleanup
+
+
+def _test_data_to_dict(scenario: Scenario, data: dict[str, Any]) -> None:
+    data["creates"] = [rule.to_dict() for rule in scenario.creates]
+    if not data["creates"]:
+        del data["creates"]
+    if scenario.cleanup is None:
+        del data["cleanup"]
+    else:
+        data["cleanup"] = scenario.cleanup.to_dict()
+
+
+def _with_hook_path(scenario: Scenario, path: Path) -> Scenario:
+    """A cleanup hook's file, like the locustfile, is relative to the scenario file; it must exist."""
+    if scenario.cleanup is None or not scenario.cleanup.hook:
+        return scenario
+    file, function = hook_parts(scenario.cleanup.hook)
+    if not file.is_absolute():
+        file = (path.parent / file).resolve()
+    if not file.is_file():
+        raise ScenarioError(
+            f"scenario {path.name}: cleanup.hook: {str(hook_parts(scenario.cleanup.hook)[0])!r} not found; "
+            "fix: give a path relative to the scenario file"
+        )
+    return replace(scenario, cleanup=replace(scenario.cleanup, hook=f"{file}:{function}"))
 
 
 def _parse_abort(raw: Any, fail) -> AbortPolicy:
@@ -446,3 +704,20 @@ def _parse_search(raw: Any, model: str, fail) -> Search:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# -- names from forms and run confs: files of the scenarios folder only ----------------------------
+SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def load_named_scenario(name: Any, directory: Path = SCENARIO_DIR) -> Scenario:
+    """The scenario *named* ``name`` in ``directory``; never a path (a trigger form or run conf is not trusted
+    with paths: a scenario's ``locustfile:`` runs Python, so a path could run any file)."""
+    known = ", ".join(available_scenarios(directory)) or "none"
+    if not isinstance(name, str) or not SCENARIO_NAME.fullmatch(name):
+        raise ScenarioError(f"scenario: {str(name)[:80]!r} is not the name of a scenario file; fix: use one of {known} "
+                            "(paths are accepted from the command line only)")
+    path = directory / f"{name}.yaml"
+    if not path.is_file() or path.resolve().parent != Path(directory).resolve():
+        raise ScenarioError(f"scenario: no scenario named {name!r}; fix: use one of {known}")
+    return load_scenario(str(path), directory)

@@ -19,6 +19,8 @@ _STOP_DESCRIPTIONS: dict[StopKind, str] = {
     StopKind.ALLOWED_HOURS: "the environment's allowed hours ended: the figures end early for a reason of our own",
     StopKind.ABORT: "a threshold marked abort held over its window",
     StopKind.TARGET_UNHEALTHY: "the target failed its health check between stages: it went down under load",
+    StopKind.EGRESS_DENIED: ("a load process tried to reach an address preflight did not approve (refused before "
+                             "it connected): the figures end early for a reason of our own"),
 }
 
 

@@ -49,7 +49,7 @@ def headline(result: RunResult) -> str:
     if problem is None:
         return text
     if result.verdict == "pass":
-        return f"PASS: thresholds met — but {problem}"
+        return f"{problem} — load test thresholds met"  # what was left first: never announced as a pass
     return f"{text} — and {problem}"
 
 

@@ -25,7 +25,10 @@ def summary_lines(result: RunResult, run_dir: Path) -> list[str]:
             f"{fmt.ms(s.p95_ms, unit=False):>9}{fmt.ms(s.p99_ms, unit=False):>9}{fmt.pct(s.error_rate):>9}  {s.outcome}"
         )
         for check in s.failed_checks():
-            lines.append(f"{'':<4}{fmt.check_text(check.metric, check.op, check.threshold, check.value)}")
+            subject = f"{check.endpoint}: " if check.endpoint else ""
+            text = (subject + fmt.check_text(check.metric, check.op, check.threshold, check.value) if check.judged
+                    else f"{check.name}: not judged ({check.reason})")
+            lines.append(f"{'':<4}{text}")
     g = result.generator
     lines.append(f"generator: max {g.cpu_max_pct:.0f}% of a core, {g.memory_max_mib:.0f} MiB"
                  + (" — SATURATED" if g.saturated else ""))

@@ -1,9 +1,9 @@
 """Run history: every run stored with its histograms, baseline pins, the baseline of a run, report files in S3.
 
-Every run is stored (upserted by run id) in a SQLAlchemy database: SQLite in the
-reports folder by default (``sqlite:///<reports>/history.sqlite``), any database
-URL for a team (``STAMPEDE_HISTORY_URL`` or the Airflow Variable
-``stampede_history_url``, for example ``postgresql+psycopg://...``). A row keeps
+Every run is stored (upserted by run id) in the shared state database
+(:mod:`stampede.state.db`: SQLite in the reports folder by default, PostgreSQL
+for a deployment, ``STAMPEDE_STATE_URL``; ``STAMPEDE_HISTORY_URL`` and the
+Variable ``stampede_history_url`` still work as its aliases). A row keeps
 the run's figures and its per-stage, per-endpoint latency histograms, so a later
 run is compared with distributions, not with a bare number. Report files may
 also be copied to S3 (``STAMPEDE_REPORTS_S3_URI=s3://bucket/prefix``).
@@ -23,32 +23,30 @@ import os
 import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Column, MetaData, String, Table, Text, create_engine, delete, insert, select, update
+from sqlalchemy import Column, String, Table, Text, delete, insert, select, update
+from sqlalchemy.engine import Engine
 
 from stampede.core import redact
 from stampede.core.netutil import is_loopback_host
-from stampede.core.paths import Artifact, reports_root
+from stampede.core.paths import Artifact
 from stampede.core.records import RunResult, to_dict
+from stampede.state import db
 
 __all__ = ["RunStore", "history_url", "publish_to_s3", "target_key"]
 
 log = logging.getLogger(__name__)
 
-ENV_URL = "STAMPEDE_HISTORY_URL"
-VARIABLE_URL = "stampede_history_url"
 ENV_BASELINE = "STAMPEDE_BASELINE_RUN_ID"
 VARIABLE_BASELINE = "stampede_baseline_run_id"
 ENV_S3 = "STAMPEDE_REPORTS_S3_URI"
 TREND_RUNS = 10
 
-metadata = MetaData()
 runs = Table(
-    "stampede_runs", metadata,
+    "stampede_runs", db.metadata,
     Column("run_id", String(250), primary_key=True),
     Column("scenario", String(250), nullable=False, index=True),
     Column("target_key", String(500), nullable=False, index=True),
@@ -63,7 +61,7 @@ runs = Table(
     Column("report_uri", String(1000)),
 )
 pins = Table(
-    "stampede_baseline_pins", metadata,
+    "stampede_baseline_pins", db.metadata,
     Column("scenario", String(250), primary_key=True),
     Column("target_key", String(500), primary_key=True),
     Column("run_id", String(250), nullable=False),
@@ -71,27 +69,12 @@ pins = Table(
     Column("pinned_at", String(40), nullable=False),
 )
 
+TABLES = (runs, pins)
+
 
 def history_url() -> str:
-    """$STAMPEDE_HISTORY_URL, else the Airflow Variable (when Airflow is loaded), else SQLite in the reports folder."""
-    url = os.environ.get(ENV_URL)
-    if not url and "airflow.sdk" in sys.modules:
-        url = _variable(VARIABLE_URL)
-    if url:
-        return url
-    root = reports_root()
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'history.sqlite'}"
-
-
-def _variable(name: str) -> str | None:
-    try:
-        from airflow.sdk import Variable
-
-        return Variable.get(name, default=None)
-    except Exception as exc:  # no API server / metadata DB here: the default applies
-        log.debug("Airflow Variable %s not available (%s)", name, type(exc).__name__)
-        return None
+    """Where the history is: the shared state database (:func:`stampede.state.db.state_url`)."""
+    return db.state_url()
 
 
 def target_key(target: str) -> str:
@@ -111,21 +94,18 @@ def _now() -> str:
 class RunStore:
     """Runs and baseline pins in one database (tables ``stampede_runs``, ``stampede_baseline_pins``).
 
-    :param url: a SQLAlchemy database URL; default :func:`history_url`.
+    :param url: a SQLAlchemy database URL; default the shared state (:func:`history_url`).
     """
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or history_url()
 
-    @cached_property
-    def engine(self):
-        engine = create_engine(self.url, future=True)
-        metadata.create_all(engine)
-        return engine
+    @property
+    def engine(self) -> Engine:
+        return db.engine(self.url, tables=TABLES)
 
     def close(self) -> None:
-        if "engine" in self.__dict__:
-            self.engine.dispose()
+        """Nothing to close: the engine is the process's shared one (:func:`stampede.state.db.dispose_all`)."""
 
     def record(self, result: RunResult, histograms: Mapping[str, Any], *, report_uri: str | None = None) -> None:
         """Store one run; the same run id again replaces it (idempotent).
@@ -186,7 +166,7 @@ class RunStore:
     def baseline_for(self, result: RunResult) -> tuple[dict[str, Any] | None, str]:
         """(baseline run's history row, why it was chosen) for this run, never the run itself."""
         scenario, key, run_id = result.scenario, target_key(result.target), result.run_id
-        override = os.environ.get(ENV_BASELINE) or (_variable(VARIABLE_BASELINE) if "airflow.sdk" in sys.modules else None)
+        override = os.environ.get(ENV_BASELINE) or (db.airflow_variable(VARIABLE_BASELINE) if "airflow.sdk" in sys.modules else None)
         if override and override != run_id:
             run = self.get(override)
             if run and run["scenario"] == scenario and run["target_key"] == key:

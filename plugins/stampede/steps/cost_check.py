@@ -1,8 +1,11 @@
 """Step 2, cost check: the workers' cloud cost estimated before any of them starts, refused over budget.
 
-Local workers cost nothing and are never refused. A cloud run's estimate goes to
-the ledger as its reservation for the month (replaced by the actual cost after
-teardown, :mod:`stampede.steps.cost_actual`) and to ``cost_estimate.json``.
+Local workers cost nothing and are never refused. A cloud run's estimate is
+checked against the budgets and reserved in the ledger in one step, under the
+month's lock in the shared state database (:meth:`CostLedger.reserve`), so two
+runs on two hosts never both fit one month's budget; the actual cost replaces
+the reservation after teardown (:mod:`stampede.steps.cost_actual`). The summary
+goes to ``cost_estimate.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ def cost_check(plan: RunPlan, *, budgets: Budgets, prices_override: str | dict |
     book = default_ledger()
     now = time.time()
     month = month_of(now)
-    spent = book.month_to_date(month=month, exclude_run_id=plan.run_id)
+    if workers.provider != "local":  # local workers cost nothing: never refused on cost
+        spent = book.reserve(
+            run_id=plan.run_id, provider=workers.provider, workers=workers.count, size=workers.size,
+            estimate_usd=result.estimate_usd, now=now,
+            check=lambda spent: check_budget(result.estimate_usd, budgets=budgets, month_to_date_usd=spent),
+        )
+    else:
+        spent = book.month_to_date(month=month, exclude_run_id=plan.run_id)
     summary = result.to_dict() | {
         "month": month, "month_to_date_usd": round(spent, 4),
         "budget_run_usd": budgets.run_usd, "budget_month_usd": budgets.month_usd,
@@ -45,9 +55,5 @@ def cost_check(plan: RunPlan, *, budgets: Budgets, prices_override: str | dict |
     if result.prices_stale:
         log.warning("The price table is older than its max_age_days (as of %s); refresh infra/aws/prices.yaml",
                     result.prices_as_of)
-    if workers.provider != "local":  # local workers cost nothing: never refused on cost
-        check_budget(result.estimate_usd, budgets=budgets, month_to_date_usd=spent)
-        book.record_estimate(run_id=plan.run_id, provider=workers.provider, workers=workers.count, size=workers.size,
-                             estimate_usd=result.estimate_usd, now=now)
     folder_of(plan).write_json(Artifact.COST_ESTIMATE, summary)
     return summary

@@ -177,6 +177,8 @@ def _record(state: dict[str, Any], item: dict[str, Any], delivery: Delivery, *, 
 # -- sending -----------------------------------------------------------------------------------------------
 
 def _hook(folder: RunFolder, state: dict[str, Any]) -> StampedeSlackHook:
+    """The hook; its fallback file (the hook appends to it itself) is the run folder's, from the store first."""
+    folder.fetch(Artifact.SLACK_FALLBACK)
     return StampedeSlackHook(channel=state["channel"] or None, fallback_dir=folder.path)
 
 
@@ -258,6 +260,8 @@ def _drain(folder: RunFolder, budget_s: float) -> bool:
                 time.sleep(wait)
                 continue
             _change(folder, lambda s: _record(s, item, delivery, parent=parent))
+            if delivery.kept:
+                folder.publish(Artifact.SLACK_FALLBACK)  # what the hook kept, where every host can read it
         with _flock(folder.file(Artifact.SLACK_LOCK)):
             return not _read(folder)["queue"]
 
@@ -426,7 +430,7 @@ def notify_summary(plan: RunPlan, *, dag_id: str | None = None) -> dict[str, Any
                                   delivery_note=_delivery_note(state, _hook(folder, state)))
         items = [_item(SUMMARY, summary, kind="update_parent"),
                  _item(BROADCAST, summary_broadcast(result, report_url=url), reply=True, broadcast=True)]
-        chart = folder.path / Artifact.CHARTS / "load.png"
+        chart = folder.fetch(f"{Artifact.CHARTS}/load.png")  # the report task may have drawn it on another host
         if chart.exists():
             items.append(_item(CHART, Message(text=f"Load over time, run {result.run_id}"), kind="upload",
                                path=str(chart), title=f"{result.scenario} {result.verdict.upper()}: users, req/s, errors"))
@@ -439,14 +443,14 @@ def notify_summary(plan: RunPlan, *, dag_id: str | None = None) -> dict[str, Any
 
 
 def notify_alert(run_id: str, *, key: str, message: Message, status: str | None = None,
-                 channel: str | None = None) -> bool:
+                 channel: str | None = None, dag_id: str = "") -> bool:
     """One alert for one cause (``key``), a reply broadcast in the run's thread (top-level when the run has
     none); with ``status``, the parent also says it until a summary replaces it.
 
     :returns: whether it was queued now (``False``: this cause was already told).
     """
     def send() -> bool:
-        folder = folder_for_run(run_id)
+        folder = folder_for_run(run_id, dag_id=dag_id)
         items = [_item(f"alert:{key}", message, reply=True, broadcast=True)]
         with _flock(folder.file(Artifact.SLACK_LOCK)):
             state = _read(folder)
@@ -462,9 +466,9 @@ def notify_alert(run_id: str, *, key: str, message: Message, status: str | None 
     return _safely(f"alert {key}", send, False)
 
 
-def told(run_id: str) -> Told:
+def told(run_id: str, *, dag_id: str = "") -> Told:
     """What the run's thread has said so far (sent, kept locally or still queued)."""
-    folder = folder_for_run(run_id)
+    folder = folder_for_run(run_id, dag_id=dag_id)
     with _flock(folder.file(Artifact.SLACK_LOCK)):
         state = _read(folder)
     ids = set(state["sent"]) | set(state["kept"]) | {i["id"] for i in state["queue"]}

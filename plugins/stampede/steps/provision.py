@@ -49,6 +49,7 @@ def provision_workers(plan: RunPlan) -> Provisioned:
             run_id=plan.run_id, run_dir=folder.path, count=sizing.count, locustfiles=locustfiles_for(plan),
             ttl_s=worker_ttl_s(plan), scenario=plan.scenario_name, spot=sizing.spot, size=sizing.size,
         )
+        folder.publish(Artifact.WORKERS)  # written by the provider; run_stages and teardown may run elsewhere
         folder.remove(Artifact.TEARDOWN)
         return Provisioned(provider=workers.provider, count=workers.count, master_port=workers.master_port,
                            size=sizing.size, spot=sizing.spot, handles=list(workers.handles))
@@ -56,4 +57,5 @@ def provision_workers(plan: RunPlan) -> Provisioned:
         run_id=plan.run_id, run_dir=folder.path, count=plan.workers, locustfiles=locustfiles_for(plan),
         ttl_s=worker_ttl_s(plan),
     )
+    folder.publish(Artifact.WORKERS)
     return Provisioned(provider=workers.provider, count=workers.count, master_port=workers.master_port)

@@ -38,21 +38,28 @@ def report(plan: RunPlan) -> Path | None:
     if cost:
         result.cost = from_dict(CostRecord, cost)
     path = render_report(result, folder.path, server_document=folder.read_json(Artifact.SERVER_METRICS))
-    result.report_path = str(path)
+    folder.publish(Artifact.REPORT)  # written by the renderer itself
+    folder.publish(Artifact.CHARTS)
+    result.report_path = folder.uri(Artifact.REPORT)
     folder.write_results(result)
     _publish(result.run_id, result.run_tag or result.run_id, folder)
     return path
 
 
 def report_url(folder: RunFolder) -> str | None:
-    """Where people open the report: under ``$STAMPEDE_REPORTS_BASE_URL`` when set, else a ``file://`` URI."""
-    path = folder.path / Artifact.REPORT
-    if not path.exists():
+    """Where people open the report: under ``$STAMPEDE_REPORTS_BASE_URL`` when set, else its ``s3://`` or ``file://`` URI.
+
+    Inside Airflow the report task's "Load test report" link and the DAG run's tab
+    open it through the Airflow plugin instead (``plugins/stampede_reports.py``).
+    """
+    if not folder.exists(Artifact.REPORT):
         return None
     base = os.environ.get("STAMPEDE_REPORTS_BASE_URL")
     if base:
         return f"{base.rstrip('/')}/{folder.path.name}/{Artifact.REPORT}"
-    return path.resolve().as_uri()
+    if folder.store is not None:
+        return folder.uri(Artifact.REPORT)
+    return (folder.path / Artifact.REPORT).resolve().as_uri()
 
 
 def _publish(run_id: str, run_tag: str, folder: RunFolder) -> None:

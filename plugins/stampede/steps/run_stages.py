@@ -66,12 +66,14 @@ def run_level(plan: RunPlan, stage: Stage, level_folder: RunFolder, *, stop_prob
     level_plan = replace(plan, scenarios=(replace(scenario, stages=(stage,), search=None),),
                          out_dir=str(level_folder.path))
     run_folder = folder_of(plan)
+    run_folder.fetch(Artifact.WORKERS)
     workers = load_worker_set(run_folder.path) if plan.workers else None
     run, output = _play(level_plan, level_folder, run_folder, workers, stop_probe)
     return level_plan, output, run.samples
 
 
 def _workers_for(plan: RunPlan, folder: RunFolder) -> WorkerSet | None:
+    folder.fetch(Artifact.WORKERS)  # provisioned by another task, maybe on another host
     workers = load_worker_set(folder.path)
     if plan.workers and (workers is None or len(provider_for(plan.worker_provider).alive(workers)) < workers.count):
         provision_workers(plan)  # a retry after the workers went away: bring them back
@@ -81,10 +83,12 @@ def _workers_for(plan: RunPlan, folder: RunFolder) -> WorkerSet | None:
 
 def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerSet | None,
           stop_probe: StopProbe) -> tuple[LocustRun, dict]:
-    from stampede.figures.server import sampling
+    from stampede.figures.server import LIVE_FILE_NAME, sampling
 
     max_s = plan.load_duration_s + GRACE_S + EXPECT_WORKERS_WAIT_S
-    with sampling(environment=plan.environment, target=plan.target, max_s=max_s) as server:  # the target's own metrics
+    # the target's own metrics; the newest beside the master's output, for its mid-run server thresholds
+    with sampling(environment=plan.environment, target=plan.target, max_s=max_s,
+                  live_path=out.path / LIVE_FILE_NAME) as server:
         run = run_master(
             plan, out.path,
             master_port=workers.master_port if workers else None,
@@ -94,6 +98,8 @@ def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerS
             master_bind_host=_master_bind_host(plan),
             stage_health=lambda: probe(plan.target, timeout_s=2.0, attempts=2, pause_s=0.5),
         )
+    out.publish(Artifact.LOCUST_OUTPUT)  # written by the master itself
+    out.publish(Artifact.LOGS)
     out.write_json(Artifact.SERVER_METRICS, server.document, indent=None)
     out.write_json(Artifact.GENERATOR_SAMPLES, [asdict(s) for s in run.samples], indent=None)
     return run, run.output()

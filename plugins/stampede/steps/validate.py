@@ -1,10 +1,15 @@
 """Step 5, validate: per-stage figures, generator health and the Great Expectations verdict.
 
-Reads what the load step left (``locust_output.json``, ``generator_samples.json``)
-and writes the first ``results.json``. A stage is judged on its steady part from
-the exactly merged histograms; a stage during which a generator saturated is
-invalid; a stage that never started is ``not_run``; a ramp-down is reported,
-not judged. The verdict comes from :func:`stampede.core.verdict.verdict_of`.
+Reads what the load step left (``locust_output.json``, ``generator_samples.json``,
+``server_metrics.json``) and writes the first ``results.json``. A stage is judged on its
+steady part from the exactly merged histograms; a stage during which a generator saturated is
+invalid; a stage that never started is ``not_run``; a ramp-down is reported, not judged.
+
+Each judged stage is held to its planned threshold table: every threshold is measured on the
+stage's judged part (per endpoint, group or pattern; the worst rolling window; the server's
+samples) and Great Expectations judges the values. A threshold that could not be judged is
+reported as such (``checks[].judged`` false, with the reason) and fails its stage unless it is
+optional. The verdict comes from :func:`stampede.core.verdict.verdict_of`.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from stampede.analysis.capacity import capacity_of_stages
 from stampede.analysis.expectations import apply_outcome, validate_stages
 from stampede.core.paths import Artifact
 from stampede.core.records import Breach, GeneratorSample, RunResult, SeriesPoint, StageResult, Stop, from_dict
+from stampede.core.thresholds import Observation, Threshold
 from stampede.core.verdict import verdict_of
+from stampede.figures import server as server_figures
 from stampede.figures.generator import generator_health
-from stampede.figures.stages import stage_results
-from stampede.plan.run_plan import RunPlan
+from stampede.figures.stages import observe, stage_results
+from stampede.plan.run_plan import PlannedStage, RunPlan
 from stampede.steps.folder import folder_of
 
 
@@ -33,7 +40,8 @@ def validate(plan: RunPlan) -> RunResult:
     for index in saturated:
         stages[index].valid = False
     judged = mark_judged_parts(stages, output, plan)
-    outcome = validate_stages(judged)
+    document = folder.read_json(Artifact.SERVER_METRICS)
+    outcome = validate_stages(judged, observations_of(stages, judged, output, plan.stages, document))
     apply_outcome(judged, outcome)
     stop = from_dict(Stop, output["stopped"]) if output.get("stopped") else None
     result = RunResult(
@@ -66,6 +74,31 @@ def mark_judged_parts(stages: list[StageResult], output: dict, plan: RunPlan) ->
         if stage.judged_on == "whole":  # all ramp, no steady part: throughput is still climbing
             stage.thresholds.pop("min_rps", None)
     return judged
+
+
+def observations_of(stages: list[StageResult], judged: list[StageResult], output: dict,
+                    planned: list[PlannedStage], document: dict | None) -> dict[str, list[Observation]]:
+    """What every threshold of every judged stage measured, by stage name."""
+    found: dict[str, list[Observation]] = {}
+    for index, (stage, plan_stage) in enumerate(zip(stages, planned)):
+        if stage not in judged:
+            continue
+        rules = table_for(stage, plan_stage)
+        timing = output["stages"][index]
+        part = "steady" if stage.judged_on == "steady" else "whole"
+        start = timing.get("steady_from") if part == "steady" else timing.get("start")
+        end = timing.get("end") or output.get("finished_at") or start
+        found[stage.name] = observe(output, index, stage, rules) + server_figures.observe(
+            document, stage.name, rules, start=float(start or 0), end=float(end or 0), part=part)
+        found[stage.name].sort(key=lambda o: o.index)
+    return found
+
+
+def table_for(stage: StageResult, planned: PlannedStage) -> list[tuple[int, Threshold]]:
+    """``(position, threshold)`` the stage is held to: its planned table, less the throughput floors
+    on a stage judged whole (all ramp, no steady part: throughput is still climbing)."""
+    return [(position, rule) for position, rule in enumerate(planned.threshold_table)
+            if not (stage.judged_on == "whole" and rule.is_throughput_floor)]
 
 
 def iso(epoch: float) -> str:

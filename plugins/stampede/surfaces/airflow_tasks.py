@@ -5,8 +5,22 @@ call of one step in ``stampede.steps``; the logic lives there and is tested
 without Airflow. The plan travels between tasks as a small dict in XCom; the
 run's data lives in its run folder, keyed by the run.
 
-    preflight → cost_check → provision_workers (setup) → run_stages → validate → analyse
+    preflight → lease_held (setup) → cost_check → provision_workers (setup) → run_stages → validate → analyse
               → cleanup_test_data, teardown_workers (teardowns) → report → notify_summary → final_verdict
+
+Airflow skips a teardown when none of its setups succeeded, so a failed
+provisioning (or cost check) would leave the lease and any half-started cloud
+workers until they expire. ``lease_held`` (the run holds the target's lease that
+preflight took) is therefore a setup of ``teardown_workers`` too: once preflight
+passed, the teardown runs whatever failed after it (the cost check, a
+half-finished provisioning, the load), tears down every worker tagged with the
+run and gives the lease back. (Preflight itself cannot be that setup: Airflow
+requires every direct downstream of a setup to be ALL_SUCCESS, and report,
+notify and the verdict run whatever happened.) ``cleanup_test_data`` has only
+the provisioning as its setup: when no worker ever started, no load was sent and
+there is nothing to clean. ``final_verdict`` is given the teardown's result, so a
+teardown that failed, or never ran, fails the DAG run (Airflow alone would not:
+a teardown's failure does not fail its run).
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ from stampede.safety import killswitch
 from stampede.surfaces import airflow_config
 from stampede.surfaces.assets import RESULTS_ALIAS
 from stampede.surfaces.timeouts import task_timeouts
+from stampede.surfaces.report_link import LoadTestReportLink
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +45,10 @@ SAFE_RETRY = {"retries": 2, "retry_delay": timedelta(seconds=10), "retry_exponen
 
 
 def _plan(plan: dict) -> RunPlan:
-    return RunPlan.from_dict(plan)
+    """The run plan of a task; every task that builds one registers the target's password with the masker."""
+    run_plan = RunPlan.from_dict(plan)
+    airflow_config.mask_target_password(run_plan.password_env)
+    return run_plan
 
 
 def _stop_probe():
@@ -47,9 +65,12 @@ def preflight(default_scenarios: list[str]) -> dict:
 
     context = get_current_context()
     params = context["params"]
+    airflow_config.mask_target_password()
     scenarios = params.get("scenarios") or ([params["scenario"]] if params.get("scenario") else default_scenarios)
     request = preflight_step.RunRequest(
-        scenarios=tuple(scenarios),
+        scenarios=tuple(scenarios) if isinstance(scenarios, (list, tuple)) else scenarios,
+        dag_id=context["dag"].dag_id,
+        scenario_paths=False,  # a form or run conf names files of the scenarios folder, never a path
         target=params.get("target") or "",
         environment=params.get("environment") or None,
         run_id=context["run_id"],
@@ -73,20 +94,34 @@ def preflight(default_scenarios: list[str]) -> dict:
     return plan.to_dict()
 
 
+@task(**SAFE_RETRY, **task_timeouts("lease_held"))
+def lease_held(plan: dict) -> str:
+    """The run holds its target's lease (taken by preflight): the setup whose teardown gives it back."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from stampede.safety import lease
+
+    run_plan = _plan(plan)
+    current = lease.holder(run_plan.target_record)
+    if current is None or current["run_id"] != run_plan.run_id:
+        holder_text = "nobody" if current is None else f"run {current['run_id']}"
+        raise AirflowFailException(f"lease: {run_plan.target} is held by {holder_text}, not by this run; "
+                                   "fix: trigger the run again (its preflight takes the lease)")
+    return run_plan.run_id
+
+
 @task(**SAFE_RETRY, **task_timeouts("cost_check"))
 def cost_check(plan: dict) -> dict:
     """Estimate the workers' cost; refuse the run, before any worker starts, when over a budget."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from stampede.steps import cost_check as cost_check_step
-    from stampede.steps import teardown as teardown_step
 
     run_plan = _plan(plan)
     try:
         return cost_check_step.cost_check(run_plan, budgets=airflow_config.budgets(),
                                           prices_override=airflow_config.prices_override())
-    except Refusal as exc:
-        teardown_step.release_target(run_plan)  # nothing starts, so no teardown will give the lease back
+    except Refusal as exc:  # teardown_workers (preflight is its setup) gives the lease back
         raise AirflowFailException(f"refused: {exc}") from exc
 
 
@@ -178,15 +213,21 @@ def notify_summary(plan: dict | None) -> dict:
 
 
 @task(trigger_rule=TriggerRule.ALL_DONE, **task_timeouts("final_verdict"))
-def final_verdict(plan: dict | None) -> dict:
-    """The run's outcome as the DAG run's state: fails on a breach, an invalid run or anything left behind."""
+def final_verdict(plan: dict | None, torn_down: dict | None = None) -> dict:
+    """The run's outcome as the DAG run's state: fails on a breach, an invalid run or anything left behind.
+
+    :param torn_down: the teardown's result; None when it failed, was skipped or died (workers may be alive).
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
     from stampede.steps import verdict as verdict_step
 
     if not plan:
-        from airflow.sdk.exceptions import AirflowFailException
-
         raise AirflowFailException("no run: preflight refused or failed (see the preflight task's log); no load was sent")
-    return verdict_step.final_verdict(_plan(plan))
+    try:
+        return verdict_step.final_verdict(_plan(plan), teardown_finished=torn_down is not None)
+    except verdict_step.RunFailed as exc:
+        raise AirflowFailException(str(exc)) from exc  # the outcome is final: a retry changes nothing
 
 
 @task(retries=0, **task_timeouts("search_breaking_point"))  # a retry would send the load again
@@ -225,12 +266,15 @@ def wire_pipeline(default_scenarios: list[str]) -> None:
 def _wire(default_scenarios: list[str], load_steps: list) -> None:
     """The shape every load-test DAG shares; only the steps that send and judge the load differ."""
     plan = preflight(default_scenarios)
+    held = lease_held(plan)
     workers = provision_workers(plan)
     cleaned = cleanup_test_data(plan)
     torn_down = teardown_workers(plan)
 
-    chain(cost_check(plan), workers, *[step(plan) for step in load_steps], analyse(plan), cleaned)
+    chain(held, cost_check(plan), workers, *[step(plan) for step in load_steps], analyse(plan), cleaned)
     cleaned.as_teardown(setups=workers)
-    cleaned >> torn_down.as_teardown(setups=workers)
-    torn_down >> report(plan) >> notify_summary(plan) >> final_verdict(plan)
+    cleaned >> torn_down.as_teardown(setups=[held, workers])  # runs once the lease is held, whatever failed since
+    reported = report(plan)
+    reported.operator.operator_extra_links = (LoadTestReportLink(),)  # on the report task only
+    torn_down >> reported >> notify_summary(plan) >> final_verdict(plan, torn_down)
 

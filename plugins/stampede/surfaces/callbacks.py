@@ -100,19 +100,19 @@ def alert_for_task(context: Mapping[str, Any]) -> bool:
     refusal = _is_refusal(exception)
     if refusal is not None:
         message = refusal_message(dag_id=dag_id, run_id=run_id, reason=refusal, log_url=log_url)
-        return notify.notify_alert(run_id, key="refused", message=message, channel=_channel(context))
+        return notify.notify_alert(run_id, dag_id=dag_id, key="refused", message=message, channel=_channel(context))
     if task_id == VERDICT_TASK or isinstance(exception, RunFailed):
-        told = notify.told(run_id)
+        told = notify.told(run_id, dag_id=dag_id)
         # its problems are the verdict and what was left (the summary's news) or the lack of results
         # (the news of whichever failure came first): it speaks only when no one else could have
         if told.summary or (told.alerts and not told.results):
             log.info("%s failed: already told in Slack (%s)", task_id, "summary" if told.summary else told.alerts)
             return False
         message = failure_message(dag_id=dag_id, task_id=task_id, run_id=run_id, log_url=log_url, exception=exception)
-        return notify.notify_alert(run_id, key="outcome", message=message, channel=_channel(context),
+        return notify.notify_alert(run_id, dag_id=dag_id, key="outcome", message=message, channel=_channel(context),
                                    status=f":x: *Did not pass*: {_short(exception)}")
     message = failure_message(dag_id=dag_id, task_id=task_id, run_id=run_id, log_url=log_url, exception=exception)
-    return notify.notify_alert(run_id, key=f"task:{task_id}", message=message, channel=_channel(context),
+    return notify.notify_alert(run_id, dag_id=dag_id, key=f"task:{task_id}", message=message, channel=_channel(context),
                                status=f":boom: *Failed* in `{task_id}`: {_short(exception)}")
 
 
@@ -127,8 +127,8 @@ def alert_for_run(context: Mapping[str, Any]) -> bool:
     dag_id, run_id, _ = _ids(context)
     limit = _attr(context.get("dag"), "dagrun_timeout")
     message = timed_out_message(dag_id=dag_id, run_id=run_id, timeout=str(limit or "its dagrun_timeout"),
-                                run_tag=run_tag_for(run_id))
-    return notify.notify_alert(run_id, key="timed_out", message=message, channel=_channel(context),
+                                run_tag=run_tag_for(run_id, dag_id))
+    return notify.notify_alert(run_id, dag_id=dag_id, key="timed_out", message=message, channel=_channel(context),
                                status=f":hourglass: *Timed out* after {limit or 'its dagrun_timeout'}")
 
 
@@ -142,7 +142,7 @@ def alert_late(context: Mapping[str, Any]) -> bool:
     message = late_message(dag_id=dag_id, run_id=run_id, queued_at=_text(_attr(dag_run, "queued_at")),
                            deadline=_text(_attr(deadline, "deadline_time")))
     channel = (_attr(dag_run, "conf") or {}).get("slack_channel") if isinstance(_attr(dag_run, "conf"), Mapping) else None
-    return notify.notify_alert(run_id, key="late", message=message, channel=channel,
+    return notify.notify_alert(run_id, dag_id=dag_id, key="late", message=message, channel=channel,
                                status=f":turtle: *Late*: still running past {_text(_attr(deadline, 'deadline_time'))}")
 
 

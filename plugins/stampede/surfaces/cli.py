@@ -1,26 +1,31 @@
 """``stampede``: run the pipeline's steps in order without Airflow.
 
-    stampede run --target URL --scenario NAME|PATH [--workers N] [--out DIR]
+    stampede run --target URL --scenario NAME|PATH [--workers N] [--out DIR] [--junit FILE] [--summary-json FILE]
     stampede breaking-point --target URL --scenario NAME|PATH [--out DIR] [--workers N]
     stampede baseline pin|unpin|show RUN_ID [--by NAME]
+    stampede lease show | release RUN_ID
 
-Exit codes (``stampede.core.verdict.Exit``): 0 pass, 1 thresholds breached,
-2 refused or bad input, 3 run invalid (for example the load generator itself
-was saturated), 4 test data or a worker may be left behind, 5 internal error.
+The exit codes are ``stampede.core.verdict.Exit`` (listed in docs/ci.md#exit-codes).
+``--junit`` and ``--summary-json`` are written whatever the outcome, a refusal included, so
+a CI job can always read them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import secrets
 import sys
 import traceback
 from datetime import datetime, timezone
+from pathlib import Path
 
 from stampede.core.errors import Refusal
 from stampede.core.verdict import Exit
 from stampede.plan.run_plan import RunPlan
+from stampede.render.junit import junit_xml, refused_junit_xml
+from stampede.render.summary import refused_summary, summary
 from stampede.render.table import summary_lines
 from stampede.safety import killswitch
 from stampede.steps.folder import folder_of
@@ -42,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--users", type=int, default=None, help="scale the stages to this peak user count")
     run.add_argument("--duration", type=int, default=None, help="scale the stages to this total duration (s)")
     run.add_argument("--run-id", default=None, help="run id (default: cli-<timestamp>-<random>)")
+    run.add_argument("--junit", default=None, metavar="FILE",
+                     help="write a JUnit XML report: each stage and threshold a test case (docs/ci.md)")
+    run.add_argument("--summary-json", default=None, metavar="FILE",
+                     help="write a small, stable JSON summary for scripts (schema in docs/ci.md)")
     search = commands.add_parser("breaking-point", help="step the load up until the target breaks (scenario's search block)")
     search.add_argument("--target", required=True, help="base URL including /v1")
     search.add_argument("--scenario", required=True, help="scenario name or path; it must have a search block")
@@ -52,12 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     baseline.add_argument("action", choices=["pin", "unpin", "show"])
     baseline.add_argument("run_id", help="pin/show: the run id; unpin: any run of that scenario and target")
     baseline.add_argument("--by", default=None, help="who pins it (shown in the report)")
+    leases = commands.add_parser("lease", help="the target leases: show them, or release a gone run's")
+    leases.add_argument("action", choices=["show", "release"])
+    leases.add_argument("run_id", nargs="?", default=None, help="release: the run whose lease to give back")
     args = parser.parse_args(argv)
     if args.command == "baseline":
         return baseline_main(args)
+    if args.command == "lease":
+        return lease_main(args)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     run_id = args.run_id or f"cli-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+    reports = CiReports(junit=getattr(args, "junit", None), summary_json=getattr(args, "summary_json", None),
+                        run_id=run_id)
     try:
         if args.command == "breaking-point":
             return breaking_point_main(args, run_id)
@@ -65,17 +81,52 @@ def main(argv: list[str] | None = None) -> int:
             scenarios=tuple(args.scenario), target=args.target, run_id=run_id, workers=args.workers,
             users=args.users, duration_s=args.duration, out_dir=args.out,
         ))  # the kill switch is checked before the health check: a refusal sends nothing
-        return execute(plan)
+        return execute(plan, reports)
     except Refusal as exc:
         print(f"stampede: refused: {exc}", file=sys.stderr)
+        reports.write_without_results(str(exc), Exit.REFUSED, verdict="refused")
         return Exit.REFUSED
-    except Exception:  # noqa: BLE001 - a crash is not a breached threshold: its own exit code
+    except Exception as exc:  # noqa: BLE001 - a crash is not a breached threshold: its own exit code
         traceback.print_exc()
         print("stampede: internal error (see the traceback above)", file=sys.stderr)
+        reports.write_without_results(f"internal error: {type(exc).__name__}: {exc}", Exit.ERROR, verdict="error")
         return Exit.ERROR
 
 
-def execute(plan: RunPlan) -> int:
+class CiReports:
+    """Where ``--junit`` and ``--summary-json`` go (either may be unset), written once the outcome is known."""
+
+    def __init__(self, *, junit: str | None, summary_json: str | None, run_id: str) -> None:
+        self.junit = Path(junit) if junit else None
+        self.summary_json = Path(summary_json) if summary_json else None
+        self.run_id = run_id
+
+    def write(self, plan: RunPlan, exit_code: int, problems: list[str]) -> None:
+        folder = folder_of(plan)
+        if not folder.exists("results.json"):
+            self.write_without_results("; ".join(problems) or "no results", exit_code, verdict="error")
+            return
+        result = folder.results()
+        self._write(self.junit, junit_xml(result, exit_code=exit_code))
+        document = summary(result, exit_code=exit_code, results_path=str(folder.path / "results.json"))
+        self._write(self.summary_json, json.dumps(document, indent=2) + "\n")
+
+    def write_without_results(self, message: str, exit_code: int, *, verdict: str) -> None:
+        self._write(self.junit, refused_junit_xml(message, run_id=self.run_id, exit_code=exit_code))
+        document = refused_summary(message, run_id=self.run_id, exit_code=exit_code, verdict=verdict)
+        self._write(self.summary_json, json.dumps(document, indent=2) + "\n")
+
+    @staticmethod
+    def _write(path: Path | None, text: str) -> None:
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+def execute(plan: RunPlan, reports: CiReports | None = None) -> int:
     """Every step in order; cleanup and teardown run whatever happened before them."""
     from stampede.steps.run_stages import run_stages
     from stampede.steps.validate import validate
@@ -84,15 +135,42 @@ def execute(plan: RunPlan) -> int:
         run_stages(plan, stop_probe=killswitch.as_probe())
         validate(plan)
 
-    return _finish(plan, run_pipeline(plan, load))
+    return _pipeline(plan, load, reports)
 
 
-def _finish(plan: RunPlan, outcome) -> int:
+def _pipeline(plan: RunPlan, load, reports: CiReports | None = None) -> int:
+    """:func:`run_pipeline`, and its exit code; a crash after the workers started is "left behind" when the
+    teardown could not prove them gone (that outranks the crash), else an internal error."""
+    from stampede.steps.verdict import finish_run
+
+    try:
+        outcome = run_pipeline(plan, load)
+    except Refusal:
+        raise
+    except Exception:  # noqa: BLE001 - a crash is not a breached threshold: its own exit code
+        traceback.print_exc()
+        outcome = finish_run(plan)
+        if outcome.exit == Exit.LEFT_BEHIND:
+            for problem in outcome.problems:
+                print(f"stampede: {problem}", file=sys.stderr)
+            if reports is not None:
+                reports.write(plan, int(Exit.LEFT_BEHIND), outcome.problems)
+            return Exit.LEFT_BEHIND
+        print("stampede: internal error (see the traceback above)", file=sys.stderr)
+        if reports is not None:
+            reports.write_without_results("internal error (see the traceback on stderr)", Exit.ERROR, verdict="error")
+        return Exit.ERROR
+    return _finish(plan, outcome, reports)
+
+
+def _finish(plan: RunPlan, outcome, reports: CiReports | None = None) -> int:
     folder = folder_of(plan)
     if folder.exists("results.json"):
         print("\n".join(summary_lines(folder.results(), folder.path)))
     for problem in outcome.problems:
         print(f"stampede: {problem}", file=sys.stderr)
+    if reports is not None:
+        reports.write(plan, int(outcome.exit), outcome.problems)
     return int(outcome.exit)
 
 
@@ -110,14 +188,29 @@ def breaking_point_main(args, run_id: str) -> int:
         workers = 1 if scenario.model == "open" else default_worker_count(int(scenario.search.maximum))
     plan = preflight(RunRequest(scenarios=(args.scenario,), target=args.target, run_id=run_id, workers=workers,
                                 out_dir=args.out))
-    outcome = run_pipeline(plan, lambda: search_breaking_point(plan, stop_probe=killswitch.as_probe(),
-                                                               user_cap=user_cap_for(plan)))
-    code = _finish(plan, outcome)
+    code = _pipeline(plan, lambda: search_breaking_point(plan, stop_probe=killswitch.as_probe(),
+                                                         user_cap=user_cap_for(plan)))
     folder = folder_of(plan)
     point = folder.results().breaking_point if folder.exists("results.json") else None
     if point is not None:
         print(f"breaking point: {point.users} users, {point.rps} req/s, p95 {point.p95_ms} ms — {point.reason}")
     return code
+
+
+def lease_main(args) -> int:
+    """``stampede lease show`` lists the active leases; ``release RUN_ID`` gives back a gone run's lease."""
+    from stampede.safety import lease
+
+    if args.action == "release":
+        if not args.run_id:
+            print("stampede: refused: run_id: missing; fix: stampede lease release RUN_ID", file=sys.stderr)
+            return Exit.REFUSED
+        released = lease.release(run_id=args.run_id)
+        print(f"lease of run {args.run_id}: " + ("released" if released else "none held"))
+        return Exit.PASS
+    for run_id in sorted(lease.active_run_ids()):
+        print(run_id)
+    return Exit.PASS
 
 
 def baseline_main(args) -> int:

@@ -7,6 +7,7 @@ the report is written once, after them; then Slack and the outcome.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from stampede.core.records import RunResult
@@ -15,7 +16,9 @@ from stampede.plan.run_plan import RunPlan
 from stampede.steps import cleanup, cost_actual, cost_check, notify, provision, report, teardown, validate
 from stampede.steps import run_stages as run_stages_step
 from stampede.steps.analyse import analyse
-from stampede.steps.verdict import Outcome, outcome_of
+from stampede.steps.verdict import Outcome, finish_run
+
+log = logging.getLogger(__name__)
 
 
 def run_pipeline(plan: RunPlan, load: Callable[[], object], *, budgets: Budgets | None = None) -> Outcome:
@@ -37,12 +40,15 @@ def run_pipeline(plan: RunPlan, load: Callable[[], object], *, budgets: Budgets 
         try:
             cleanup.cleanup_test_data(plan)
         finally:
-            teardown.teardown_workers(plan)
-            if provision.is_cloud(plan):
-                cost_actual.cost_actual(plan)
+            try:
+                teardown.teardown_workers(plan)
+                if provision.is_cloud(plan):
+                    cost_actual.cost_actual(plan)
+            except Exception:  # noqa: BLE001 - teardown.json records it; the outcome is then "left behind"
+                log.exception("Teardown of run %s failed: workers may be left", plan.run_id)
             report.report(plan)
             notify.notify_summary(plan)
-    return outcome_of(plan)
+    return finish_run(plan)
 
 
 def run_load(plan: RunPlan, *, stop_probe=None) -> RunResult:

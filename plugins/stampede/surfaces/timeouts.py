@@ -45,6 +45,7 @@ LOAD_MARGIN_S = 600.0
 
 # task -> (fixed seconds, share of the planned load): the time the task may take once the plan is known
 AFTER_LOAD: dict[str, tuple[float, float]] = {
+    "lease_held": (120, 0.0),
     "cost_check": (300, 0.0),
     "provision_workers": (1800, 0.0),
     "validate": (600, 0.10),

@@ -99,7 +99,7 @@ def test_a_task_failing_for_its_own_reason_alerts_once_in_the_thread(slack: Slac
     failure_alert(airflow_context("run_stages", RuntimeError("master died")))
     failure_alert(airflow_context("final_verdict", RunFailed("no results: the load step did not finish")))
 
-    parent = json.loads((notify.folder_for_run(RUN_ID).path / Artifact.SLACK_THREAD).read_text())["parent"]
+    parent = json.loads((notify.folder_for_run(RUN_ID, dag_id="loadtest_nightly").path / Artifact.SLACK_THREAD).read_text())["parent"]
     thread = slack.thread(parent["channel"], parent["ts"])
     assert len(slack.messages()) == 2  # the start message and one alert
     assert thread[1]["subtype"] == "thread_broadcast"
@@ -123,7 +123,7 @@ def test_two_tasks_failing_for_two_reasons_alert_once_each(slack: SlackStandin, 
 def test_a_run_that_did_not_pass_is_told_by_its_summary_alone(slack: SlackStandin, started: RunPlan) -> None:
     result = RunResult(run_id=RUN_ID, scenario="smoke", target=started.target, verdict="fail", started_at="x",
                        finished_at="y", stages=[], generator=GeneratorHealth(), cleanup=CleanupResult(left=0, ok=True))
-    write_results(result, notify.folder_for_run(RUN_ID).path / Artifact.RESULTS)
+    write_results(result, notify.folder_for_run(RUN_ID, dag_id="loadtest_nightly").path / Artifact.RESULTS)
     notify.notify_summary(started)
     before = len(slack.messages())
 
@@ -136,7 +136,7 @@ def test_a_run_that_did_not_pass_is_told_by_its_summary_alone(slack: SlackStandi
 def test_a_verdict_nobody_told_is_told_once(slack: SlackStandin, started: RunPlan) -> None:
     result = RunResult(run_id=RUN_ID, scenario="smoke", target=started.target, verdict="pass", started_at="x",
                        finished_at="y", stages=[], generator=GeneratorHealth(), cleanup=CleanupResult(left=3, ok=True))
-    write_results(result, notify.folder_for_run(RUN_ID).path / Artifact.RESULTS)
+    write_results(result, notify.folder_for_run(RUN_ID, dag_id="loadtest_nightly").path / Artifact.RESULTS)
     failure_alert(airflow_context("notify_summary", RuntimeError("render crashed")))
     failure_alert(airflow_context("final_verdict", RunFailed("test data left on the target: 3 entities")))
     failure_alert(airflow_context("final_verdict", RunFailed("test data left on the target: 3 entities")))
@@ -185,7 +185,7 @@ def test_without_slack_the_alert_is_kept_in_the_run_folder(reports: Path) -> Non
     failure_alert(airflow_context("validate", RuntimeError("disk full")))
 
     (entry,) = [json.loads(line) for line in
-                (notify.folder_for_run(RUN_ID).path / "slack_messages.jsonl").read_text().splitlines()]
+                (notify.folder_for_run(RUN_ID, dag_id="loadtest_nightly").path / "slack_messages.jsonl").read_text().splitlines()]
     assert entry["error"] == "not_configured"
     assert "RuntimeError: disk full" in entry["text"]
 

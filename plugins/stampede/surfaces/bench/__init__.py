@@ -12,7 +12,9 @@ noisy machine:
   ``p95_error_ms``;
 - ``overhead``: a nightly DAG run (``airflow dags test``; the run's duration as Airflow
   records it, with the command's start-up and exit beside it) minus its load time;
-- ``analysis``: validate + report of a synthetic 24-hour history.
+- ``analysis``: validate + report of a synthetic 24-hour history;
+- ``cleanup``: entities cleaned per second against the demo target and against a
+  target with a 20 ms service time, and the time to clean what ``normal`` creates.
 
 Run ``python -m stampede.surfaces.bench [--quick] [--only PART ...]``; results go to
 ``reports/bench.json`` and a table on stdout.

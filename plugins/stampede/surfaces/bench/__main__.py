@@ -22,6 +22,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "users": ("users_held", "mib_per_1000_users", "cpu_pct_per_1000_users", "p95_error_ms"),
     "overhead": ("pipeline_overhead_s",),
     "analysis": ("analysis_s_24h",),
+    "cleanup": ("cleanup_per_s_demo", "cleanup_per_s_20ms", "cleanup_normal_s"),
 }
 TIME_BUDGET_S = 15 * 60
 
@@ -39,6 +40,10 @@ def _runner(part: str) -> Callable[[Path, bool], list[Figure]]:
         from stampede.surfaces.bench.overhead import pipeline_overhead
 
         return lambda workdir, quick: [pipeline_overhead(workdir, quick=quick)]
+    if part == "cleanup":
+        from stampede.surfaces.bench.cleanup import cleanup_figures
+
+        return lambda workdir, quick: cleanup_figures(workdir, quick=quick)
     from stampede.surfaces.bench.analysis import analysis_24h
 
     return lambda workdir, quick: [analysis_24h(workdir, quick=quick)]

@@ -83,10 +83,19 @@ def test_the_history_url_is_shown_without_its_password():
     assert "s3cret" not in store.url_redacted and store.url_redacted.endswith("@db.example:5432/history")
 
 
-def test_the_default_history_is_sqlite_in_the_reports_root(tmp_path, monkeypatch):
-    monkeypatch.delenv("STAMPEDE_HISTORY_URL", raising=False)
+def test_the_default_history_is_the_shared_state_in_the_reports_root(tmp_path, monkeypatch):
+    for name in ("STAMPEDE_STATE_URL", "STAMPEDE_HISTORY_URL"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STAMPEDE_REPORTS_DIR", str(tmp_path / "reports"))
-    assert history_url() == f"sqlite:///{tmp_path / 'reports' / 'history.sqlite'}"
+    assert history_url() == f"sqlite:///{tmp_path / 'reports' / 'stampede.sqlite'}"
+
+
+def test_the_old_history_url_is_an_alias_of_the_state_url(tmp_path, monkeypatch):
+    monkeypatch.delenv("STAMPEDE_STATE_URL", raising=False)
+    monkeypatch.setenv("STAMPEDE_HISTORY_URL", f"sqlite:///{tmp_path / 'old.sqlite'}")
+    assert history_url() == f"sqlite:///{tmp_path / 'old.sqlite'}"
+    monkeypatch.setenv("STAMPEDE_STATE_URL", f"sqlite:///{tmp_path / 'state.sqlite'}")
+    assert history_url() == f"sqlite:///{tmp_path / 'state.sqlite'}"  # the new name wins
 
 
 def test_report_files_are_copied_to_s3(tmp_path, monkeypatch):
