@@ -21,7 +21,8 @@ from __future__ import annotations
 from airflow.sdk import dag
 
 from stampede.surfaces.airflow_tasks import wire_breaking_point
-from stampede.surfaces.dag_defaults import dag_defaults, scenario_names, scenario_param, target_params, worker_params
+from stampede.surfaces.dag_defaults import (dag_defaults, scenario_names, scenario_param, slack_params, target_params,
+                                             worker_params)
 
 SEARCHES = scenario_names(searching=True)
 
@@ -36,6 +37,7 @@ SEARCHES = scenario_names(searching=True)
         "scenario": scenario_param("breaking_point" if "breaking_point" in SEARCHES else SEARCHES[0], SEARCHES),
         **target_params("staging"),
         **worker_params(cloud=False),
+        **slack_params(),
     },
 )
 def loadtest_breaking_point():

@@ -15,7 +15,7 @@ from airflow.sdk import dag
 
 from stampede.surfaces.airflow_tasks import wire_pipeline
 from stampede.surfaces.dag_defaults import (dag_defaults, override_params, scenario_names, scenario_param,
-                                             target_params, worker_params)
+                                             slack_params, target_params, worker_params)
 
 SCENARIOS = scenario_names()
 
@@ -31,6 +31,7 @@ SCENARIOS = scenario_names()
         **target_params("local"),
         **override_params(),
         **worker_params(),
+        **slack_params(),
     },
 )
 def loadtest_manual():

@@ -17,8 +17,8 @@ from __future__ import annotations
 from airflow.sdk import dag
 
 from stampede.surfaces.airflow_tasks import wire_pipeline
-from stampede.surfaces.dag_defaults import (dag_defaults, on_schedule, override_params, scenarios_param, target_params,
-                                             worker_params)
+from stampede.surfaces.dag_defaults import (dag_defaults, on_schedule, override_params, scenarios_param,
+                                             slack_params, target_params, worker_params)
 
 NIGHTLY_SCENARIOS = ["normal", "peak", "stress"]
 
@@ -34,6 +34,7 @@ NIGHTLY_SCENARIOS = ["normal", "peak", "stress"]
         **target_params("staging"),
         **override_params(),
         **worker_params(),
+        **slack_params(),
     },
 )
 def loadtest_nightly():

@@ -20,7 +20,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag
 
 from stampede.surfaces.airflow_tasks import reap
-from stampede.surfaces.dag_defaults import dag_defaults, on_schedule
+from stampede.surfaces.dag_defaults import dag_defaults, on_schedule, slack_params
 
 DEFAULT_AGE_S = 6 * 3600
 
@@ -37,6 +37,7 @@ DEFAULT_AGE_S = 6 * 3600
         "reaper_targets": Param([], type="array", items={"type": "string", "pattern": "^https?://"},
                                 title="Extra targets", section="Reaper",
                                 description="Base URLs (incl. /v1) to reap besides the environments', one a line."),
+        **slack_params(),
     },
 )
 def loadtest_reaper():

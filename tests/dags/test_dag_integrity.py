@@ -71,3 +71,53 @@ def test_manual_form_offers_every_scenario_and_bounds_overrides(dag_bag):
     assert "production" not in params.get_param("environment").schema["enum"]
     assert params.get_param("users").schema["maximum"] == 20000
     assert params.get_param("duration_s").schema["minimum"] == 10
+
+
+# -- Slack and Airflow like a native provider (issue 17) ------------------------------------------------------
+LOAD_TEST_DAGS = [*PIPELINE_DAGS, "loadtest_breaking_point"]
+
+
+@pytest.mark.parametrize("dag_id", [*LOAD_TEST_DAGS, "loadtest_reaper", "example_release_gate"])
+def test_every_task_has_an_execution_timeout_and_every_run_a_time_limit_and_a_deadline(dag_bag, dag_id):
+    from stampede.surfaces.callbacks import StampedeAlertNotifier, failure_alert
+    from stampede.surfaces.timeouts import AFTER_LOAD, CEILINGS, DAGRUN_TIMEOUT, LOAD_TASKS
+
+    dag = dag_bag.dags[dag_id]
+    assert dag.dagrun_timeout == DAGRUN_TIMEOUT
+    (deadline,) = dag.deadline
+    assert type(deadline.reference).__name__ == "AverageRuntimeDeadline"
+    assert deadline.callback.path == "stampede.surfaces.callbacks.StampedeAlertNotifier"
+    assert failure_alert in dag.on_failure_callback if isinstance(dag.on_failure_callback, list) \
+        else dag.on_failure_callback is failure_alert
+    for task in dag.tasks:
+        assert task.execution_timeout is not None, f"{dag_id}.{task.task_id} has no execution_timeout"
+        if task.task_id in CEILINGS:
+            assert task.execution_timeout == CEILINGS[task.task_id]
+        if task.task_id in AFTER_LOAD or task.task_id in LOAD_TASKS:
+            assert task._pre_execute_hook is not None, f"{task.task_id}: its timeout is not tightened from the plan"
+        assert any(isinstance(c, StampedeAlertNotifier) for c in task.on_failure_callback)
+
+
+@pytest.mark.parametrize("dag_id", [*LOAD_TEST_DAGS, "loadtest_reaper"])
+def test_the_slack_channel_is_a_parameter_defaulting_to_the_connection(dag_bag, dag_id):
+    param = dag_bag.dags[dag_id].params.get_param("slack_channel")
+
+    assert param.value is None  # empty: the connection's channel extra
+    assert param.schema["type"] == ["null", "string"]  # an empty field does not disable the Trigger button
+
+
+@pytest.mark.parametrize("dag_id", LOAD_TEST_DAGS)
+def test_the_report_task_publishes_the_results_asset(dag_bag, dag_id):
+    from stampede.surfaces.assets import RESULTS_ALIAS
+
+    assert RESULTS_ALIAS in dag_bag.dags[dag_id].get_task("report").outlets
+
+
+def test_the_example_release_gate_is_scheduled_on_the_results(dag_bag):
+    from stampede.surfaces.assets import RESULTS_ALIAS
+
+    dag = dag_bag.dags["example_release_gate"]
+    assert dag.timetable.asset_condition == RESULTS_ALIAS or RESULTS_ALIAS in getattr(
+        dag.timetable.asset_condition, "objects", [])
+    assert [t.task_id for t in dag.tasks] == ["gate"]
+    assert dag.doc_md and "example_release_gate" in dag.doc_md and "stampede" in dag.tags

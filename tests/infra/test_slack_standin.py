@@ -72,7 +72,7 @@ def test_post_message_json_body(client: WebClient, standin: SlackStandin) -> Non
     answer = client.chat_postMessage(channel="#loadtests", text="hello", blocks=blocks)
 
     assert answer["ok"] is True
-    assert answer["channel"] == "#loadtests"
+    assert answer["channel"] == standin.channel_id("#loadtests") and answer["channel"].startswith("C")  # an ID
     assert answer["message"]["text"] == "hello"
     assert standin.messages() == [{"channel": "#loadtests", "text": "hello", "blocks": blocks}]
 
@@ -205,3 +205,287 @@ def test_runs_as_a_process_until_sigterm(tmp_path: Path) -> None:
     (call,) = [json.loads(line) for line in record.read_text().splitlines()]
     assert call["method"] == "chat.postMessage"
     assert call["params"] == {"channel": "#d", "text": "demo"}
+
+
+# -- threads, edits, history -----------------------------------------------------------------------------
+
+def test_a_thread_can_be_read_back(client: WebClient, standin: SlackStandin) -> None:
+    parent = client.chat_postMessage(channel="#loadtests", text="run starts")
+    channel = parent["channel"]
+    client.chat_postMessage(channel=channel, text="stage one", thread_ts=parent["ts"])
+    client.chat_postMessage(channel=channel, text="aborted", thread_ts=parent["ts"], reply_broadcast=True)
+    reply_to_reply = client.chat_postMessage(channel=channel, text="late", thread_ts=standin.thread(channel, parent["ts"])[1]["ts"])
+
+    replies = client.conversations_replies(channel=channel, ts=parent["ts"])["messages"]
+    history = client.conversations_history(channel=channel)["messages"]
+
+    assert [m["text"] for m in replies] == ["run starts", "stage one", "aborted", "late"]
+    assert replies[0]["reply_count"] == 3
+    assert reply_to_reply["message"]["thread_ts"] == parent["ts"]  # a reply to a reply joins the parent's thread
+    assert [m["text"] for m in history] == ["aborted", "run starts"]  # newest first: the broadcast shows
+    assert history[0]["subtype"] == "thread_broadcast"
+
+
+def test_a_reply_to_a_message_that_does_not_exist_is_refused(client: WebClient, standin: SlackStandin) -> None:
+    channel = client.chat_postMessage(channel="#loadtests", text="x")["channel"]
+
+    with pytest.raises(SlackApiError) as caught:
+        client.chat_postMessage(channel=channel, text="orphan", thread_ts="123.456")
+
+    assert caught.value.response["error"] == "thread_not_found"
+
+
+def test_chat_update_edits_in_place_and_wants_the_channel_id(client: WebClient, standin: SlackStandin) -> None:
+    posted = client.chat_postMessage(channel="#loadtests", text="starting", blocks=[{"type": "divider"}])
+
+    with pytest.raises(SlackApiError) as by_name:
+        client.chat_update(channel="#loadtests", ts=posted["ts"], text="done")
+    with pytest.raises(SlackApiError) as unknown:
+        client.chat_update(channel=posted["channel"], ts="1.000001", text="done")
+    client.chat_update(channel=posted["channel"], ts=posted["ts"], text="PASS")
+
+    assert by_name.value.response["error"] == "channel_not_found"
+    assert unknown.value.response["error"] == "message_not_found"
+    now = standin.message(posted["channel"], posted["ts"])
+    assert now["text"] == "PASS" and "blocks" not in now and now["edited"]["count"] == 1
+    assert [u["text"] for u in standin.updates()] == ["PASS"]
+
+
+# -- rate limits ---------------------------------------------------------------------------------------
+
+def _raw_post(standin: SlackStandin, method: str, body: dict) -> tuple[int, dict, dict]:
+    request = urllib.request.Request(f"{standin.base_url}{method}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status, dict(answer.headers), json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers), json.loads(exc.read())
+
+
+def test_rate_limit_for_a_while_answers_429_with_retry_after(standin: SlackStandin) -> None:
+    standin.rate_limit(for_s=0.6, retry_after=2)
+
+    status, headers, body = _raw_post(standin, "chat.postMessage", {"channel": "#c", "text": "a"})
+    auth_status, _, _ = _raw_post(standin, "auth.test", {})  # only the named methods are limited
+    time.sleep(0.7)
+    after, _, _ = _raw_post(standin, "chat.postMessage", {"channel": "#c", "text": "b"})
+
+    assert (status, headers["Retry-After"], body) == (429, "2", {"ok": False, "error": "ratelimited"})
+    assert auth_status == 200 and after == 200
+    assert [m["text"] for m in standin.messages()] == ["b"]
+    assert [c.status for c in standin.rate_limited()] == [429]
+
+
+def test_rate_limit_for_a_number_of_calls_and_a_fractional_retry_after(standin: SlackStandin) -> None:
+    standin.rate_limit(calls=2, retry_after="1.5")
+
+    answers = [_raw_post(standin, "chat.postMessage", {"channel": "#c", "text": str(i)}) for i in range(3)]
+
+    assert [(a[0], a[1].get("Retry-After")) for a in answers] == [(429, "1.5"), (429, "1.5"), (200, None)]
+
+
+# -- Block Kit limits, as Slack enforces them -----------------------------------------------------------
+
+def _section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _table(rows: int, cells: int = 2) -> dict:
+    return {"type": "table", "rows": [[{"type": "raw_text", "text": "x"}] * cells for _ in range(rows)]}
+
+
+def _button(action_id: str, **extra) -> dict:
+    return {"type": "button", "text": {"type": "plain_text", "text": "Go"}, "action_id": action_id, **extra}
+
+
+@pytest.mark.parametrize(
+    ("blocks", "error"),
+    [
+        pytest.param([{"type": "divider"}] * 51, "invalid_blocks", id="51-blocks"),
+        pytest.param([_section("x" * 3001)], "invalid_blocks", id="section-3001"),
+        pytest.param([{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}], "invalid_blocks",
+                     id="header-151"),
+        pytest.param([{"type": "header", "text": {"type": "mrkdwn", "text": "*h*"}}], "invalid_blocks", id="header-mrkdwn"),
+        pytest.param([{"type": "section", "fields": [{"type": "mrkdwn", "text": "f"}] * 11}], "invalid_blocks",
+                     id="11-fields"),
+        pytest.param([{"type": "context", "elements": [{"type": "mrkdwn", "text": "c"}] * 11}], "invalid_blocks",
+                     id="context-11"),
+        pytest.param([{"type": "actions", "elements": [_button("a"), _button("a")]}], "invalid_blocks",
+                     id="duplicate-action-id"),
+        pytest.param([{"type": "actions", "elements": [_button("a", url="file:///tmp/report.html")]}], "invalid_blocks",
+                     id="button-file-url"),
+        pytest.param([{"type": "divider", "block_id": "b"}, {"type": "divider", "block_id": "b"}], "invalid_blocks",
+                     id="duplicate-block-id"),
+        pytest.param([_table(101)], "invalid_blocks", id="table-101-rows"),
+        pytest.param([_table(2, cells=21)], "invalid_blocks", id="table-21-cells"),
+        pytest.param([_table(2), _table(2)], "only_one_table_allowed", id="two-tables"),
+        pytest.param([_section("x" * 2900)] * 5, "msg_blocks_too_long", id="aggregate"),
+        pytest.param([{"type": "carousel"}], "invalid_blocks", id="unknown-type"),
+    ],
+)
+def test_blocks_over_slacks_limits_are_refused(client: WebClient, standin: SlackStandin, blocks, error) -> None:
+    with pytest.raises(SlackApiError) as caught:
+        client.chat_postMessage(channel="#c", text="fallback", blocks=blocks)
+
+    assert caught.value.response["error"] == error
+    assert caught.value.response["response_metadata"]["messages"]  # Slack says why
+    assert standin.messages() == []
+
+
+def test_blocks_at_slacks_limits_are_taken(client: WebClient, standin: SlackStandin) -> None:
+    blocks = ([{"type": "header", "text": {"type": "plain_text", "text": "h" * 150}}, _section("x" * 3000), _table(100, 20)]
+              + [{"type": "actions", "elements": [_button(f"b{i}") for i in range(25)]}] + [{"type": "divider"}] * 46)
+
+    client.chat_postMessage(channel="#c", text="fallback", blocks=blocks)
+
+    assert len(standin.messages()[0]["blocks"]) == 50
+
+
+def test_text_over_40000_characters_is_too_long(client: WebClient) -> None:
+    with pytest.raises(SlackApiError) as caught:
+        client.chat_postMessage(channel="#c", text="x" * 40_001)
+
+    assert caught.value.response["error"] == "msg_too_long"
+
+
+# -- files in threads ---------------------------------------------------------------------------------
+
+def test_a_file_shared_in_a_thread_is_a_reply(client: WebClient, standin: SlackStandin, tmp_path: Path) -> None:
+    path = tmp_path / "load.png"
+    path.write_bytes(b"\x89PNG" + bytes(100))
+    parent = client.chat_postMessage(channel="#loadtests", text="run")
+
+    client.files_upload_v2(channel=parent["channel"], thread_ts=parent["ts"], file=str(path), title="load",
+                           initial_comment="the chart")
+
+    thread = standin.thread(parent["channel"], parent["ts"])
+    assert [m["text"] for m in thread] == ["run", "the chart"]
+    (record,) = standin.files()
+    assert thread[1]["files"] == [{"id": record["file_id"]}] and record["thread_ts"] == parent["ts"]
+
+
+@pytest.mark.parametrize(
+    ("channel", "thread_ts", "error"),
+    [
+        pytest.param("#loadtests", None, "invalid_channel", id="a-name-not-an-id"),
+        pytest.param("ID", "1.000001", "invalid_thread_ts", id="unknown-thread"),
+    ],
+)
+def test_a_file_needs_a_channel_id_and_a_real_thread(client: WebClient, standin: SlackStandin, tmp_path: Path,
+                                                    channel, thread_ts, error) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text("abc")
+    real = client.chat_postMessage(channel="#loadtests", text="run")["channel"]
+
+    with pytest.raises(SlackApiError) as caught:
+        client.files_upload_v2(channel=real if channel == "ID" else channel, file=str(path), title="a",
+                               **({"thread_ts": thread_ts} if thread_ts else {}))
+
+    assert caught.value.response["error"] == error
+
+
+# -- button clicks -------------------------------------------------------------------------------------
+
+class _App:
+    """A tiny app behind an Interactivity Request URL: keeps what Slack sent, answers 200."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/slack/interactions"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def app():
+    server = _App()
+    yield server
+    server.close()
+
+
+def _message_with_a_button(client: WebClient) -> dict:
+    blocks = [_section("summary"), {"type": "actions", "block_id": "acts",
+                                    "elements": [_button("stampede_rerun", value='{"run_id": "r1"}', style="primary")]}]
+    return client.chat_postMessage(channel="#loadtests", text="summary", blocks=blocks)
+
+
+def test_a_click_is_a_signed_block_actions_post(client: WebClient, standin: SlackStandin, app: _App) -> None:
+    from urllib.parse import parse_qs
+
+    from slack_sdk.signature import SignatureVerifier
+
+    posted = _message_with_a_button(client)
+
+    result = standin.click(app.url, channel=posted["channel"], ts=posted["ts"], action_id="stampede_rerun",
+                           user_id="U0ALICE", username="alice")
+
+    assert result.status == 200
+    ((headers, body),) = app.received
+    assert headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert SignatureVerifier(standin.signing_secret).is_valid_request(body, headers)
+    payload = json.loads(parse_qs(body.decode())["payload"][0])
+    assert payload["type"] == "block_actions" and payload["user"]["id"] == "U0ALICE"
+    assert payload["container"] == {"type": "message", "message_ts": posted["ts"], "channel_id": posted["channel"],
+                                    "is_ephemeral": False}
+    (action,) = payload["actions"]
+    assert (action["action_id"], action["block_id"], action["value"]) == ("stampede_rerun", "acts", '{"run_id": "r1"}')
+    assert payload["response_url"] == result.response_url and result.response_url.startswith(standin.url)
+
+
+def test_a_forged_click_does_not_verify(client: WebClient, standin: SlackStandin, app: _App) -> None:
+    from slack_sdk.signature import SignatureVerifier
+
+    posted = _message_with_a_button(client)
+
+    standin.click(app.url, channel=posted["channel"], ts=posted["ts"], action_id="stampede_rerun", secret="not-the-secret")
+    standin.click(app.url, channel=posted["channel"], ts=posted["ts"], action_id="stampede_rerun",
+                  timestamp=int(time.time()) - 600)  # a replay: signed, but 10 minutes old
+
+    verifier = SignatureVerifier(standin.signing_secret)
+    assert [verifier.is_valid_request(body, headers) for headers, body in app.received] == [False, False]
+
+
+def test_a_click_on_a_missing_button_is_an_error(client: WebClient, standin: SlackStandin, app: _App) -> None:
+    posted = _message_with_a_button(client)
+
+    with pytest.raises(LookupError):
+        standin.click(app.url, channel=posted["channel"], ts=posted["ts"], action_id="nope")
+    assert app.received == []
+
+
+def test_answers_to_the_response_url_are_kept_and_limited_to_five(client: WebClient, standin: SlackStandin,
+                                                                   app: _App) -> None:
+    from slack_sdk.webhook import WebhookClient
+
+    posted = _message_with_a_button(client)
+    result = standin.click(app.url, channel=posted["channel"], ts=posted["ts"], action_id="stampede_rerun")
+    webhook = WebhookClient(result.response_url)
+
+    first = webhook.send(text="only for you", response_type="ephemeral", replace_original=False)
+    replaced = webhook.send(text="re-run started", replace_original=True)
+    statuses = [webhook.send(text=f"again {i}").status_code for i in range(4)]
+
+    assert first.status_code == replaced.status_code == 200
+    assert statuses == [200, 200, 200, 404]  # five answers per response URL
+    assert standin.responses()[0]["text"] == "only for you" and standin.responses()[0]["user"] == "U0ALICE"
+    assert standin.message(posted["channel"], posted["ts"])["text"] == "re-run started"  # replace_original edits it

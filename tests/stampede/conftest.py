@@ -15,3 +15,16 @@ def cloud_only(aws, monkeypatch):
     monkeypatch.delenv("STAMPEDE_CLOUD_WORKERS_STANDIN")
     monkeypatch.setenv("STAMPEDE_MASTER_HOST", "10.0.1.20")
     return aws
+
+
+@pytest.fixture
+def tiny_png() -> bytes:
+    """A valid 1x1 PNG (a chart to upload to the Slack stand-in)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))

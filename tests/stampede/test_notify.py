@@ -1,362 +1,284 @@
-"""Slack messages built from typed run records, and the one redaction every message goes through."""
+"""The notify step: one Slack thread per run, live, in order, and nothing lost while Slack is merely slow.
+
+Real slack-sdk client, real provider hook, real Slack stand-in (which enforces Slack's limits, answers 429
+and 503 on demand and keeps the thread to read back). The plan and results are typed records written to a
+real run folder.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from stampede.core import fmt
-from stampede.core.redact import text as redact
-from stampede.core.records import (
-    Breach,
-    Check,
-    CleanupResult,
-    Comparison,
-    CostRecord,
-    Finding,
-    GeneratorHealth,
-    Regression,
-    RunResult,
-    StageComparison,
-    StageResult,
-    Stop,
-)
+from stampede.core.paths import Artifact
+from stampede.core.records import CleanupResult, GeneratorHealth, RunResult, StageResult, Stop, write_results
 from stampede.core.stops import StopKind
+from stampede.infra.slack_standin import SlackStandin
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import Scenario, Stage, Thresholds
-from stampede.render import slack as notify
-from stampede.render.slack import Message, abort_message, failure_message, stage_message, start_message, summary_message
-
-
-def all_text(message: Message) -> str:
-    return message.text + "\n" + json.dumps(message.blocks, ensure_ascii=False)
-
-
-def block_texts(message: Message) -> list[str]:
-    texts = []
-    for block in message.blocks:
-        if "text" in block:
-            texts.append(block["text"]["text"])
-        texts.extend(e["text"] for e in block.get("elements", []))
-    return texts
-
-
-def assert_valid_blocks(message: Message) -> None:
-    assert 0 < len(message.blocks) <= 50
-    for block in message.blocks:
-        if block["type"] == "header":
-            assert block["text"]["type"] == "plain_text" and len(block["text"]["text"]) <= 150
-        if block["type"] == "section":
-            assert len(block["text"]["text"]) <= 3000
-
-
-def make_stage(name: str = "hold", *, passed: bool = True, p95_ms: float = 180.0, duration_s: float = 600,
-               checks: bool = True) -> StageResult:
-    return StageResult(
-        name=name, scenario="normal", users=1000, duration_s=duration_s, requests=90_000,
-        failures=180, rps=150.25, p50_ms=12.0, p95_ms=p95_ms, p99_ms=420.0, max_ms=900.0, error_rate=0.002,
-        checks=[
-            Check(metric="p95_ms", op="<", threshold=200, value=p95_ms, passed=passed),
-            Check(metric="error_rate", op="<", threshold=0.01, value=0.002, passed=True),
-        ] if checks else [],
-        passed=passed,
-    )
-
-
-def make_results(**overrides) -> RunResult:
-    result = RunResult(
-        run_id="manual__2026-05-01T02:00:00", scenario="normal", target="https://staging.example/v1",
-        verdict="pass", started_at="2026-05-01T02:00:00Z", finished_at="2026-05-01T02:20:00Z",
-        stages=[make_stage("ramp"), make_stage("hold")], run_tag="LT-manual20260501T020000",
-        generator=GeneratorHealth(cpu_max_pct=41.0), cleanup=CleanupResult(created=120, deleted=120, left=0, ok=True),
-    )
-    return replace(result, **overrides)
-
-
-# -- redaction (stampede.core.redact: every message goes through it) --------------------------
-
-@pytest.mark.parametrize(
-    ("raw", "masked"),
-    [
-        pytest.param("Authorization: Bearer eyJhbGciOi.abc-def", "Authorization: Bearer ***", id="bearer"),
-        pytest.param("token xoxb-123-456-AbC", "token xoxb-***", id="xoxb"),
-        pytest.param("user token xoxp-9-8-7", "user token xoxp-***", id="xoxp"),
-        pytest.param("login password=hunter2 user=bob", "login password=*** user=bob", id="password-pair"),
-        pytest.param('{"password": "hunter2", "n": 1}', '{"password": "***", "n": 1}', id="json-password"),
-        pytest.param("?access_token=abc&page=2", "?access_token=***&page=2", id="query-token"),
-        pytest.param("postgres://app:s3cret@db:5432/x", "postgres://app:***@db:5432/x", id="url-credentials"),
-        pytest.param("p95 was 250 ms, invalid token provided", "p95 was 250 ms, invalid token provided", id="prose"),
-        pytest.param("login failed: password=hunter2", "login failed: password=***", id="pair-after-colon"),
-        pytest.param("password=\"unterminated rest", "password=\"*** rest", id="unterminated-quote"),
-        pytest.param("```password=hunter2```", "```password=***```", id="inside-code-block"),
-        pytest.param("<https://x.example/?token=abc|Open>", "<https://x.example/?token=***|Open>", id="inside-link"),
-    ],
-)
-def test_redact(raw: str, masked: str) -> None:
-    assert redact(raw) == masked
-    assert redact(masked) == masked
-
-
-def test_redact_is_linear_on_long_text() -> None:
-    started = time.perf_counter()
-    for text in ("x" * 100_000, "a:" * 50_000, "a.b" * 30_000, "password=" * 10_000):
-        redact(text)
-
-    assert time.perf_counter() - started < 2
-
-
-# -- builders -------------------------------------------------------------------------------
-
-def test_start_message_from_a_run_plan() -> None:
-    scenario = Scenario(
-        name="normal", journeys={"agent": 1.0}, think_time_s=(3, 8),
-        stages=(Stage("ramp", 1000, 10, 300), Stage("hold", 1000, 10, 600)),
-        thresholds=Thresholds(p95_ms=200),
-    )
-    peak = Scenario(
-        name="peak", journeys={"agent": 1.0}, think_time_s=(3, 8), stages=(Stage("peak", 2500, 20, 600),),
-    )
-    plan = RunPlan(run_id="nightly__2026-05-01", target="https://staging.example/v1", environment="staging",
-                   scenarios=(scenario, peak), workers=2)
-
-    message = start_message(plan)
-
-    assert message.text == (
-        ":rocket: Load test starting: normal → peak on staging (https://staging.example/v1), "
-        "peak 2,500 users for 25 min. Run nightly__2026-05-01"
-    )
-    text = all_text(message)
-    for expected in ("normal → peak", "https://staging.example/v1", "staging", "2,500", "25 min", "3 stages",
-                     "nightly__2026-05-01"):
-        assert expected in text
-    assert_valid_blocks(message)
+from stampede.render.slack import ACTION_PIN, ACTION_RERUN, failure_message
+from stampede.steps import notify
 
+pytestmark = pytest.mark.integration
 
-def test_start_message_hides_credentials_in_the_target() -> None:
-    scenario = Scenario(name="normal", journeys={"agent": 1.0}, think_time_s=(3, 8), stages=(Stage("s", 10, 10, 60),))
-    plan = RunPlan(run_id="r", target="https://loadtest:hunter2@staging.example/v1", environment="staging",
-                   scenarios=(scenario,), workers=0)
+TOKEN = "xoxb-notify-test-SECRET"
+CHANNEL = "#loadtests"
+RUN_ID = "manual__2026-05-01T02:00:00+00:00"
 
-    text = all_text(start_message(plan))
 
-    assert "hunter2" not in text and "https://***@staging.example/v1" in text
+def stage(name: str, *, passed: bool = True) -> StageResult:
+    return StageResult(name=name, scenario="normal", users=50, duration_s=20, requests=900, failures=0, rps=45.0,
+                       p50_ms=4.0, p95_ms=9.0, p99_ms=14.0, max_ms=30.0, error_rate=0.0, passed=passed)
+
+
+@pytest.fixture
+def reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("STAMPEDE_REPORTS_DIR", str(tmp_path / "reports"))
+    for name in ("STAMPEDE_SLACK_TOKEN", "STAMPEDE_SLACK_BASE_URL", "STAMPEDE_SLACK_CHANNEL",
+                 "AIRFLOW_CONN_SLACK_API_DEFAULT", "STAMPEDE_REPORTS_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "reports"
+
+
+@pytest.fixture
+def slack(reports: Path, monkeypatch: pytest.MonkeyPatch):
+    with SlackStandin(token=TOKEN) as standin:
+        monkeypatch.setenv("STAMPEDE_SLACK_TOKEN", TOKEN)
+        monkeypatch.setenv("STAMPEDE_SLACK_BASE_URL", standin.base_url)
+        monkeypatch.setenv("STAMPEDE_SLACK_CHANNEL", CHANNEL)
+        yield standin
+
+
+@pytest.fixture
+def plan(reports: Path) -> RunPlan:
+    scenario = Scenario(name="normal", journeys={"agent": 1.0}, think_time_s=(1, 2),
+                        stages=(Stage("ramp", 50, 5, 20), Stage("hold", 50, 5, 40)), thresholds=Thresholds(p95_ms=200))
+    return RunPlan(run_id=RUN_ID, target="http://127.0.0.1:9/v1", environment="local", scenarios=(scenario,), workers=0)
+
 
+def folder(plan: RunPlan) -> Path:
+    return Path(notify.folder_of(plan).path)
 
-def test_stage_message_passed() -> None:
-    message = stage_message(make_stage("hold", checks=False))
 
-    assert message.text.startswith(":white_check_mark: Stage hold passed: 1,000 users · 150.2 req/s")
-    assert "p50 12 ms · p95 180 ms · p99 420 ms · errors 0.20%" in message.text
-    assert "90,000 requests, 180 failed, over 10 min" in all_text(message)
-    assert_valid_blocks(message)
-
-
-def test_stage_message_failed_names_the_breached_check() -> None:
-    message = stage_message(make_stage("hold", passed=False, p95_ms=312.0))
-
-    assert message.text.startswith(":x: Stage hold failed")
-    assert "breached: p95 312 ms (must be &lt; 200 ms)" in message.text
-    assert "errors" not in message.text.split("breached:")[1]  # the passing check is not listed
-
-
-@pytest.mark.parametrize(
-    ("stop", "words"),
-    [
-        pytest.param(Stop(reason="kill switch set by ana", kind=StopKind.KILL_SWITCH),
-                     "kill switch set by ana (the kill switch was set", id="kill-switch"),
-        pytest.param(Stop(reason="GET /health: 503", kind=StopKind.TARGET_UNHEALTHY),
-                     "GET /health: 503 (the target failed its health check between stages", id="target-down"),
-    ],
-)
-def test_abort_message_says_why_and_what_the_kind_of_stop_means(stop: Stop, words: str) -> None:
-    message = abort_message("run-7", stop)
-
-    assert message.text.startswith(f":octagonal_sign: Load test stopped early (run run-7): {words}")
-    assert f"`{stop.kind}`" in block_texts(message)[-1]
-    assert_valid_blocks(message)
-
-
-def test_abort_message_shows_the_breach_escaped() -> None:
-    breach = Breach(stage="hold", metric="p95_ms", threshold=1000.0, value=1200.0, at=0.0, window_s=10)
-    message = abort_message("run-7", Stop(reason="p95 1200 ms > 1000 ms in <hold>", kind=StopKind.ABORT, breach=breach))
-
-    assert "p95 1200 ms &gt; 1000 ms in &lt;hold&gt;" in message.text  # escaped for mrkdwn
-    assert "*Breach* in hold: p95 1,200 ms over 10 s (threshold 1,000 ms)" in block_texts(message)[1]
-
-
-def test_failure_message_trims_and_masks() -> None:
-    long_error = RuntimeError("connect failed: password=hunter2 " + "x" * 5000)
-
-    message = failure_message(dag_id="loadtest_nightly", task_id="run_stages", run_id="r1",
-                              log_url="http://airflow:8080/dags/loadtest_nightly/runs/r1/tasks/run_stages",
-                              exception=long_error)
-
-    text = all_text(message)
-    assert "hunter2" not in text
-    assert "RuntimeError: connect failed: password=***" in message.text
-    code = message.blocks[1]["text"]["text"]
-    assert code.startswith("```RuntimeError: connect failed: password=*** x") and code.endswith("…```")
-    assert len(message.text) < 2000
-    assert "<http://airflow:8080/dags/loadtest_nightly/runs/r1/tasks/run_stages|Open the task log>" in text
-    assert message.blocks[0]["text"]["text"] == ":boom: Task failed: loadtest_nightly.run_stages"
-    assert_valid_blocks(message)
-
-
-def test_failure_message_without_exception_or_log() -> None:
-    message = failure_message(dag_id="d", task_id="t", run_id="r", log_url=None, exception=None)
-
-    assert "(no exception recorded)" in message.text
-    assert "No log link" in all_text(message)
-
-
-def test_summary_pass() -> None:
-    message = summary_message(make_results(), report_url="https://reports.example/r1/index.html")
-
-    assert message.text.startswith(":white_check_mark: Load test PASS: normal on https://staging.example/v1, 2/2")
-    header = message.blocks[0]
-    assert header["type"] == "header" and header["text"]["text"].startswith(":white_check_mark: Load test PASS")
-    texts = block_texts(message)
-    stage_lines = [t for t in texts if "*ramp*" in t or "*hold*" in t]
-    assert stage_lines == [
-        ":white_check_mark: *ramp*: 1,000 users · 150.2 req/s · p50 12 ms · p95 180 ms · p99 420 ms · errors 0.20%",
-        ":white_check_mark: *hold*: 1,000 users · 150.2 req/s · p50 12 ms · p95 180 ms · p99 420 ms · errors 0.20%",
-    ]
-    assert ":broom: Cleanup: 120 created, 120 deleted, 0 left" in texts
-    assert "<https://reports.example/r1/index.html|Open the report>" in all_text(message)
-    assert "generator CPU max 41%" in all_text(message)
-    assert "CLEANUP INCOMPLETE" not in all_text(message)
-    assert_valid_blocks(message)
-
-
-def test_summary_fail_lists_failing_checks() -> None:
-    results = make_results(verdict="fail", stages=[make_stage("ramp"), make_stage("hold", passed=False, p95_ms=312.0)])
-
-    message = summary_message(results, report_url=None)
-
-    assert message.text.startswith(":x: Load test FAIL: normal on https://staging.example/v1, 1/2 stages passed")
-    assert "hold FAIL (p95 312 ms" in message.text
-    hold = next(t for t in block_texts(message) if "*hold*" in t)
-    assert hold.startswith(":x: *hold*")
-    assert "breached: p95 312 ms (must be &lt; 200 ms)" in hold
-    assert "No report link" in all_text(message)
-
-
-def test_summary_invalid_and_aborted() -> None:
-    results = make_results(
-        verdict="invalid", aborted=True, stopped=Stop(reason="kill switch set", kind=StopKind.KILL_SWITCH),
-        generator=GeneratorHealth(cpu_max_pct=97.0, saturated=True, workers=1, recommended_workers=3),
-    )
-
-    message = summary_message(results, report_url=None)
-
-    text = all_text(message)
-    assert message.blocks[0]["text"]["text"].startswith(":warning: Load test INVALID")
-    assert "*Aborted early*: kill switch set (the kill switch was set: the figures end early" in text
-    assert "Load generator saturated* (CPU max 97%)" in text and "use 3 workers (2 more)" in text
-    assert "generator saturated (CPU max 97%)" in message.text
-
-
-@pytest.mark.parametrize(
-    ("cleanup", "problem", "expected"),
-    [
-        pytest.param(CleanupResult(created=50, deleted=38, left=12, ok=True), "12 test entities left",
-                     "(50 created, 38 deleted, 12 left)", id="left"),
-        pytest.param(CleanupResult(created=50, deleted=0, left=0, ok=False, error="403 Forbidden"),
-                     "cleanup reported errors, though it counted none left", "Cleanup failed: 403 Forbidden",
-                     id="failed"),
-        pytest.param(CleanupResult(created=50), "unknown how many test entities are left",
-                     "(50 created, 0 deleted, unknown left)", id="never-ran"),
-        pytest.param(CleanupResult(created=50, left=-1, ok=False, error="ConnectError: refused"),
-                     "unknown how many test entities are left", "Cleanup failed: ConnectError: refused",
-                     id="failed-before-counting"),
-    ],
-)
-def test_a_pass_that_left_test_data_says_what_was_left_first_and_never_pass(cleanup, problem, expected) -> None:
-    message = summary_message(make_results(cleanup=cleanup), report_url=None)
-
-    header, first = message.blocks[0]["text"]["text"], block_texts(message)[1]
-    assert header.startswith(f":rotating_light: CLEANUP INCOMPLETE: {problem} · load test thresholds met: normal")
-    assert first.startswith(f":rotating_light: *CLEANUP INCOMPLETE: {problem}*") and expected in first
-    assert "delete it by the run tag `LT-manual20260501T020000`" in first
-    assert message.text.startswith(f":rotating_light: CLEANUP INCOMPLETE: {problem} · load test thresholds met")
-    assert "PASS" not in all_text(message) and ":white_check_mark: Load test" not in all_text(message)
-
-
-def test_a_fail_that_left_test_data_says_so_before_the_verdict() -> None:
-    message = summary_message(make_results(verdict="fail", cleanup=CleanupResult(left=3, ok=True)), report_url=None)
-
-    assert message.blocks[0]["text"]["text"].startswith(
-        ":rotating_light: CLEANUP INCOMPLETE: 3 test entities left · :x: Load test FAIL: normal")
-
-
-def test_summary_escapes_and_stays_within_slack_limits() -> None:
-    stages = [make_stage(f"step-{i}") for i in range(80)]
-    message = summary_message(make_results(scenario="<!channel> & co", stages=stages), report_url=None)
-
-    assert_valid_blocks(message)
-    mrkdwn = block_texts(message)[1:]  # the header is plain_text: Slack parses no mentions there
-    assert message.blocks[0]["type"] == "header"
-    assert not [t for t in mrkdwn + [message.text] if "<!channel>" in t]
-    assert "&lt;!channel&gt; &amp; co" in message.text
-    assert "more stages in the report" in all_text(message)
-
-
-def test_summary_of_a_run_without_stages_does_not_crash() -> None:
-    message = summary_message(make_results(verdict="invalid", stages=[]), report_url=None)
-
-    assert "INVALID" in message.text and "No stage produced figures" in all_text(message)
-    assert_valid_blocks(message)
-
-
-def test_summary_shows_cost_baseline_and_top_bottleneck() -> None:
-    comparison = Comparison(
-        verdict="regressed", baseline_run_id="nightly-0",
-        regressions=[Regression(stage="hold", endpoint="GET /listings", why="p95 100 → 400 ms")],
-        stages=[StageComparison(name="hold", p95_ms=400.0, baseline_p95_ms=100.0, rps=150.0, baseline_rps=149.0)])
-    results = make_results(
-        cost=CostRecord(provider="ecs", workers=2, size="fargate-1vcpu-2gb", estimate_usd=0.0512, actual_usd=1.5),
-        comparison=comparison,
-        bottlenecks=[Finding("resource_saturated", "database pool", "Database pool exhausted", ["8/8 in use"])])
-
-    text = all_text(summary_message(results, report_url=None))
-
-    assert ":moneybag: Cost: 1.50 USD actual (estimate 0.0512 USD), 2 ecs workers fargate-1vcpu-2gb" in text
-    assert "*Baseline*: REGRESSED vs run `nightly-0`" in text and "*GET /listings* in hold" in text
-    assert "hold: p95 100 ms → 400 ms, 149.0 → 150.0 req/s" in text
-    assert ":mag: *Top bottleneck*: Database pool exhausted: 8/8 in use" in text
-
-
-def test_a_long_run_with_every_section_keeps_its_last_block_within_the_limit() -> None:
-    results = make_results(
-        stages=[make_stage(f"step-{i}") for i in range(80)],
-        generator=GeneratorHealth(cpu_max_pct=97.0, saturated=True),
-        cost=CostRecord(provider="ecs", workers=2, size="fargate-1vcpu-2gb"),
-        comparison=Comparison(verdict="unchanged", baseline_run_id="nightly-0"),
-        bottlenecks=[Finding("resource_saturated", "database pool", "Database pool exhausted", ["8/8 in use"])])
-
-    message = summary_message(results, report_url=None)
-
-    assert_valid_blocks(message)
-    assert message.blocks[-1]["type"] == "context" and "Run `manual__2026-05-01T02:00:00`" in block_texts(message)[-1]
-
-
-def test_durations_read_as_in_the_report() -> None:
-    message = stage_message(make_stage("hold", duration_s=125))
-
-    assert f"over {fmt.duration(125)}" in all_text(message) and fmt.duration(125) == "2 min 5 s"
-
-
-def test_message_is_frozen() -> None:
-    message = abort_message("r", Stop(reason="x", kind=StopKind.ABORT))
-    with pytest.raises(AttributeError):
-        message.text = "changed"  # type: ignore[misc]
-
-
-def test_notify_has_an_explicit_public_surface() -> None:
-    assert set(notify.__all__) == {
-        "Message", "abort_message", "failure_message", "stage_message", "start_message", "summary_message",
-    }
-    assert not hasattr(notify, "redact") and not hasattr(notify, "task_failure_callback")
+PNG = b"\x89PNG\r\n\x1a\n"  # enough of a chart for a file upload
+
+
+def finish(plan: RunPlan, *stages: StageResult, stopped: Stop | None = None, chart: bool = True) -> RunResult:
+    """What validate and report leave in the run folder: results.json, and the chart."""
+    result = RunResult(run_id=plan.run_id, scenario="normal", target=plan.target, verdict="pass",
+                       started_at="2026-05-01T02:00:00Z", finished_at="2026-05-01T02:01:00Z", stages=list(stages),
+                       run_tag=plan.run_tag, generator=GeneratorHealth(cpu_max_pct=12.0),
+                       cleanup=CleanupResult(created=10, deleted=10, left=0, ok=True), stopped=stopped,
+                       aborted=stopped is not None)
+    write_results(result, folder(plan) / Artifact.RESULTS)
+    if chart:
+        (folder(plan) / Artifact.CHARTS).mkdir(parents=True, exist_ok=True)
+        (folder(plan) / Artifact.CHARTS / "load.png").write_bytes(PNG + bytes(64))
+    return result
+
+
+def parent_of(plan: RunPlan) -> dict:
+    return json.loads((folder(plan) / Artifact.SLACK_THREAD).read_text())["parent"]
+
+
+def wait_for(predicate, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def texts(thread: list[dict]) -> list[str]:
+    return [m["text"].split(":", 2)[-1].strip()[:40] if m.get("text") else f"file {m['files'][0]['id']}"
+            for m in thread]
+
+
+def test_one_thread_per_run_parent_live_replies_summary_broadcast_chart(slack: SlackStandin, plan: RunPlan) -> None:
+    notify.notify_start(plan, channel=CHANNEL)
+    parent = parent_of(plan)
+
+    notify.notify_stage_ended(plan, stage("ramp"))
+    wait_for(lambda: len(slack.thread(parent["channel"], parent["ts"])) == 2)  # live: before anything else happens
+    notify.notify_stage_ended(plan, stage("hold"))
+    wait_for(lambda: len(slack.thread(parent["channel"], parent["ts"])) == 3)
+    finish(plan, stage("ramp"), stage("hold"))
+    answer = notify.notify_summary(plan, dag_id="loadtest_nightly")
+
+    thread = slack.thread(parent["channel"], parent["ts"])
+    assert answer["ok"] and answer["thread_ts"] == parent["ts"]
+    assert [m.get("subtype") for m in thread] == [None, None, None, "thread_broadcast", None]
+    assert thread[0]["text"].startswith(":white_check_mark: Load test PASS: normal")  # the parent is now the summary
+    assert thread[0]["edited"]["count"] == 1
+    assert {b["type"] for b in thread[0]["blocks"]} >= {"header", "table", "actions"}
+    assert {e["action_id"] for b in thread[0]["blocks"] if b["type"] == "actions" for e in b["elements"]} == {
+        ACTION_RERUN, ACTION_PIN}
+    assert [m["text"][:26] for m in thread[1:3]] == [":white_check_mark: Stage r", ":white_check_mark: Stage h"]
+    (chart,) = slack.files()
+    assert thread[4]["files"] == [{"id": chart["file_id"]}] and chart["thread_ts"] == parent["ts"]
+    assert [m["channel"] for m in slack.messages()] == [CHANNEL] + [parent["channel"]] * 3  # one channel
+    assert len(slack.updates()) == 1
+    assert [m["text"] for m in slack.history(parent["channel"])][-1].startswith(":white_check_mark: Load test PASS")
+    assert not (folder(plan) / Artifact.SLACK_FALLBACK).exists()
+
+
+def test_every_message_is_posted_once_whoever_asks_and_however_often(slack: SlackStandin, plan: RunPlan) -> None:
+    notify.notify_start(plan)
+    notify.notify_start(plan)
+    notify.notify_stage_ended(plan, stage("ramp"))
+    notify.notify_stage_ended(plan, stage("ramp"))
+    finish(plan, stage("ramp"), stage("hold"), stopped=Stop(reason="kill switch set", kind=StopKind.KILL_SWITCH))
+    notify.notify_stages(plan)  # after the load step: hold and the abort, which nobody posted live
+    notify.notify_stages(plan)
+    notify.notify_summary(plan)
+    notify.notify_summary(plan)  # a retried task
+
+    parent = parent_of(plan)
+    thread = slack.thread(parent["channel"], parent["ts"])
+    assert len(slack.messages()) == 5 and len(slack.updates()) == 1 and len(slack.files()) == 1
+    assert [m["text"][:30] for m in thread[1:4]] == [
+        ":white_check_mark: Stage ramp ", ":white_check_mark: Stage hold ", ":octagonal_sign: Load test sto"]
+    assert thread[3]["subtype"] == "thread_broadcast"  # an abort is broadcast to the channel
+
+
+def test_the_live_call_returns_at_once_even_while_slack_rate_limits(slack: SlackStandin, plan: RunPlan) -> None:
+    notify.notify_start(plan)
+    slack.rate_limit(for_s=3, retry_after=2)
+
+    started = time.monotonic()
+    notify.notify_stage_ended(plan, stage("ramp"))
+    notify.notify_stage_ended(plan, stage("hold"))
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 0.2  # the load's loop polls its stop probe twice a second: Slack must not hold it
+    parent = parent_of(plan)
+    wait_for(lambda: len(slack.thread(parent["channel"], parent["ts"])) == 3, timeout_s=20)
+    assert slack.rate_limited()  # the sender met the 429s and waited them out
+
+
+def test_a_rate_limit_for_a_while_loses_nothing_and_keeps_the_order(slack: SlackStandin, plan: RunPlan) -> None:
+    slack.rate_limit(for_s=4, retry_after=1)  # from before the start message on
+
+    notify.notify_start(plan)
+    for name in ("ramp", "hold"):
+        notify.notify_stage_ended(plan, stage(name))
+    finish(plan, stage("ramp"), stage("hold"))
+    notify.notify_summary(plan, dag_id="loadtest_manual")
+
+    parent = parent_of(plan)
+    thread = slack.thread(parent["channel"], parent["ts"])
+    assert len(slack.rate_limited()) >= 3
+    assert [m["text"][:35] for m in thread[:3]] == [
+        ":white_check_mark: Load test PASS: ", ":white_check_mark: Stage ramp passe", ":white_check_mark: Stage hold passe"]
+    assert len(thread) == 5 and thread[3]["subtype"] == "thread_broadcast" and thread[4].get("files")
+    assert not (folder(plan) / Artifact.SLACK_FALLBACK).exists()  # slow is not down: nothing went to the file
+    assert "did not reach Slack" not in json.dumps(thread[0]["blocks"])
+
+
+def test_sends_are_paced_at_one_a_second(slack: SlackStandin, plan: RunPlan) -> None:
+    notify.notify_start(plan)
+    finish(plan, stage("ramp"), stage("hold"), chart=False)
+    notify.notify_summary(plan)
+
+    stamps = [c.at for c in slack.delivered()]
+    assert len(stamps) == 5
+    assert min(b - a for a, b in zip(stamps, stamps[1:])) >= notify.PACE_S * 0.9
+
+
+def test_slack_down_keeps_the_messages_locally_and_the_summary_says_so(slack: SlackStandin, plan: RunPlan) -> None:
+    notify.notify_start(plan)
+    slack.outage(for_s=3)  # 503: Slack is down while the stages end
+    notify.notify_stage_ended(plan, stage("ramp"))
+    notify.notify_stage_ended(plan, stage("hold"))
+    wait_for(lambda: (folder(plan) / Artifact.SLACK_FALLBACK).exists()
+             and len((folder(plan) / Artifact.SLACK_FALLBACK).read_text().splitlines()) == 2)
+    time.sleep(3)
+    finish(plan, stage("ramp"), stage("hold"), chart=False)
+    notify.notify_summary(plan)  # Slack is back
+
+    kept = [json.loads(line) for line in (folder(plan) / Artifact.SLACK_FALLBACK).read_text().splitlines()]
+    assert [(k["error"], k["text"][:30]) for k in kept] == [
+        ("server_error", ":white_check_mark: Stage ramp "), ("server_error", ":white_check_mark: Stage hold ")]
+    parent = parent_of(plan)
+    summary = json.dumps(slack.message(parent["channel"], parent["ts"])["blocks"])
+    assert "2 message(s) of this run did not reach Slack (server_error)" in summary
+    assert "slack_messages.jsonl" in summary
+
+
+def test_a_start_lost_to_an_outage_is_posted_again_as_the_parent(slack: SlackStandin, plan: RunPlan) -> None:
+    slack.outage(calls=3)
+    notify.notify_start(plan)  # kept locally: Slack is down
+    notify.notify_stage_ended(plan, stage("ramp"))  # Slack is back: the thread needs its parent first
+
+    wait_for(lambda: len(slack.messages()) == 2)
+    parent = parent_of(plan)
+    thread = slack.thread(parent["channel"], parent["ts"])
+    assert [m["text"][:25] for m in thread] == [":rocket: Load test starti", ":white_check_mark: Stage "]
+
+
+def test_without_slack_everything_is_kept_and_the_summary_says_why(reports: Path, plan: RunPlan) -> None:
+    notify.notify_start(plan)
+    notify.notify_stage_ended(plan, stage("ramp"))
+    finish(plan, stage("ramp"))
+    notify.notify_summary(plan)
+
+    wait_for(lambda: (folder(plan) / Artifact.SLACK_FALLBACK).exists())
+    kept = [json.loads(line) for line in (folder(plan) / Artifact.SLACK_FALLBACK).read_text().splitlines()]
+    assert {k["error"] for k in kept} == {"not_configured"}
+    summary = next(k for k in kept if "Load test PASS" in k["text"])
+    assert "Slack is not configured" in json.dumps(summary["blocks"])
+
+
+def test_a_summary_still_rate_limited_at_its_budget_goes_to_the_file(slack: SlackStandin, plan: RunPlan,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(notify, "SUMMARY_BUDGET_S", 4.0)
+    notify.notify_start(plan)
+    finish(plan, stage("ramp"), chart=False)
+    slack.rate_limit(for_s=60, retry_after=10)
+
+    started = time.monotonic()
+    notify.notify_summary(plan)
+
+    assert time.monotonic() - started < 10
+    kept = [json.loads(line) for line in (folder(plan) / Artifact.SLACK_FALLBACK).read_text().splitlines()]
+    assert [k["error"] for k in kept] == ["ratelimited"] * 3  # the reply, the summary, the broadcast: kept, not lost
+
+
+def test_an_alert_is_told_once_as_a_broadcast_reply_and_the_parent_says_it(slack: SlackStandin,
+                                                                           plan: RunPlan) -> None:
+    notify.notify_start(plan)
+    message = failure_message(dag_id="loadtest_nightly", task_id="run_stages", run_id=RUN_ID, log_url=None,
+                              exception=RuntimeError("master died"))
+
+    first = notify.notify_alert(RUN_ID, key="task:run_stages", message=message, status=":boom: *Failed* in run_stages")
+    again = notify.notify_alert(RUN_ID, key="task:run_stages", message=message, status=":boom: *Failed* in run_stages")
+
+    parent = parent_of(plan)
+    thread = slack.thread(parent["channel"], parent["ts"])
+    assert (first, again) == (True, False)
+    assert [m.get("subtype") for m in thread] == [None, "thread_broadcast"]
+    assert thread[0]["text"].startswith(":boom: *Failed* in run_stages")
+    assert notify.told(RUN_ID) == notify.Told(summary=False, alerts=("task:run_stages",), thread=True)
+
+
+def test_two_senders_at_once_still_post_each_message_once_in_order(slack: SlackStandin, plan: RunPlan) -> None:
+    notify.notify_start(plan)
+    slack.rate_limit(for_s=2, retry_after=1)
+    names = [f"s{i}" for i in range(4)]
+
+    threads = [threading.Thread(target=notify.notify_stage_ended, args=(plan, stage(n))) for n in names]
+    for t in threads:
+        t.start()
+    finish(plan, *[stage(n) for n in names], chart=False)
+    notify.notify_stages(plan)  # a second sender, in this thread, while the background one runs
+    for t in threads:
+        t.join()
+
+    parent = parent_of(plan)
+    wait_for(lambda: len(slack.thread(parent["channel"], parent["ts"])) == 5)
+    replies = [m["text"].split("Stage ")[1].split(" ")[0] for m in slack.thread(parent["channel"], parent["ts"])[1:]]
+    assert sorted(replies) == names and len(slack.messages()) == 5

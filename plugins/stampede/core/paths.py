@@ -38,7 +38,9 @@ class Artifact(StrEnum):
     COST = "cost.json"  # the actual cost after teardown
     STOP = "STOP"  # the supervisor asks the master to stop the load
     SLACK_FALLBACK = "slack_messages.jsonl"
-    SLACK_STAGES_SENT = "slack_stages.sent"
+    SLACK_THREAD = "slack_thread.json"  # the run's Slack thread: its parent, what was sent, what is queued
+    SLACK_LOCK = "slack_thread.lock"  # guards slack_thread.json (short reads and writes)
+    SLACK_SENDER_LOCK = "slack_sender.lock"  # one sender at a time, across the tasks and threads of a run
     MASTER_LOG = "logs/master.log"
     LOGS = "logs"
     CHARTS = "charts"

@@ -1,4 +1,4 @@
-"""Slack messages for a run: start, stage, abort, task failure and the final summary.
+"""Slack messages for a run's thread: start (the parent), stage and abort replies, alerts and the summary.
 
 Each builder takes typed records (a :class:`~stampede.plan.run_plan.RunPlan`, a
 :class:`~stampede.core.records.StageResult`, a whole
@@ -11,11 +11,20 @@ Figures read as in the HTML report (:mod:`stampede.core.fmt`), and so do the
 words for how a run ended (:mod:`stampede.render.outcome`). User-supplied text
 is escaped for Slack (``&``, ``<``, ``>``: no surprise ``<!channel>`` pings) and
 everything goes through :mod:`stampede.core.redact` before it leaves the process.
+
+Every message fits Slack's Block Kit limits by construction (:func:`_message` trims what could exceed
+them): at most 50 blocks, 3,000 characters per section, 150 per header, one table of at most 100 rows
+and 20 cells, and an aggregate text budget below the ~13,000 characters at which Slack answers
+``msg_blocks_too_long`` (an undocumented limit; slackapi/bolt-js#2509). The summary shows the figures per
+stage as a table block and carries three buttons (:data:`ACTION_OPEN_REPORT`, :data:`ACTION_RERUN`,
+:data:`ACTION_PIN`) whose values :func:`button_value` writes and :func:`parse_button_value` reads: the
+interactivity endpoint (``plugins/stampede_slack_actions.py``) acts on them.
 """
 
 from __future__ import annotations
 
 import re
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,18 +35,37 @@ from stampede.plan.run_plan import RunPlan
 from stampede.render.outcome import cleanup_problem, describe
 
 __all__ = [
+    "ACTION_OPEN_REPORT",
+    "ACTION_PIN",
+    "ACTION_RERUN",
+    "ButtonValue",
     "Message",
     "abort_message",
+    "action_reply",
+    "button_value",
     "failure_message",
+    "late_message",
+    "parse_button_value",
+    "refusal_message",
     "stage_message",
     "start_message",
+    "summary_broadcast",
     "summary_message",
+    "timed_out_message",
+    "with_status",
 ]
 
 MAX_EXCEPTION_CHARS = 1500
 MAX_SECTION_CHARS = 3000  # Slack's limit for a section's text
 MAX_HEADER_CHARS = 150  # Slack's limit for a header's plain text
 MAX_BLOCKS = 50  # Slack's limit per message
+MAX_TABLE_ROWS = 100  # Slack's limit per table (the header row included)
+MAX_BUTTON_VALUE = 2000
+BLOCKS_TEXT_BUDGET = 11_000  # below the ~13,000 characters of text at which Slack answers msg_blocks_too_long
+ACTIONS_BLOCK_ID = "stampede_summary_actions"
+ACTION_OPEN_REPORT = "stampede_open_report"
+ACTION_RERUN = "stampede_rerun"
+ACTION_PIN = "stampede_pin_baseline"
 
 VERDICT_EMOJI = {"pass": ":white_check_mark:", "fail": ":x:", "invalid": ":warning:"}
 OUTCOME_EMOJI = {"pass": ":white_check_mark:", "fail": ":x:", "invalid": ":warning:", "not run": ":white_circle:",
@@ -85,8 +113,35 @@ def _context(*parts: str) -> dict[str, Any]:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": _trim(p, MAX_SECTION_CHARS)} for p in parts]}
 
 
+def _text_size(value: Any) -> int:
+    """The characters of text in blocks, as Slack counts them toward its aggregate limit."""
+    if isinstance(value, dict):
+        return sum(len(v) if k == "text" and isinstance(v, str) else _text_size(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_text_size(v) for v in value)
+    return 0
+
+
+def _fit(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Blocks within Slack's limits: 50 at most (the last one, the run's context, kept), one table, and a
+    text budget kept by shortening the longest sections (builders with a table shorten it first)."""
+    blocks = [dict(b) for b in blocks]
+    if len(blocks) > MAX_BLOCKS:
+        blocks = blocks[: MAX_BLOCKS - 1] + blocks[-1:]
+    tables = [i for i, b in enumerate(blocks) if b["type"] == "table"]
+    for extra in reversed(tables[1:]):
+        del blocks[extra]
+    while (over := _text_size(blocks) - BLOCKS_TEXT_BUDGET) > 0:
+        longest = max((b for b in blocks if b["type"] == "section"), key=lambda b: len(b["text"]["text"]), default=None)
+        if longest is None or len(longest["text"]["text"]) <= 200:
+            break
+        text = longest["text"]["text"]
+        longest["text"] = {**longest["text"], "text": _trim(text, max(200, len(text) - over))}
+    return blocks
+
+
 def _message(text: str, blocks: list[dict[str, Any]]) -> Message:
-    return Message(text=redact_text(text), blocks=redact_value(blocks[:MAX_BLOCKS]))
+    return Message(text=redact_text(text), blocks=redact_value(_fit(blocks)))
 
 
 def _plural(n: int, word: str) -> str:
@@ -108,10 +163,94 @@ def _stage_line(stage: StageResult) -> str:
     return line
 
 
+def _cell(text: Any) -> dict[str, str]:
+    return {"type": "raw_text", "text": str(text)}
+
+
+TABLE_COLUMNS = ("Stage", "Users", "Req/s", "p50 ms", "p95 ms", "p99 ms", "Errors", "Result")
+
+
+def _stage_table(stages: list[StageResult], max_rows: int = MAX_TABLE_ROWS) -> dict[str, Any]:
+    """The figures per stage as one table block: a header row, a row per stage, at most ``max_rows`` rows
+    (the last one then says how many more stages the report has)."""
+    rows = [[_cell(c) for c in TABLE_COLUMNS]]
+    shown = stages if len(stages) < max_rows else stages[: max_rows - 2]
+    for s in shown:
+        rows.append([_cell(s.name), _cell(fmt.count(s.users)), _cell(fmt.num(s.rps)),
+                     _cell(fmt.ms(s.p50_ms, unit=False)), _cell(fmt.ms(s.p95_ms, unit=False)),
+                     _cell(fmt.ms(s.p99_ms, unit=False)), _cell(fmt.pct(s.error_rate)),
+                     _cell(s.outcome.upper() if s.outcome == "fail" else s.outcome)])
+    if len(shown) < len(stages):
+        hidden = len(stages) - len(shown)
+        rows.append([_cell(f"… {fmt.count(hidden)} more stages in the report")] + [_cell("") for _ in TABLE_COLUMNS[1:]])
+    return {"type": "table", "rows": rows,
+            "column_settings": [{"is_wrapped": True}] + [{"align": "right"} for _ in TABLE_COLUMNS[1:-1]]
+            + [{"align": "left"}]}
+
+
+# -- buttons ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ButtonValue:
+    """What a summary button acts on: the Airflow DAG run the summary reports."""
+
+    dag_id: str
+    run_id: str
+
+
+def button_value(dag_id: str, run_id: str) -> str:
+    """The ``value`` of the re-run and pin buttons (JSON; Slack allows 2,000 characters)."""
+    value = json.dumps({"dag_id": dag_id, "run_id": run_id}, separators=(",", ":"))
+    if len(value) > MAX_BUTTON_VALUE:
+        raise ValueError(f"button value: {len(value)} characters, Slack allows {MAX_BUTTON_VALUE}")
+    return value
+
+
+def parse_button_value(value: str | None) -> ButtonValue:
+    """:func:`button_value`'s JSON read back; ``ValueError`` for anything else."""
+    try:
+        data = json.loads(value or "")
+        return ButtonValue(dag_id=str(data["dag_id"]), run_id=str(data["run_id"]))
+    except (TypeError, KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a Stampede button value: {value!r}") from exc
+
+
+def _button(text: str, action_id: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "button", "text": {"type": "plain_text", "text": text, "emoji": True}, "action_id": action_id,
+            **extra}
+
+
+def _confirm(title: str, text: str, confirm: str) -> dict[str, Any]:
+    return {"title": {"type": "plain_text", "text": title}, "text": {"type": "mrkdwn", "text": text},
+            "confirm": {"type": "plain_text", "text": confirm}, "deny": {"type": "plain_text", "text": "Cancel"}}
+
+
+def _actions(result: RunResult, report_url: str | None, dag_id: str | None) -> dict[str, Any] | None:
+    """Open the report (an http(s) report only: Slack refuses other links), re-run, pin as the baseline."""
+    buttons = []
+    if report_url and str(report_url).startswith(("http://", "https://")):
+        buttons.append(_button(":bar_chart: Open the report", ACTION_OPEN_REPORT, url=str(report_url)))
+    if dag_id:
+        value = button_value(dag_id, result.run_id)
+        buttons.append(_button(":repeat: Re-run this scenario", ACTION_RERUN, value=value, style="primary",
+                               confirm=_confirm("Re-run the load test?",
+                                                f"This starts {_esc(dag_id)} again with the same settings "
+                                                f"({_esc(result.scenario)} on {_esc(redact_url(result.target))}).",
+                                                "Re-run")))
+        buttons.append(_button(":pushpin: Pin as baseline", ACTION_PIN, value=value,
+                               confirm=_confirm("Pin this run as the baseline?",
+                                                f"Later runs of {_esc(result.scenario)} on this target are compared "
+                                                f"with run `{_esc(result.run_id)}` until someone pins another.",
+                                                "Pin")))
+    if not buttons:
+        return None
+    return {"type": "actions", "block_id": ACTIONS_BLOCK_ID, "elements": buttons}
+
+
 # -- builders --------------------------------------------------------------------------------
 
 def start_message(plan: RunPlan) -> Message:
-    """The run is starting: scenarios, target, environment, peak users, planned duration, run id."""
+    """The run is starting (the thread's parent): scenarios, target, environment, peak users, duration, run id."""
     scenario = " → ".join(s.name for s in plan.scenarios)
     target, stages = redact_url(plan.target), plan.stages
     planned = f"{fmt.duration(plan.load_duration_s)} in {_plural(len(stages), 'stage')}"
@@ -130,9 +269,17 @@ def start_message(plan: RunPlan) -> Message:
     blocks = [
         _header(f":rocket: Load test starting: {scenario}"),
         _section("\n".join(details)),
-        _context(f"Run `{_esc(plan.run_id)}`"),
+        _context(f"Run `{_esc(plan.run_id)}` · each stage's figures follow in this thread as it ends"),
     ]
     return _message(text, blocks)
+
+
+def with_status(message: Message, status: str) -> Message:
+    """``message`` (the thread's parent) with a status line on top: what became of the run, for the channel."""
+    text = f"{status}: {message.text}"
+    blocks = [_section(status)] + [b for b in message.blocks if b.get("block_id") != "stampede_status"]
+    blocks[0] = {**blocks[0], "block_id": "stampede_status"}
+    return Message(text=redact_text(text), blocks=redact_value(_fit(blocks)))
 
 
 def stage_message(stage: StageResult) -> Message:
@@ -182,7 +329,7 @@ def _exception_text(exception: Any) -> str:
 def failure_message(
     *, dag_id: str, task_id: str, run_id: str, log_url: str | None, exception: Any
 ) -> Message:
-    """A task failed: where, which run, the (trimmed, masked) exception and a link to its log."""
+    """A task failed for a reason of its own: where, which run, the (trimmed, masked) exception, its log."""
     error = _exception_text(exception)
     text = f":boom: Task {_esc(dag_id)}.{_esc(task_id)} failed (run {_esc(run_id)}): {_esc(error)}"
     if log_url:
@@ -195,6 +342,51 @@ def failure_message(
         _context(f"DAG `{_esc(dag_id)}` · task `{_esc(task_id)}` · run `{_esc(run_id)}`"),
     ]
     return _message(text, blocks)
+
+
+def refusal_message(*, dag_id: str, run_id: str, reason: str, log_url: str | None = None) -> Message:
+    """The run was refused before any load was sent: the one message a refused run produces, and why."""
+    why = _trim(redact_text(str(reason).strip()), MAX_EXCEPTION_CHARS)
+    text = f":no_entry: Load test refused ({_esc(dag_id)}, run {_esc(run_id)}): {_esc(why)}. No load was sent."
+    blocks = [
+        _header(f":no_entry: Load test refused: {dag_id}"),
+        _section(f"*Why*: {_esc(why)}\nNo load was sent; nothing was started."),
+        _context(f"DAG `{_esc(dag_id)}` · run `{_esc(run_id)}`"
+                 + (f" · {_link(log_url, 'task log')}" if log_url else "")),
+    ]
+    return _message(text, blocks)
+
+
+def timed_out_message(*, dag_id: str, run_id: str, timeout: str, run_tag: str | None) -> Message:
+    """Airflow stopped a run that outlived its ``dagrun_timeout``: teardown tasks were skipped with the rest."""
+    tag = f" Test data and workers of this run may be left: the hourly reaper removes what carries the tag " \
+          f"`{_esc(run_tag)}`." if run_tag else ""
+    text = f":hourglass: Load test run timed out after {_esc(timeout)} ({_esc(dag_id)}, run {_esc(run_id)}).{tag}"
+    blocks = [
+        _header(f":hourglass: Load test timed out: {dag_id}"),
+        _section(f"The run outlived its time limit ({_esc(timeout)}); Airflow stopped its tasks, cleanup and "
+                 f"teardown included.{tag}"),
+        _context(f"DAG `{_esc(dag_id)}` · run `{_esc(run_id)}`"),
+    ]
+    return _message(text, blocks)
+
+
+def late_message(*, dag_id: str, run_id: str, queued_at: str | None, deadline: str | None) -> Message:
+    """A run is still going past its deadline (a deadline alert): nothing has failed yet, someone should look."""
+    text = (f":turtle: Load test run is late ({_esc(dag_id)}, run {_esc(run_id)}): still running past its deadline "
+            f"{_esc(deadline or '?')} (queued {_esc(queued_at or '?')}).")
+    blocks = [
+        _header(f":turtle: Load test run is late: {dag_id}"),
+        _section(f"Still running past its deadline *{_esc(deadline or '?')}* (queued {_esc(queued_at or '?')}): "
+                 "slower than this DAG's recent successful runs. It will be stopped at its time limit."),
+        _context(f"DAG `{_esc(dag_id)}` · run `{_esc(run_id)}`"),
+    ]
+    return _message(text, blocks)
+
+
+def action_reply(text: str) -> Message:
+    """The answer to a button press (posted to the click's response URL)."""
+    return _message(text, [_section(text)])
 
 
 def _cleanup_line(result: RunResult) -> str:
@@ -221,23 +413,31 @@ def _generator_line(generator: GeneratorHealth) -> str:
     return line
 
 
-def summary_message(result: RunResult, *, report_url: str | None) -> Message:
-    """What test data was left first (if any), then the verdict, every stage's figures, cleanup and the report.
+def _headline(result: RunResult) -> str:
+    """The verdict for people; a run that left test data (or cannot prove it left none) never reads as a pass."""
+    emoji = VERDICT_EMOJI[result.verdict]
+    problem = cleanup_problem(result.cleanup)
+    if problem is None:
+        return f"{emoji} Load test {result.verdict.upper()}"
+    if result.verdict == "pass":
+        return f"{CLEANUP_EMOJI} {problem} · load test thresholds met"
+    return f"{CLEANUP_EMOJI} {problem} · {emoji} Load test {result.verdict.upper()}"
+
+
+def summary_message(result: RunResult, *, report_url: str | None, dag_id: str | None = None,
+                    delivery_note: str | None = None) -> Message:
+    """What test data was left first (if any), then the verdict, the figures per stage as a table, the
+    breached checks, cleanup, cost, the baseline comparison, the top bottleneck and the buttons.
 
     :param report_url: Where the HTML report can be opened, if anywhere.
+    :param dag_id: The Airflow DAG of the run: with it the summary gets the re-run and pin buttons.
+    :param delivery_note: A line (mrkdwn, already escaped) saying which messages did not reach Slack, if any.
     """
     verdict, stages = result.verdict, result.stages
-    emoji = VERDICT_EMOJI[verdict]
     target = redact_url(result.target)
     passed = sum(1 for s in stages if s.outcome == "pass")
     problem = cleanup_problem(result.cleanup)
-    # a run that left test data (or cannot prove it left none) is never announced as a pass
-    if problem is None:
-        verdict_text = f"{emoji} Load test {verdict.upper()}"
-    elif verdict == "pass":
-        verdict_text = f"{CLEANUP_EMOJI} {problem} · load test thresholds met"
-    else:
-        verdict_text = f"{CLEANUP_EMOJI} {problem} · {emoji} Load test {verdict.upper()}"
+    verdict_text = _headline(result)
     headline = f"{verdict_text}: {result.scenario}"
 
     lines: list[str] = []
@@ -254,13 +454,12 @@ def summary_message(result: RunResult, *, report_url: str | None) -> Message:
         blocks.append(_section(_cleanup_line(result)))  # what was left comes before the verdict's details
     blocks.append(_section("\n".join(lines)))
     if stages:
-        blocks.append({"type": "divider"})
-    room = MAX_BLOCKS - len(blocks) - 7  # keep room for generator, cleanup, cost, baseline, bottleneck, report, context
-    shown = stages if len(stages) <= room else stages[: room - 1]
-    blocks.extend(_section(_stage_line(s)) for s in shown)
-    if len(shown) < len(stages):
-        blocks.append(_context(f"…and {fmt.count(len(stages) - len(shown))} more stages in the report"))
-    if not stages:
+        blocks.append({"type": "table"})  # placeholder: sized below, once the rest of the message is known
+        breaches = [f"{OUTCOME_EMOJI[s.outcome]} *{_esc(s.name)}* breached: " + "; ".join(_check_lines(s))
+                    for s in stages if s.failed_checks()]
+        if breaches:
+            blocks.append(_section("\n".join(breaches)))
+    else:
         blocks.append(_section("_No stage produced figures._"))
 
     generator = result.generator
@@ -280,15 +479,29 @@ def summary_message(result: RunResult, *, report_url: str | None) -> Message:
     blocks.append(_section(
         f":bar_chart: {_link(report_url, 'Open the report')}" if report_url else "_No report link available._"
     ))
+    if delivery_note:
+        blocks.append(_section(f":warning: {delivery_note}"))
+        text_tail.append(delivery_note)
+    actions = _actions(result, report_url, dag_id)
+    if actions:
+        blocks.append(actions)
     context = [f"Run `{_esc(result.run_id)}`"]
     if not generator.saturated:
         context.append(f"generator CPU max {fmt.num(generator.cpu_max_pct, 0)}%")
     blocks.append(_context(" · ".join(context)))
+    if stages:  # the table gets what the text budget leaves: fewer rows, the rest in the report
+        at = next(i for i, b in enumerate(blocks) if b["type"] == "table")
+        rows = MAX_TABLE_ROWS
+        while True:
+            blocks[at] = _stage_table(stages, rows)
+            if rows <= 4 or _text_size(blocks) <= BLOCKS_TEXT_BUDGET:
+                break
+            rows = max(4, rows - max(1, (_text_size(blocks) - BLOCKS_TEXT_BUDGET) // 40))
 
     stage_text = "; ".join(
         f"{_esc(s.name)} {s.outcome if s.outcome != 'fail' else 'FAIL'} "
         f"(p95 {fmt.ms(s.p95_ms)}, {fmt.rps(s.rps)}, errors {fmt.pct(s.error_rate)})"
-        for s in stages
+        for s in stages[:MAX_TABLE_ROWS]
     )
     text = (f"{verdict_text}: {_esc(result.scenario)} on {_esc(target)}, "
             f"{fmt.count(passed)}/{fmt.count(len(stages))} stages passed")
@@ -302,6 +515,24 @@ def summary_message(result: RunResult, *, report_url: str | None) -> Message:
         text += f". {_link(report_url, 'Report')}"
     text += f". Run {_esc(result.run_id)}"
     return _message(text, blocks)
+
+
+def summary_broadcast(result: RunResult, *, report_url: str | None) -> Message:
+    """The summary's news in the channel (a broadcast reply): the verdict in one line; the rest is the parent.
+
+    Its ``text`` is the whole summary's, so the notification and a search find everything.
+    """
+    full = summary_message(result, report_url=report_url)
+    passed = sum(1 for s in result.stages if s.outcome == "pass")
+    line = (f"*{_esc(_headline(result))}*: {_esc(result.scenario)} · {fmt.count(passed)}/"
+            f"{fmt.count(len(result.stages))} stages passed")
+    if result.aborted and result.stopped:
+        line += f" · aborted: {_esc(result.stopped.reason)}"
+    if report_url:
+        line += f" · {_link(report_url, 'report')}"
+    blocks = [_section(line),
+              _context("Figures per stage, the comparison and the buttons: the first message of this thread")]
+    return _message(full.text, blocks)
 
 
 def _cost_line(cost: CostRecord) -> str:

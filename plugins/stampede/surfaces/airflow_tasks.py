@@ -35,6 +35,8 @@ from stampede.core.errors import Refusal
 from stampede.plan.run_plan import RunPlan
 from stampede.safety import killswitch
 from stampede.surfaces import airflow_config
+from stampede.surfaces.assets import RESULTS_ALIAS
+from stampede.surfaces.timeouts import task_timeouts
 from stampede.surfaces.report_link import LoadTestReportLink
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ def _stop_probe():
     return killswitch.as_probe(airflow_config.kill_switch_reason)
 
 
-@task(**SAFE_RETRY)
+@task(**SAFE_RETRY, **task_timeouts("preflight"))
 def preflight(default_scenarios: list[str]) -> dict:
     """Refuse unsafe or invalid runs before any load is sent; return the run plan."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -88,11 +90,11 @@ def preflight(default_scenarios: list[str]) -> dict:
         )
     except Refusal as exc:
         raise AirflowFailException(f"refused: {exc}") from exc  # a refusal is final: no retry
-    notify_step.notify_start(plan)
+    notify_step.notify_start(plan, channel=params.get("slack_channel"))
     return plan.to_dict()
 
 
-@task(**SAFE_RETRY)
+@task(**SAFE_RETRY, **task_timeouts("lease_held"))
 def lease_held(plan: dict) -> str:
     """The run holds its target's lease (taken by preflight): the setup whose teardown gives it back."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -108,7 +110,7 @@ def lease_held(plan: dict) -> str:
     return run_plan.run_id
 
 
-@task(**SAFE_RETRY)
+@task(**SAFE_RETRY, **task_timeouts("cost_check"))
 def cost_check(plan: dict) -> dict:
     """Estimate the workers' cost; refuse the run, before any worker starts, when over a budget."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -123,35 +125,39 @@ def cost_check(plan: dict) -> dict:
         raise AirflowFailException(f"refused: {exc}") from exc
 
 
-@task(**SAFE_RETRY)
+@task(**SAFE_RETRY, **task_timeouts("provision_workers"))
 def provision_workers(plan: dict) -> dict:
     from stampede.steps import provision as provision_step
 
     return asdict(provision_step.provision_workers(_plan(plan)))
 
 
-@task(retries=0)  # a retry would send the load again; the operator decides
+@task(retries=0, **task_timeouts("run_stages"))  # a retry would send the load again; the operator decides
 def run_stages(plan: dict) -> dict:
     from stampede.steps import run_stages as run_stages_step
 
     return asdict(run_stages_step.run_stages(_plan(plan), stop_probe=_stop_probe()))
 
 
-@task(retries=1)
+@task(retries=1, **task_timeouts("validate"))
 def validate(plan: dict) -> str:
+    from stampede.steps import notify as notify_step
     from stampede.steps import validate as validate_step
 
-    return validate_step.validate(_plan(plan)).verdict
+    run_plan = _plan(plan)
+    verdict = validate_step.validate(run_plan).verdict
+    notify_step.notify_stages(run_plan)  # the stage replies the load step did not post live
+    return verdict
 
 
-@task(retries=1)
+@task(retries=1, **task_timeouts("analyse"))
 def analyse(plan: dict) -> str:
     from stampede.steps import analyse as analyse_step
 
     return analyse_step.analyse(_plan(plan)).verdict
 
 
-@task(retries=3, retry_delay=timedelta(seconds=5))
+@task(retries=3, retry_delay=timedelta(seconds=5), **task_timeouts("cleanup_test_data"))
 def cleanup_test_data(plan: dict) -> dict:
     from stampede.steps import cleanup as cleanup_step
 
@@ -162,7 +168,7 @@ def cleanup_test_data(plan: dict) -> dict:
     return asdict(cleanup)
 
 
-@task(retries=3, retry_delay=timedelta(seconds=5))
+@task(retries=3, retry_delay=timedelta(seconds=5), **task_timeouts("teardown_workers"))
 def teardown_workers(plan: dict) -> dict:
     from stampede.steps import cost_actual as cost_actual_step
     from stampede.steps import provision as provision_step
@@ -175,32 +181,38 @@ def teardown_workers(plan: dict) -> dict:
     return asdict(torn_down)
 
 
-@task(trigger_rule=TriggerRule.ALL_DONE, retries=1)
+@task(trigger_rule=TriggerRule.ALL_DONE, retries=1, outlets=[RESULTS_ALIAS], **task_timeouts("report"))
 def report(plan: dict | None) -> str | None:
-    """Written once, after cleanup and teardown, with their real figures."""
+    """Written once, after cleanup and teardown, with their real figures; an Asset event per scenario."""
     from stampede.steps import report as report_step
     from stampede.steps.folder import folder_of
+    from stampede.surfaces.assets import results_events
 
     if not plan:
         return None
     run_plan = _plan(plan)
     path = report_step.report(run_plan)
-    url = report_step.report_url(folder_of(run_plan))
-    if url:  # the report exists: the task's "Load test report" link points at it (surfaces/report_link.py)
-        get_current_context()["ti"].xcom_push(key="report_url", value=url)
+    folder = folder_of(run_plan)
+    url = report_step.report_url(folder)
+    context = get_current_context()
+    if url:  # read by the "Load test report" extra link (plugins/stampede_report_link.py)
+        context["ti"].xcom_push(key="report_url", value=url)
+    if path:  # downstream DAGs (a release gate) read the verdict and figures from the event's extra
+        for asset, extra in results_events(folder.results(), report_url=url, dag_id=context["dag"].dag_id):
+            context["outlet_events"][RESULTS_ALIAS].add(asset, extra=extra)
     return str(path) if path else None
 
 
-@task(trigger_rule=TriggerRule.ALL_DONE, retries=1)
+@task(trigger_rule=TriggerRule.ALL_DONE, retries=1, **task_timeouts("notify_summary"))
 def notify_summary(plan: dict | None) -> dict:
     from stampede.steps import notify as notify_step
 
     if not plan:  # refused in preflight: its failure callback already told Slack why
         return {"ok": False, "reason": "no run plan: preflight refused or failed"}
-    return notify_step.notify_summary(_plan(plan))
+    return notify_step.notify_summary(_plan(plan), dag_id=get_current_context()["dag"].dag_id)
 
 
-@task(trigger_rule=TriggerRule.ALL_DONE)
+@task(trigger_rule=TriggerRule.ALL_DONE, **task_timeouts("final_verdict"))
 def final_verdict(plan: dict | None, torn_down: dict | None = None) -> dict:
     """The run's outcome as the DAG run's state: fails on a breach, an invalid run or anything left behind.
 
@@ -218,7 +230,7 @@ def final_verdict(plan: dict | None, torn_down: dict | None = None) -> dict:
         raise AirflowFailException(str(exc)) from exc  # the outcome is final: a retry changes nothing
 
 
-@task(retries=0)  # a retry would send the load again; the operator decides
+@task(retries=0, **task_timeouts("search_breaking_point"))  # a retry would send the load again
 def search_breaking_point(plan: dict) -> dict:
     """Step the load up until a threshold breaks or throughput stops growing, then narrow down."""
     from stampede.steps import breaking_point as breaking_point_step
@@ -229,7 +241,7 @@ def search_breaking_point(plan: dict) -> dict:
     return {"verdict": result.verdict, "breaking_point": asdict(result.breaking_point) if result.breaking_point else None}
 
 
-@task(retries=2, retry_delay=timedelta(seconds=30))
+@task(retries=2, retry_delay=timedelta(seconds=30), **task_timeouts("reap"))
 def reap() -> dict:
     """Stale test data and expired workers (``stampede.steps.reap``), with the deployment's environments."""
     from stampede.steps.reap import reap_everything

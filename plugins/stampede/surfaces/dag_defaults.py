@@ -1,7 +1,13 @@
-"""What every Stampede DAG shares: owner, failure alerts, no catch-up, one run at a time, the trigger form's fields.
+"""What every Stampede DAG shares: owner, failure alerts, no catch-up, one run at a time, time limits, the trigger form's fields.
 
 Kept apart from ``airflow_tasks`` so that DAG files which define no pipeline
 tasks (the reaper) import as little as possible at parse time.
+
+Time limits: ``dagrun_timeout`` (:data:`stampede.surfaces.timeouts.DAGRUN_TIMEOUT`) ends a run that hangs,
+so ``max_active_runs=1`` cannot hold every later run forever (the DAG's failure callback tells Slack); the
+deadline alert tells Slack when a run is still going 30 minutes past the average of the DAG's last 10
+successful runs (from 3 such runs on; before that there is no deadline). The triggerer awaits the alert,
+so its callback is importable from the installed package, never from a DAG file.
 
 The trigger form (Airflow 3.3's UI) works with its defaults: a field the run may
 leave empty is ``type: ["null", ...]`` with a ``None`` default, because the UI
@@ -24,11 +30,17 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import CronTriggerTimetable, Param
+from airflow.sdk import AsyncCallback, CronTriggerTimetable, DeadlineAlert, DeadlineReference, Param
 
 from stampede.plan.environments import load_environments
 from stampede.plan.scenario import available_scenarios, load_scenario
-from stampede.surfaces.callbacks import task_failure_callback
+from stampede.surfaces.airflow_compat import allow_deadlines_under_dag_test
+from stampede.surfaces.callbacks import StampedeAlertNotifier, failure_alert
+from stampede.surfaces.timeouts import DAGRUN_TIMEOUT
+
+allow_deadlines_under_dag_test()  # else a passing dag.test() run crashes on the deadline (see airflow_compat)
+
+LATE_AFTER_AVERAGE = timedelta(minutes=30)
 
 MAX_USERS = 20_000
 MAX_DURATION_S = 86_400
@@ -41,11 +53,18 @@ def dag_defaults() -> dict[str, Any]:
     return {
         "catchup": False,
         "max_active_runs": 1,
+        "dagrun_timeout": DAGRUN_TIMEOUT,
+        "deadline": DeadlineAlert(
+            reference=DeadlineReference.AVERAGE_RUNTIME(max_runs=10, min_runs=3),
+            interval=LATE_AFTER_AVERAGE,
+            callback=AsyncCallback(StampedeAlertNotifier),
+        ),
+        "on_failure_callback": failure_alert,
         "default_args": {
             "owner": "platform-sre",
             "retries": 0,
             "retry_delay": timedelta(seconds=30),
-            "on_failure_callback": task_failure_callback,
+            "on_failure_callback": failure_alert,
         },
     }
 
@@ -114,3 +133,11 @@ def worker_params(*, cloud: bool = True) -> dict[str, Param]:
                                  description="FARGATE_SPOT / EC2 spot capacity."),
         }
     return params
+
+
+def slack_params() -> dict[str, Param]:
+    return {
+        "slack_channel": Param(None, type=["null", "string"], title="Slack channel", section="Slack",
+                               description="This run's Slack channel (#name or ID); empty: the Slack connection's "
+                                           "channel extra."),
+    }
