@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "lease":
         return lease_main(args)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    # force: importing Airflow's provider hooks has already pointed the root logger at stdout,
+    # and stdout is for the run's outcome alone (scripts read its first line)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr, force=True)
     run_id = args.run_id or f"cli-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
     reports = CiReports(junit=getattr(args, "junit", None), summary_json=getattr(args, "summary_json", None),
                         run_id=run_id)
