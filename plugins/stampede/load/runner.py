@@ -26,7 +26,7 @@ import psutil
 from stampede.core.stops import StopKind, StopProbe, never
 from stampede.plan.run_plan import RunPlan
 from stampede.core.records import GeneratorSample
-from stampede.load.process_env import RUN_TAG_ENV
+from stampede.load.process_env import plan_process_env
 from stampede.load.stage_health import StageHealthWatch
 from stampede.core.paths import Artifact, data_dir
 
@@ -125,8 +125,9 @@ def run_master(
     command += user_classes_for(plan)
     wall_limit_s = plan.load_duration_s + GRACE_S + (EXPECT_WORKERS_WAIT_S if expect_workers else 0)
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env[RUN_TAG_ENV] = plan.run_tag  # so a plain locustfile can tag what it creates (load_process_env does this too)
+    # allow-listed: team locustfiles run in this process, so never the task's cloud, Airflow or Slack
+    # credentials; the run tag, the password variable the plan names and the egress policy are in it
+    env = plan_process_env(plan)
     started = time.time()
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

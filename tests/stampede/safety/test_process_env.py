@@ -115,8 +115,6 @@ def test_through_the_pipeline_a_team_locustfile_sees_no_secret_of_its_parent(tmp
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="load/runner.py must start the master with process_env.plan_process_env(plan) "
-                   "(the load engineer's change): until then the process's initial environment still holds them")
 def test_through_the_pipeline_not_even_the_initial_environment_holds_a_secret(tmp_path, monkeypatch):
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
