@@ -22,8 +22,11 @@ import psutil
 
 from stampede.core.artifacts import RunFolder
 from stampede.core.paths import Artifact
+from stampede.core.records import StageResult, Stop, from_dict
 from stampede.core.stops import StopProbe, StopRequest, never, stop_kind
+from stampede.figures.stages import stage_results
 from stampede.load.runner import EXPECT_WORKERS_WAIT_S, GRACE_S, LocustRun, run_master
+from stampede.load.stage_events import StageEvents
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import Stage
 from stampede.safety.health import probe
@@ -45,14 +48,23 @@ class LoadRan:
     killed_by_timeout: bool
 
 
-def run_stages(plan: RunPlan, *, stop_probe: StopProbe = never) -> LoadRan:
+def run_stages(plan: RunPlan, *, stop_probe: StopProbe = never,
+               on_stage_end: Callable[[StageResult], None] | None = None,
+               on_stop: Callable[[Stop], None] | None = None) -> LoadRan:
+    """Play the plan's stages.
+
+    :param on_stage_end: called (from the log relay's thread; it must return at once) with each stage's
+        figures, not yet judged, as the master finishes them: all but usually the last, which ends with
+        the run.
+    :param on_stop: called once with the stop when the master stops the load early.
+    """
     folder = folder_of(plan)
     workers = _workers_for(plan, folder)
     log.info(
         "Running %d stages of %s against %s with %s", len(plan.stages), plan.scenario_name, plan.target,
         f"{plan.workers} {plan.worker_provider} workers" if plan.workers else "one local process",
     )
-    run, output = _play(plan, folder, folder, workers, stop_probe)
+    run, output = _play(plan, folder, folder, workers, stop_probe, on_line=_follow(plan, folder, on_stage_end, on_stop))
     return LoadRan(exit_code=run.exit_code, stopped=output.get("stopped"), killed_by_timeout=run.killed_by_timeout)
 
 
@@ -81,8 +93,30 @@ def _workers_for(plan: RunPlan, folder: RunFolder) -> WorkerSet | None:
     return workers
 
 
+def _follow(plan: RunPlan, folder: RunFolder, on_stage_end: Callable[[StageResult], None] | None,
+            on_stop: Callable[[Stop], None] | None) -> Callable[[str], None] | None:
+    """The master's lines, logged, and turned into the live callbacks."""
+    if on_stage_end is None and on_stop is None:
+        return None
+    planned = [s.__dict__ for s in plan.stages]
+
+    def stage_ended(index: int) -> None:
+        figures = folder.read_json(Artifact.STAGES_SO_FAR)
+        if figures is not None and index < len(planned):
+            on_stage_end(stage_results(figures, planned)[index])  # type: ignore[misc]
+
+    events = StageEvents(on_stage_end=stage_ended if on_stage_end else None,
+                         on_stop=(lambda stop: on_stop(from_dict(Stop, stop))) if on_stop else None)
+
+    def on_line(line: str) -> None:
+        log.info(line)
+        events.on_line(line)
+
+    return on_line
+
+
 def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerSet | None,
-          stop_probe: StopProbe) -> tuple[LocustRun, dict]:
+          stop_probe: StopProbe, *, on_line: Callable[[str], None] | None = None) -> tuple[LocustRun, dict]:
     from stampede.figures.server import LIVE_FILE_NAME, sampling
 
     max_s = plan.load_duration_s + GRACE_S + EXPECT_WORKERS_WAIT_S
@@ -97,6 +131,7 @@ def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerS
             stop_probe=with_allowed_hours(plan, stop_probe),
             master_bind_host=_master_bind_host(plan),
             stage_health=lambda: probe(plan.target, timeout_s=2.0, attempts=2, pause_s=0.5),
+            on_line=on_line,
         )
     out.publish(Artifact.LOCUST_OUTPUT)  # written by the master itself
     out.publish(Artifact.LOGS)

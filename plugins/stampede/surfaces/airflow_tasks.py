@@ -134,9 +134,13 @@ def provision_workers(plan: dict) -> dict:
 
 @task(retries=0, **task_timeouts("run_stages"))  # a retry would send the load again; the operator decides
 def run_stages(plan: dict) -> dict:
+    from stampede.steps import notify as notify_step
     from stampede.steps import run_stages as run_stages_step
 
-    return asdict(run_stages_step.run_stages(_plan(plan), stop_probe=_stop_probe()))
+    run_plan = _plan(plan)
+    return asdict(run_stages_step.run_stages(  # each stage's reply in the thread as it ends, an early stop's too
+        run_plan, stop_probe=_stop_probe(), on_stage_end=lambda stage: notify_step.notify_stage_ended(run_plan, stage),
+        on_stop=lambda stop: notify_step.notify_stopped(run_plan, stop)))
 
 
 @task(retries=1, **task_timeouts("validate"))
