@@ -319,6 +319,42 @@ class Finding:
 
 
 @dataclass
+class DriftFinding:
+    """Something that only time showed over a long stage (results.json ``drift.findings[]``).
+
+    ``kind`` is ``latency`` (a percentile rising interval over interval), ``errors`` (a burst well
+    above the stage's own error rate) or ``server`` (the target's memory or connections growing
+    without falling back). ``start_hour`` is whole hours from the stage's start (0: its first hour).
+    """
+
+    kind: str
+    stage: str
+    subject: str  # "all requests", an endpoint, or a server series
+    metric: str  # p50_ms / p95_ms / p99_ms, error_rate, or the server series' unit
+    started_at: float  # epoch seconds
+    start_offset_s: float  # seconds from the stage's start
+    start_hour: int
+    title: str
+    evidence: list[str] = field(default_factory=list)
+    before: float | None = None  # the level before it started (latency, series) or the stage's error rate
+    after: float | None = None  # the level at the stage's end, or the burst's error rate
+    change_pct: float | None = None  # after against before, in %
+    slope_per_hour: float | None = None  # Theil-Sen slope after the start
+    ended_at: float | None = None  # a burst's end (epoch seconds)
+    values: list[float | None] = field(default_factory=list)  # the level per interval (latency, series)
+
+
+@dataclass
+class Drift:
+    """results.json ``drift``: what each long stage showed over time. A warning: it never changes the verdict."""
+
+    stages: list[str] = field(default_factory=list)  # stages analysed
+    interval_s: int = 0  # the interval the trends were judged on (3,600 for a day)
+    findings: list[DriftFinding] = field(default_factory=list)
+    note: str = ""  # why nothing was analysed, or where the figures came from
+
+
+@dataclass
 class PairComparison:
     """One endpoint (or a stage as a whole) against the same in the baseline run."""
 
@@ -573,6 +609,7 @@ class RunResult:
     trend: list[TrendPoint] = field(default_factory=list)
     recommendations: Recommendations | None = None
     cost: CostRecord | None = None
+    drift: Drift | None = None
 
     @property
     def judged_stages(self) -> list[StageResult]:
