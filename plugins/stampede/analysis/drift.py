@@ -90,24 +90,22 @@ def rise_of(values: Sequence[float | None], *, min_fraction: float, min_abs: flo
     xs, ys = xs[keep], ys[keep]
     if len(ys) < MIN_RISING_INTERVALS:
         return None
-    best: tuple[float, float, float, float] | None = None  # (sse, start, level, slope)
-    # the start on a tenth of an interval: a creep that begins at 05:00 shows in hour 5 by half an hour's worth
-    for start in np.arange(0.0, xs[-1] - MIN_RISING_INTERVALS + 1.0, 0.1):
-        z = np.maximum(0.0, xs - start)
-        if np.count_nonzero(z) < MIN_RISING_INTERVALS:
-            break
-        zc = z - z.mean()
-        spread = float(zc @ zc)
-        if spread <= 0:
-            continue
-        slope = float(zc @ (ys - ys.mean())) / spread
-        level = float(ys.mean() - slope * z.mean())
-        sse = float(np.sum((ys - level - slope * z) ** 2))
-        if slope > 0 and (best is None or sse < best[0] - 1e-12):
-            best = (sse, round(float(start), 1), level, slope)
-    if best is None:
+    # every start on a tenth of an interval, fitted at once: a creep that begins at 05:00 shows in hour 5
+    # by half an hour's worth
+    starts = np.round(np.arange(0.0, xs[-1] - MIN_RISING_INTERVALS + 1.0, 0.1), 1)
+    if not len(starts):
         return None
-    _, start, level, slope = best
+    hinge = np.maximum(0.0, xs[None, :] - starts[:, None])  # one row per start
+    centred = hinge - hinge.mean(axis=1, keepdims=True)
+    spread = np.einsum("ij,ij->i", centred, centred)
+    slopes = np.divide(centred @ (ys - ys.mean()), spread, out=np.zeros_like(spread), where=spread > 0)
+    levels = ys.mean() - slopes * hinge.mean(axis=1)
+    sse = np.sum((ys[None, :] - levels[:, None] - slopes[:, None] * hinge) ** 2, axis=1)
+    usable = (spread > 0) & (slopes > 0) & (np.count_nonzero(hinge, axis=1) >= MIN_RISING_INTERVALS)
+    if not usable.any():
+        return None
+    best = int(np.argmin(np.where(usable, sse, np.inf)))
+    start, level, slope = float(starts[best]), float(levels[best]), float(slopes[best])
     residuals = ys - level - slope * np.maximum(0.0, xs - start)
     noise = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals))))
     after = xs > start

@@ -645,17 +645,14 @@ class RunResult:
 
 _POINT_FIELDS = tuple(f.name for f in dataclasses.fields(SeriesPoint))
 _POINT_VALUES = operator.attrgetter(*_POINT_FIELDS)
-_POINT_KEYS = frozenset(_POINT_FIELDS)
 
 
 def _point(row: dict[str, Any]) -> SeriesPoint:
     # a day is 86,400 rows read three times: the common row (the fields, nothing else) goes straight in
-    if row.keys() <= _POINT_KEYS:
-        try:
-            return SeriesPoint(**row)
-        except TypeError:  # a field missing: the slow way fills it with None
-            pass
-    return SeriesPoint(**{k: row.get(k) for k in _POINT_FIELDS if k in row or k != "step"})
+    try:
+        return SeriesPoint(**row)
+    except TypeError:  # a field missing (None then) or one this reader does not know (ignored)
+        return SeriesPoint(**{k: row.get(k) for k in _POINT_FIELDS if k in row or k != "step"})
 
 
 def _point_dict(point: SeriesPoint) -> dict[str, Any]:
@@ -668,12 +665,32 @@ def _point_dict(point: SeriesPoint) -> dict[str, Any]:
 def write_results(result: RunResult, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    # indented for people, except a long run's results: indent forces json's pure-Python encoder
-    indent = 2 if len(result.series) <= LONG_SERIES else None
-    tmp.write_text(json.dumps(result.to_dict(), indent=indent, default=str))
+    if len(result.series) <= LONG_SERIES:  # indented for people
+        tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    else:  # a long run's results, compact: msgspec writes a day's 86,400 rows 8x faster than json
+        tmp.write_bytes(dumps_compact(result.to_dict()))
     tmp.replace(path)
     return path
 
 
 def read_results(path: Path) -> RunResult:
-    return RunResult.from_dict(json.loads(Path(path).read_text()))
+    return RunResult.from_dict(loads(Path(path).read_bytes()))
+
+
+def loads(data: str | bytes) -> Any:
+    """JSON from text or bytes: msgspec's decoder (twice json's speed on a day's files), json's for what it refuses
+    (``NaN``, which json writes and msgspec does not read)."""
+    import msgspec
+
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return json.loads(data)
+
+
+def dumps_compact(data: Any) -> bytes:
+    """Compact JSON bytes; what JSON has no type for becomes its ``str`` (as ``json.dumps(default=str)``),
+    a non-finite float ``null``."""
+    import msgspec
+
+    return msgspec.json.encode(data, enc_hook=str)

@@ -45,20 +45,25 @@ SERVER_INTERVAL_S = 2.0  # as the sampler scrapes
 
 _TIMED = """
 import json, resource, sys, time
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 started = time.time()
 from stampede.plan.run_plan import RunPlan
 from stampede.steps.analyse import analyse
 from stampede.steps.report import report
 from stampede.steps.validate import validate
 plan = RunPlan.from_dict(json.loads(open(sys.argv[1]).read()))
-imported = time.time()
+imported, imported_cpu = time.time(), cpu()
 result = validate(plan)
-validated = time.time()
+validated, validated_cpu = time.time(), cpu()
 analyse(plan)
 report(plan)
-reported = time.time()
+reported, reported_cpu = time.time(), cpu()
 drift = json.loads(open(sys.argv[2]).read()).get("drift") or {}
 print(json.dumps({"import_s": imported - started, "validate_s": validated - imported, "report_s": reported - validated,
+                  "cpu_s": reported_cpu, "import_cpu_s": imported_cpu, "validate_cpu_s": validated_cpu - imported_cpu,
+                  "report_cpu_s": reported_cpu - validated_cpu,
                   "verdict": result.verdict, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "drift": [{k: f[k] for k in ("kind", "subject", "metric", "start_hour", "title")}
                             for f in drift.get("findings", [])]}))
@@ -102,6 +107,9 @@ def analysis_24h(workdir: Path, *, quick: bool = False) -> Figure:
     print(f"  validate + analyse + report: {elapsed:.1f} s (imports {timings['import_s']:.1f} s, validate "
           f"{timings['validate_s']:.1f} s, analyse + report {timings['report_s']:.1f} s), peak RSS "
           f"{timings['max_rss_mib']:.0f} MiB", flush=True)
+    print(f"  CPU time: {timings['cpu_s']:.1f} s (imports {timings['import_cpu_s']:.1f} s, validate "
+          f"{timings['validate_cpu_s']:.1f} s, analyse + report {timings['report_cpu_s']:.1f} s); load average "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
     print(f"  report.html {report_bytes or 0:,} bytes (charts/ {charts_bytes:,} bytes more)", flush=True)
     planted = f"a leak planted from hour {leak_hour}" if leak_hour is not None else "no leak planted (too short)"
     print(f"  drift ({planted}): {'found' if leak_found else 'NOT FOUND'}; "
