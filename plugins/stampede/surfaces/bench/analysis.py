@@ -30,7 +30,7 @@ import numpy as np
 
 from stampede.core.histogram import COARSE_SUB_BUCKETS, LatencyHistogram
 from stampede.core.thresholds import drift_interval_s
-from stampede.surfaces.bench.figures import Figure
+from stampede.surfaces.bench.figures import GOALS, Figure
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import load_scenario
 
@@ -38,7 +38,7 @@ SCENARIO = "endurance"
 ENDPOINTS = 20
 USERS_RPS_PER_USER = 1 / 5.5
 SAMPLES_PER_ENDPOINT = 20_000  # drawn, then scaled to the endpoint's request count (same shape)
-LEAK_FROM_HOUR = 16  # of the soak: the hour the planted leak starts
+LEAK_FROM_HOUR = int(GOALS["drift_leak_start_hour"][1])  # of the soak: the hour the planted leak starts
 LEAK_PER_HOUR = 0.03  # every latency 3 % higher for each hour since (+24 % by the end of the day)
 LEAK_MIB_PER_HOUR = 8.0
 SERVER_INTERVAL_S = 2.0  # as the sampler scrapes
@@ -70,7 +70,7 @@ print(json.dumps({"import_s": imported - started, "validate_s": validated - impo
 """
 
 
-def analysis_24h(workdir: Path, *, quick: bool = False) -> Figure:
+def analysis_24h(workdir: Path, *, quick: bool = False) -> list[Figure]:
     scenario = load_scenario(SCENARIO)
     hours = 1 if quick else 24
     if quick:  # same shape, an hour long
@@ -112,22 +112,37 @@ def analysis_24h(workdir: Path, *, quick: bool = False) -> Figure:
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
     print(f"  report.html {report_bytes or 0:,} bytes (charts/ {charts_bytes:,} bytes more)", flush=True)
     planted = f"a leak planted from hour {leak_hour}" if leak_hour is not None else "no leak planted (too short)"
-    print(f"  drift ({planted}): {'found' if leak_found else 'NOT FOUND'}; "
+    verdict = ("named with its start hour" if leak_found else "NOT NAMED with its start hour") if leak_hour is not None \
+        else ("nothing found, as it should" if leak_found else "FINDINGS on a day without a leak")
+    print(f"  drift ({planted}): {verdict}; "
           + ("; ".join(f"{f['title']}" for f in findings) or "no findings"), flush=True)
-    return Figure(
-        name="analysis_s_24h", value=round(elapsed, 1),
-        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        details={
-            **{k: round(v, 2) if isinstance(v, float) else v for k, v in timings.items()},
-            "hours": hours, "endpoints": ENDPOINTS, **sizes,
-            "report_bytes": report_bytes, "charts_bytes": charts_bytes,
-            "leak_from_hour": leak_hour, "leak_found": leak_found,
-            "drift_findings": [f"{f['kind']} {f['subject']} {f['metric']} from hour {f['start_hour']}" for f in findings],
-            "children_max_rss_mib": round(children.ru_maxrss / 1024, 1),
-            "how": "the validate, analyse and report steps in a fresh process (imports included) on a synthetic "
-                   f"endurance history at 1-second resolution, a slow leak planted from hour {LEAK_FROM_HOUR} of the soak",
-        },
-    )
+    measured_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    details = {
+        **{k: round(v, 2) if isinstance(v, float) else v for k, v in timings.items()},
+        "hours": hours, "endpoints": ENDPOINTS, **sizes,
+        "report_bytes": report_bytes, "charts_bytes": charts_bytes,
+        "leak_from_hour": leak_hour, "leak_found": leak_found,
+        "drift_findings": [f"{f['kind']} {f['subject']} {f['metric']} from hour {f['start_hour']}" for f in findings],
+        "children_max_rss_mib": round(children.ru_maxrss / 1024, 1),
+        "load_average": round(os.getloadavg()[0], 2),
+        "how": "the validate, analyse and report steps in a fresh process (imports included) on a synthetic "
+               f"endurance history at 1-second resolution, a slow leak planted from hour {LEAK_FROM_HOUR} of the soak",
+    }
+    named = [f["start_hour"] for f in latency[:1] + memory[:1]]
+    return [
+        Figure(name="analysis_s_24h", value=round(elapsed, 1), measured_at=measured_at, details=details),
+        Figure(name="analysis_peak_mib_24h", value=round(timings["max_rss_mib"], 1), measured_at=measured_at,
+               details={"how": "peak RSS of that process (ru_maxrss)"}),
+        Figure(name="analysis_report_mib_24h", value=round((report_bytes or 0) / 2**20, 2) if report_bytes else None,
+               measured_at=measured_at, details={"bytes": report_bytes, "charts_bytes": charts_bytes,
+                                                 "how": "report.html of that day (charts inline as SVG, at most "
+                                                        "2,000 points a line); charts/ holds the PNGs besides"}),
+        Figure(name="drift_leak_start_hour",
+               value=float(named[0]) if leak_found and named else None, measured_at=measured_at,
+               details={"planted_from_hour": leak_hour, "named": findings and [f["title"] for f in findings[:3]],
+                        "how": "the hour the drift analysis names for the latency of all requests and the target's "
+                               "memory (both must name it); none when either is missing or names another hour"}),
+    ]
 
 
 def synthesise(plan: RunPlan, run_dir: Path, *, rng: random.Random) -> dict[str, int]:
