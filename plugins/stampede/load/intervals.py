@@ -26,6 +26,7 @@ class IntervalBins:
         self.stages = stages  # the aggregator's own stage records (their ``start`` is set as they begin)
         self.width = {i: drift_interval_s(float(s.get("duration_s") or 0)) for i, s in enumerate(stages)}
         self.bins: dict[int, dict[int, dict[str, Any]]] = {}
+        self._coarse: dict[int, int] = {}  # fine bucket -> coarse bucket: a lookup, not a computation, per count
 
     def add(self, stage_index: int, second: int, endpoint: str, counts: Mapping[Any, int], failures: int) -> None:
         width = self.width.get(stage_index, 0)
@@ -37,9 +38,12 @@ class IntervalBins:
             number, {"first": second, "last": second, "endpoints": {}})
         slot["first"], slot["last"] = min(slot["first"], second), max(slot["last"], second)
         entry = slot["endpoints"].setdefault(endpoint, {"histogram": {}, "failures": 0})
-        histogram = entry["histogram"]
+        histogram, coarse = entry["histogram"], self._coarse
         for bucket, count in counts.items():
-            key = coarse_bucket(int(bucket))
+            fine = int(bucket)
+            key = coarse.get(fine)
+            if key is None:
+                key = coarse[fine] = coarse_bucket(fine)
             histogram[key] = histogram.get(key, 0) + int(count)
         entry["failures"] += int(failures)
 

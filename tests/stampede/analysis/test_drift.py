@@ -138,3 +138,19 @@ def test_short_stages_are_not_binned():
     assert drift_interval_s(1800) == 120 and drift_interval_s(6 * 3600) == 1800 and drift_interval_s(86400) == 3600
     drift = find_drift(STAGES[:1], TIMELINE[:1], intervals=None, series=[], server_document=None)
     assert drift.stages == [] and drift.findings == [] and "long enough" in drift.note
+
+
+def test_drift_survives_results_json_of_a_day(tmp_path):
+    """A day's results.json is written compact (msgspec) and read back with its drift, evidence and all."""
+    from stampede.core.records import RunResult, read_results, write_results
+
+    intervals, series, document = _day(leak_from=14)
+    result = RunResult(run_id="day", scenario="endurance", target="http://127.0.0.1:9/v1", verdict="pass",
+                       started_at="2027-01-15T08:00:00+00:00", finished_at="2027-01-16T08:10:00+00:00",
+                       stages=STAGES, series=series)
+    result.drift = _drift(intervals, series, document)
+    path = write_results(result, tmp_path / "results.json")
+    assert path.read_bytes()[:2] == b'{"'  # compact, as a long run's results are
+    again = read_results(path)
+    assert again.drift == result.drift and again.series == result.series
+    assert [f.start_hour for f in again.drift.findings if f.subject == ALL_REQUESTS] == [14]
