@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -75,14 +76,18 @@ def generator_health(
 
 def _columns(samples: Iterable[GeneratorSample | Mapping[str, Any]]) -> dict[str, np.ndarray]:
     rows = [s if isinstance(s, Mapping) else dataclasses.asdict(s) for s in samples]
+    numbers = np.array(list(map(_NUMBERS, rows)), dtype=float).reshape(-1, 4)  # one pass for the fields every row has
     return {
-        "t": np.array([r["t"] for r in rows], dtype=float),
-        "pid": np.array([r["pid"] for r in rows], dtype=np.int64),
+        "t": numbers[:, 0],
+        "pid": numbers[:, 1].astype(np.int64),
         "worker": np.array([r["role"] == "worker" for r in rows], dtype=bool),
-        "cpu_pct": np.array([r["cpu_pct"] for r in rows], dtype=float),
-        "rss_mib": np.array([r["rss_mib"] for r in rows], dtype=float),
+        "cpu_pct": numbers[:, 2],
+        "rss_mib": numbers[:, 3],
         "wait_pct": np.array([r.get("wait_pct", 0.0) or 0.0 for r in rows], dtype=float),
     }
+
+
+_NUMBERS = operator.itemgetter("t", "pid", "cpu_pct", "rss_mib")
 
 
 HEADROOM = 0.75  # plan each generator at three quarters of the limit
