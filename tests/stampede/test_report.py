@@ -282,5 +282,6 @@ def test_a_long_stage_without_drift_says_so_and_a_short_run_shows_no_drift_secti
 
     html = render(tmp_path, run_result([stage("normal", 100)], drift=Drift(stages=["normal"], interval_s=3600)))
     assert "No drift over normal" in html and "drift: " not in html
-    html = render(tmp_path, run_result([stage("normal", 100)]))
-    assert 'id="drift"' not in html
+    for drift in (None, Drift(note="no judged stage was long enough (20 min at least) to show drift")):
+        html = render(tmp_path, run_result([stage("normal", 100)], drift=drift))
+        assert 'id="drift"' not in html and "long enough" not in html
