@@ -140,7 +140,7 @@ def coarse_bucket(bucket_us: int) -> int:
     """Lower bound (µs) of the coarse bucket holding ``bucket_us`` (a fine bucket's lower bound or any value).
 
     A day's per-interval, per-endpoint histograms are kept in these: 24 hours x 20 endpoints hold
-    ~90,000 counts (the bench's synthetic day) instead of ~1 million: a few MiB of the master's memory.
+    ~90,000 counts (the bench's synthetic day) instead of ~1 million: ~10 MiB of the master's memory.
     """
     if bucket_us <= 0:
         return 0
