@@ -253,3 +253,35 @@ def test_the_target_is_shown_without_credentials(tmp_path):
     html = render(tmp_path, result)
 
     assert "hunter2" not in html and "https://***@staging.example.com/v1" in html
+
+
+def _drift_finding(stage_name: str = "normal", title: str = "p95 of all requests rose 38 % (24 ms → 33 ms) from hour 14 of normal"):
+    from stampede.core.records import DriftFinding
+
+    return DriftFinding(kind="latency", stage=stage_name, subject="all requests", metric="p95_ms",
+                        started_at=T0 + 14 * 3600, start_offset_s=14 * 3600, start_hour=14, title=title,
+                        evidence=[f"p95 per hour: 24.0, 24.1 ms {EVIL}", "Mann-Kendall z = 4.1"],
+                        before=24.0, after=33.2, change_pct=38.0)
+
+
+def test_drift_shows_next_to_the_stage_verdict_with_its_hour_and_evidence(tmp_path):
+    from stampede.core.records import Drift
+
+    stages = [stage("normal", 100)]
+    result = run_result(stages, drift=Drift(stages=["normal"], interval_s=3600, findings=[_drift_finding()]))
+    html = render(tmp_path, result)
+    assert result.verdict == "pass" and "PASS" in html  # a warning: the verdict stands
+    assert 'id="drift"' in html and "drift: 1</a>" in html
+    assert "from hour 14 of normal" in html and "hour 14" in html and "Mann-Kendall z = 4.1" in html
+    assert EVIL not in html  # evidence is escaped like every string of the run
+    assert "Drift over time</b> (a warning; the verdict stands)" in html
+
+
+def test_a_long_stage_without_drift_says_so_and_a_short_run_shows_no_drift_section(tmp_path):
+    from stampede.core.records import Drift
+
+    html = render(tmp_path, run_result([stage("normal", 100)], drift=Drift(stages=["normal"], interval_s=3600)))
+    assert "No drift over normal" in html and "drift: " not in html
+    for drift in (None, Drift(note="no judged stage was long enough (20 min at least) to show drift")):
+        html = render(tmp_path, run_result([stage("normal", 100)], drift=drift))
+        assert 'id="drift"' not in html and "long enough" not in html

@@ -82,7 +82,7 @@ def judged_histograms(output: Mapping[str, Any]) -> dict[str, dict[str, dict[str
         for part in parts:
             for name, entry in part.items():
                 slot = merged.setdefault(name, {"histogram": LatencyHistogram(), "failures": 0})
-                slot["histogram"].merge({int(k): v for k, v in entry["histogram"].items()})
+                slot["histogram"].merge(entry["histogram"])  # string keys (JSON) are converted by merge
                 slot["failures"] += int(entry.get("failures", 0))
         out[stage["name"]] = {n: {"histogram": {str(k): v for k, v in s["histogram"].to_dict().items()},
                                   "failures": s["failures"]} for n, s in merged.items()}
@@ -91,7 +91,7 @@ def judged_histograms(output: Mapping[str, Any]) -> dict[str, dict[str, dict[str
 
 # -- statistics ----------------------------------------------------------------------------------
 def _hist(entry: Mapping[str, Any] | None) -> LatencyHistogram:
-    return LatencyHistogram({int(k): v for k, v in ((entry or {}).get("histogram") or {}).items()})
+    return LatencyHistogram((entry or {}).get("histogram") or {})  # string keys (JSON) are converted by merge
 
 
 def _value_at_rank(histogram: LatencyHistogram, rank: int) -> float | None:

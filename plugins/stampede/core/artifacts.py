@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from stampede.core.errors import Refusal
 from stampede.core.paths import Artifact
-from stampede.core.records import RunResult, read_results, write_results
+from stampede.core.records import RunResult, loads, read_results, write_results
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -133,7 +133,7 @@ class RunFolder:
     def read_json(self, artifact: Artifact | str, default: Any = None) -> Any:
         if not self.exists(artifact):
             return default
-        return json.loads(self.read_text(artifact))
+        return loads(self.read_text(artifact))
 
     def write_json(self, artifact: Artifact | str, data: Any, *, indent: int | None = 2) -> Path:
         return self.write_text(artifact, json.dumps(data, indent=indent, default=str))

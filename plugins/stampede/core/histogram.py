@@ -124,3 +124,24 @@ def _bucket(value_us: int) -> int:
         return 0
     width = _width(value_us)
     return value_us - value_us % width
+
+
+# -- coarse buckets, for the run's hour-by-hour histograms -------------------------------------------------
+COARSE_SUB_BUCKETS = 32  # per octave: ~3 % wide, a tenth of the buckets; a trend needs no three digits
+_COARSE_BITS = COARSE_SUB_BUCKETS.bit_length()  # 6: exact below 64 µs
+
+
+def coarse_width(bucket_us: int) -> int:
+    """Width (µs) of the coarse bucket holding ``bucket_us``: 1 below 64 µs, then 32 buckets an octave."""
+    return 1 << max(0, bucket_us.bit_length() - _COARSE_BITS)
+
+
+def coarse_bucket(bucket_us: int) -> int:
+    """Lower bound (µs) of the coarse bucket holding ``bucket_us`` (a fine bucket's lower bound or any value).
+
+    A day's per-interval, per-endpoint histograms are kept in these: 24 hours x 20 endpoints hold
+    ~90,000 counts (the bench's synthetic day) instead of ~1 million: ~10 MiB of the master's memory.
+    """
+    if bucket_us <= 0:
+        return 0
+    return bucket_us - bucket_us % coarse_width(bucket_us)

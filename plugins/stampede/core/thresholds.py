@@ -536,3 +536,20 @@ def legacy_view(rules: Iterable[Threshold]) -> dict[str, float]:
         if key and key not in view:
             view[key] = rule.limit
     return {key: view[key] for key in KEYS if key in view}
+
+
+# -- drift over a long stage (stampede.analysis.drift) ------------------------------------------------------
+DRIFT_MIN_STAGE_S = 20 * 60  # a shorter stage shows no drift worth the name; its requests are not binned
+DRIFT_HOUR_S = 3600
+DRIFT_MIN_INTERVALS = 12  # a stage shorter than 12 hours is cut into 12 intervals instead of hours
+
+
+def drift_interval_s(duration_s: float) -> int:
+    """The interval a long stage's requests are binned by, to see them drift: an hour for a stage of 12 h
+    or more, else a twelfth of the stage in whole minutes (a 30-minute soak: 2.5 minutes, rounded to 120 s).
+    0: the stage is too short to bin."""
+    if duration_s < DRIFT_MIN_STAGE_S:
+        return 0
+    if duration_s >= DRIFT_HOUR_S * DRIFT_MIN_INTERVALS:
+        return DRIFT_HOUR_S
+    return max(60, int(duration_s / DRIFT_MIN_INTERVALS) // 60 * 60)

@@ -8,9 +8,15 @@ generator, not the target.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import operator
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from stampede.core.records import GeneratorHealth, GeneratorSample
 
@@ -19,7 +25,7 @@ SATURATION_WINDOW = 5  # consecutive samples (~1 s apart): a generator must *sit
 
 
 def generator_health(
-    samples: Iterable[GeneratorSample], stages: list[dict], limit_pct: float | None = None
+    samples: Iterable[GeneratorSample | Mapping[str, Any]], stages: list[dict], limit_pct: float | None = None
 ) -> tuple[GeneratorHealth, set[int]]:
     """Peak CPU/memory of the generators while load ran, and the stages during which one sat above the limit.
 
@@ -27,37 +33,61 @@ def generator_health(
     runnable but no core free) sat above the limit for ``SATURATION_WINDOW``
     consecutive samples. CPU use alone misses a starved generator: sharing a core,
     it gets half of it and shows ~50 % while every timer it sets fires late.
+
+    :param samples: records, or ``generator_samples.json``'s rows as they are (a day is 260,000 rows:
+        judged as columns, without a record per row).
     """
     limit = limit_pct if limit_pct is not None else float(os.environ.get("STAMPEDE_GENERATOR_CPU_LIMIT", DEFAULT_CPU_LIMIT_PCT))
     spans = [(i, s["start"], s["end"]) for i, s in enumerate(stages) if s.get("start") is not None and s.get("end")]
-    by_pid: dict[int, list[GeneratorSample]] = {}
-    for sample in samples:
-        if any(start <= sample.t <= end for _, start, end in spans):
-            by_pid.setdefault(sample.pid, []).append(sample)
+    columns = _columns(samples)
+    t = columns["t"]
+    inside = np.zeros(len(t), dtype=bool)
+    for _, start, end in spans:
+        inside |= (t >= start) & (t <= end)
     cpu_max = mem_max = demand_max = 0.0
     saturated_stages: set[int] = set()
-    for pid_samples in by_pid.values():
-        pid_samples.sort(key=lambda s: s.t)
-        mem_max = max(mem_max, max(s.rss_mib for s in pid_samples))
-        cpus = [s.cpu_pct for s in pid_samples]  # plain lists: a 24-hour run has ~86,400 samples per process
-        demands = [s.cpu_pct + s.wait_pct for s in pid_samples]
-        for i in range(len(pid_samples) - SATURATION_WINDOW + 1):
-            # the level it *sat* at over the window
-            cpu_max = max(cpu_max, min(cpus[i : i + SATURATION_WINDOW]))
-            sustained = min(demands[i : i + SATURATION_WINDOW])
-            demand_max = max(demand_max, sustained)
-            if sustained > limit:
-                last = pid_samples[i + SATURATION_WINDOW - 1].t
-                saturated_stages.update(idx for idx, start, end in spans if start <= last <= end)
-    generators = _generator_count(by_pid)
+    pids = columns["pid"][inside]
+    workers = 0
+    for pid in np.unique(pids):
+        mine = np.flatnonzero(inside & (columns["pid"] == pid))
+        mine = mine[np.argsort(t[mine], kind="stable")]
+        workers += bool(columns["worker"][mine[0]])
+        mem_max = max(mem_max, float(columns["rss_mib"][mine].max()))
+        if len(mine) < SATURATION_WINDOW:
+            continue
+        # the level each process *sat* at over every window of consecutive samples
+        cpus = sliding_window_view(columns["cpu_pct"][mine], SATURATION_WINDOW).min(axis=1)
+        demands = sliding_window_view(columns["cpu_pct"][mine] + columns["wait_pct"][mine], SATURATION_WINDOW).min(axis=1)
+        cpu_max = max(cpu_max, float(cpus.max()))
+        demand_max = max(demand_max, float(demands.max()))
+        for last in t[mine][SATURATION_WINDOW - 1:][demands > limit]:
+            saturated_stages.update(idx for idx, start, end in spans if start <= last <= end)
+    processes = len(np.unique(pids))
+    generators = workers or (1 if processes else 0)  # the workers, or the single standalone process
     recommended = recommended_workers(generators, demand_max, limit, saturated=bool(saturated_stages))
     health = GeneratorHealth(
         cpu_max_pct=round(cpu_max, 1), memory_max_mib=round(mem_max, 1),
-        saturated=bool(saturated_stages), limit_pct=limit, processes=len(by_pid),
+        saturated=bool(saturated_stages), limit_pct=limit, processes=processes,
         demand_max_pct=round(demand_max, 1), workers=generators, recommended_workers=recommended,
         advice=_advice(generators, demand_max, limit, recommended) if saturated_stages else "",
     )
     return health, saturated_stages
+
+
+def _columns(samples: Iterable[GeneratorSample | Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    rows = [s if isinstance(s, Mapping) else dataclasses.asdict(s) for s in samples]
+    numbers = np.array(list(map(_NUMBERS, rows)), dtype=float).reshape(-1, 4)  # one pass for the fields every row has
+    return {
+        "t": numbers[:, 0],
+        "pid": numbers[:, 1].astype(np.int64),
+        "worker": np.array([r["role"] == "worker" for r in rows], dtype=bool),
+        "cpu_pct": numbers[:, 2],
+        "rss_mib": numbers[:, 3],
+        "wait_pct": np.array([r.get("wait_pct", 0.0) or 0.0 for r in rows], dtype=float),
+    }
+
+
+_NUMBERS = operator.itemgetter("t", "pid", "cpu_pct", "rss_mib")
 
 
 HEADROOM = 0.75  # plan each generator at three quarters of the limit
@@ -73,12 +103,6 @@ def recommended_workers(generators: int, demand_pct: float, limit_pct: float, *,
         return None
     needed = math.ceil(generators * demand_pct / (HEADROOM * limit_pct))
     return max(needed, generators + 1) if saturated else max(1, needed)
-
-
-def _generator_count(by_pid: dict[int, list[GeneratorSample]]) -> int:
-    """Processes that generated load: the workers, or the single standalone process."""
-    workers = sum(1 for samples in by_pid.values() if samples and samples[0].role == "worker")
-    return workers or (1 if by_pid else 0)
 
 
 def _advice(generators: int, demand_pct: float, limit_pct: float, recommended: int | None) -> str:

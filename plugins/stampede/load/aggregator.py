@@ -24,6 +24,7 @@ from stampede.core.stops import StopKind, stop_kind
 from stampede.load import ledger, open_model
 from stampede.load.final_reports import FinalReports
 from stampede.load.stage_events import STAGE_END_MARK, STAGES_SO_FAR, STOP_MARK
+from stampede.load.intervals import IntervalBins
 from stampede.load.threshold_watch import ThresholdWatch
 
 logger = logging.getLogger("stampede")
@@ -61,6 +62,7 @@ class RunAggregator:
         self.series: list[dict[str, Any]] = []
         self.phases: dict[str, dict[str, dict[str, Any]]] = {}
         self.phase_seconds: dict[str, int] = defaultdict(int)  # whole seconds tagged per stage/phase
+        self.intervals = IntervalBins(self.stages)  # long stages, an hour at a time: what only time shows
         self.created: dict[str, int] = defaultdict(int)
         self.workers_cpu: dict[str, float] = {}
         self.stop_reason: dict[str, Any] | None = None
@@ -165,6 +167,7 @@ class RunAggregator:
                         slot["failures"] += failures
                         for message, n in errors.items():
                             slot["errors"][message] += n
+                        self.intervals.add(stage_index, sec, endpoint, counts, failures)
                     second = self.open_seconds.setdefault(sec, [LatencyHistogram(), 0, 0])
                     second[0].merge(counts)
                     second[1] += sum(counts.values())
@@ -330,6 +333,7 @@ class RunAggregator:
             **self.figures(now),
             "finished_at": now,
             "series": self.series,
+            "intervals": self.intervals.to_dict(),  # per long stage, per hour: for the drift analysis
             "windows": self.watch.finish(),  # the worst rolling window of every windowed threshold
             "worker_count": len(self.environment.runner.clients) if isinstance(self.environment.runner, MasterRunner) else 0,
         }

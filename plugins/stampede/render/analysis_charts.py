@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from stampede.analysis.capacity import usl_throughput
 from stampede.core import fmt
 from stampede.core.records import RunResult
-from stampede.render.charts import Chart, _export, _figure, _shade, stage_spans
+from stampede.render.charts import MAX_POINTS, Chart, _export, _figure, _shade, stage_spans
 
 __all__ = ["capacity_chart", "render_analysis_charts", "server_chart", "trend_chart"]
 
@@ -67,14 +67,13 @@ def server_chart(result: RunResult, document: Mapping[str, Any] | None, out_dir:
     axes = figure.axes
     users_ax = axes[0]
     if load:
-        users_ax.plot([p.t - t0 for p in load], [p.users or 0 for p in load],
+        users_ax.plot(*_thinned([p.t - t0 for p in load], [p.users or 0 for p in load]),
                       drawstyle="steps-post", color="#0969da", lw=1.2)
     users_ax.set_ylabel("users")
     colours = ("#8250df", "#bf8700", "#cf222e", "#1a7f37", "#57606a")
     for ax, (label, lines) in zip(axes[1:], rows):
         for index, (name, entry) in enumerate(lines):
-            xs = [t - t0 for t, _ in entry["points"]]
-            ys = [v for _, v in entry["points"]]
+            xs, ys = _thinned([t - t0 for t, _ in entry["points"]], [v for _, v in entry["points"]])
             style = {"drawstyle": "steps-post"} if (entry.get("role") or "").startswith("pool") else {}
             ax.plot(xs, ys, color=colours[index % len(colours)], lw=1.1, label=name, **style)
             if entry.get("limit"):
@@ -91,6 +90,23 @@ def server_chart(result: RunResult, document: Mapping[str, Any] | None, out_dir:
     caption = (f"The target's own metrics ({source}, every {document.get('interval_s', '?')} s) under the load above. "
                "Shaded: stages. Dashed: configured limits.")
     return _export(figure, "server", "Server metrics beside the load", caption, out_dir)
+
+
+def _thinned(xs: Sequence[float], ys: Sequence[float], max_points: int = MAX_POINTS) -> tuple[Any, Any]:
+    """At most ``max_points`` points: the highest value of each slice of time (a day of 2-second samples is
+    43,200 points a line; drawn whole, the report's inline SVG grew by megabytes, and a peak or a leak
+    must still show)."""
+    if len(xs) <= max_points:
+        return xs, ys
+    import numpy as np
+
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    span = (x[-1] - x[0]) or 1.0
+    slices = np.minimum(max_points - 1, ((x - x[0]) / span * max_points).astype(int))
+    starts = np.flatnonzero(np.r_[True, slices[1:] != slices[:-1]])
+    return x[starts], np.maximum.reduceat(y, starts)
 
 
 def capacity_chart(result: RunResult, _document: Mapping[str, Any] | None, out_dir: Path) -> Chart | None:

@@ -30,7 +30,8 @@ from typing import Any
 
 from stampede.core import fmt
 from stampede.core.redact import text as redact_text, url as redact_url, value as redact_value
-from stampede.core.records import Comparison, CostRecord, Finding, GeneratorHealth, RunResult, StageResult, Stop
+from stampede.core.records import (Comparison, CostRecord, Drift, Finding, GeneratorHealth, RunResult, StageResult,
+                                    Stop)
 from stampede.plan.run_plan import RunPlan
 from stampede.render.outcome import cleanup_problem, describe
 
@@ -472,9 +473,15 @@ def summary_message(result: RunResult, *, report_url: str | None, dag_id: str | 
             blocks.append(_section("\n".join(breaches)))
     else:
         blocks.append(_section("_No stage produced figures._"))
+    text_tail: list[str] = []
+    drift = _drift_line(result.drift)
+    if drift:  # next to the stages' verdicts: what only time showed
+        blocks.append(_section(drift))
+        first = result.drift.findings[0] if result.drift else None
+        text_tail.append(f"drift: {_plural(len(result.drift.findings), 'finding')} ({_esc(first.title)})"
+                         if result.drift and first else "drift")
 
     generator = result.generator
-    text_tail: list[str] = []
     if generator.saturated:
         blocks.append(_section(_generator_line(generator)))
         text_tail.append(f"generator saturated (CPU max {fmt.num(generator.cpu_max_pct, 0)}%)")
@@ -553,6 +560,21 @@ def _cost_line(cost: CostRecord) -> str:
         f"Cost: {fmt.usd(cost.actual_usd)} actual (estimate {fmt.usd(cost.estimate_usd)}), "
         f"{fmt.count(cost.workers)} {_esc(cost.provider)}{spot} workers {_esc(cost.size)}"
     ).rstrip()
+
+
+MAX_DRIFT_LINES = 4
+
+
+def _drift_line(drift: Drift | None) -> str | None:
+    """Drift over the long stages, one bullet a finding (the rest: in the report); None when there is none."""
+    if drift is None or not drift.findings:
+        return None
+    shown = drift.findings[:MAX_DRIFT_LINES]
+    lines = [":hourglass_flowing_sand: *Drift over time* (a warning; the verdict stands):"]
+    lines += [f"      • {_esc(f.title)}" for f in shown]
+    if len(drift.findings) > len(shown):
+        lines.append(f"      … {fmt.count(len(drift.findings) - len(shown))} more in the report")
+    return "\n".join(lines)
 
 
 def _analysis_lines(comparison: Comparison | None, bottlenecks: list[Finding]) -> list[str]:

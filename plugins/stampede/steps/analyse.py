@@ -1,8 +1,9 @@
 """Step 6, analyse: the target's own metrics, bottlenecks, the baseline comparison, the trend, recommendations.
 
 Reads the run's results and raw output, records the run in the history and
-writes ``server``, ``bottlenecks``, ``comparison``, ``trend`` and
-``recommendations`` into results.json. Idempotent by run id: the run is upserted
+writes ``server``, ``bottlenecks``, ``drift``, ``comparison``, ``trend`` and
+``recommendations`` into results.json. Drift (``stampede.analysis.drift``) is a warning: it
+never changes the verdict. Idempotent by run id: the run is upserted
 into the history and every key it writes is recomputed. A history that cannot be
 reached leaves the comparison ``unavailable`` (and says so); it never fails the run.
 """
@@ -15,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from stampede.analysis.bottlenecks import find_bottlenecks
 from stampede.analysis.comparison import compare, judged_histograms, trend
+from stampede.analysis.drift import find_drift
 from stampede.analysis.recommendations import recommend
 from stampede.core.paths import Artifact
 from stampede.core.records import Comparison, RunResult
@@ -33,6 +35,10 @@ def analyse(plan: RunPlan, *, store: RunStore | None = None) -> RunResult:
     document = folder.read_json(Artifact.SERVER_METRICS)
     result.server = summarise(document, output.get("stages") or [])
     result.bottlenecks = find_bottlenecks(result, document)
+    result.drift = find_drift(result.stages, output.get("stages") or [], intervals=output.get("intervals"),
+                              series=result.series, server_document=document)
+    for finding in result.drift.findings:
+        log.warning("Drift in %s: %s", finding.stage, finding.title)
     histograms = judged_histograms(output) if output else {}
     own_store = store is None
     store = store or RunStore()

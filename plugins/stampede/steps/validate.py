@@ -19,12 +19,12 @@ from datetime import datetime, timezone
 from stampede.analysis.capacity import capacity_of_stages
 from stampede.analysis.expectations import apply_outcome, validate_stages
 from stampede.core.paths import Artifact
-from stampede.core.records import Breach, GeneratorSample, RunResult, SeriesPoint, StageResult, Stop, from_dict
+from stampede.core.records import Breach, RunResult, SeriesPoint, StageResult, Stop, from_dict
 from stampede.core.thresholds import Observation, Threshold
 from stampede.core.verdict import verdict_of
 from stampede.figures import server as server_figures
 from stampede.figures.generator import generator_health
-from stampede.figures.stages import observe, stage_results
+from stampede.figures.stages import observe, parse_histograms, stage_results
 from stampede.plan.run_plan import PlannedStage, RunPlan
 from stampede.steps.folder import folder_of
 
@@ -34,7 +34,8 @@ def validate(plan: RunPlan) -> RunResult:
     output = folder.read_json(Artifact.LOCUST_OUTPUT)
     if output is None:
         raise FileNotFoundError(f"validate: no {Artifact.LOCUST_OUTPUT} in {folder.path}; the load step did not finish")
-    samples = [GeneratorSample(**s) for s in folder.read_json(Artifact.GENERATOR_SAMPLES, default=[])]
+    samples = folder.read_json(Artifact.GENERATOR_SAMPLES, default=[])  # rows: judged as columns
+    parse_histograms(output)
     stages = stage_results(output, [s.__dict__ for s in plan.stages])
     health, saturated = generator_health(samples, output["stages"])
     for index in saturated:

@@ -494,3 +494,35 @@ def test_a_table_that_would_break_slacks_aggregate_limit_loses_rows_not_the_mess
     assert notify._text_size(message.blocks) <= notify.BLOCKS_TEXT_BUDGET
     assert buttons_of(message)  # the buttons survive the trimming
     assert_valid_blocks(message)
+
+
+# -- drift (a warning next to the stages' verdicts) -----------------------------------------------------
+
+def _drift(count: int):
+    from stampede.core.records import Drift, DriftFinding
+
+    return Drift(stages=["hold"], interval_s=3600, findings=[
+        DriftFinding(kind="server", stage="hold", subject="memory_mib", metric="MiB", started_at=0.0,
+                     start_offset_s=3600.0 * (5 + i), start_hour=5 + i,
+                     title=f"the target's memory_mib grew 42 % (300 → 426 MiB) from hour {5 + i} of hold and did not fall back <b>")
+        for i in range(count)])
+
+
+def test_the_summary_names_drift_with_its_hour_and_keeps_the_verdict() -> None:
+    message = summary_message(make_results(drift=_drift(1)), report_url="https://reports.example/r.html")
+    assert_valid_blocks(message)
+    texts = block_texts(message)
+    at = next(i for i, t in enumerate(texts) if "Drift over time" in t)
+    assert "from hour 5 of hold" in texts[at] and "&lt;b&gt;" in texts[at] and "<b>" not in texts[at]
+    assert at < next(i for i, t in enumerate(texts) if "Open the report" in t)
+    assert "PASS" in message.text
+    assert "drift: 1 finding" in message.text
+
+
+def test_many_drift_findings_are_capped_and_none_says_nothing() -> None:
+    texts = block_texts(summary_message(make_results(drift=_drift(7)), report_url=None))
+    drift = next(t for t in texts if "Drift over time" in t)
+    assert drift.count("•") == notify.MAX_DRIFT_LINES and "3 more in the report" in drift
+    for drift_record in (None, _drift(0)):
+        message = summary_message(make_results(drift=drift_record), report_url=None)
+        assert not any("Drift" in t for t in block_texts(message)) and "drift" not in message.text

@@ -21,7 +21,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "journey_rps": ("journey_rps_ratio",),
     "users": ("users_held", "mib_per_1000_users", "cpu_pct_per_1000_users", "p95_error_ms"),
     "overhead": ("pipeline_overhead_s",),
-    "analysis": ("analysis_s_24h",),
+    "analysis": ("analysis_s_24h", "analysis_peak_mib_24h", "analysis_report_mib_24h", "drift_leak_start_hour"),
     "cleanup": ("cleanup_per_s_demo", "cleanup_per_s_20ms", "cleanup_normal_s"),
 }
 TIME_BUDGET_S = 15 * 60
@@ -46,7 +46,7 @@ def _runner(part: str) -> Callable[[Path, bool], list[Figure]]:
         return lambda workdir, quick: cleanup_figures(workdir, quick=quick)
     from stampede.surfaces.bench.analysis import analysis_24h
 
-    return lambda workdir, quick: [analysis_24h(workdir, quick=quick)]
+    return lambda workdir, quick: analysis_24h(workdir, quick=quick)
 
 
 def _parts_for(only: list[str]) -> list[str]:

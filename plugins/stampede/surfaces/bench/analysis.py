@@ -1,11 +1,17 @@
-"""analysis_s_24h: validate, analyse and report a synthetic 24-hour endurance history.
+"""analysis_s_24h: validate, analyse and report a synthetic 24-hour endurance history, with a slow leak planted in it.
 
 The history is what the Locust master and the sampler would have written for
 the endurance scenario (1,000 users, ramp, 24 h soak, ramp-down): a 1-second
 series, per-stage/phase histograms of 20 endpoints with realistic (lognormal,
-per-endpoint) latencies, and 1-second CPU/memory samples of a master and two
-workers. the validate, analyse and report steps then run on it in a
-fresh process, timed from its start (imports included) with its peak memory.
+per-endpoint) latencies, the soak's hourly per-endpoint histograms (``intervals``),
+1-second CPU/memory samples of a master and two workers, and the target's own
+metrics every 2 s (``server_metrics.json``: memory, pool in use, CPU). From hour
+:data:`LEAK_FROM_HOUR` of the soak a slow leak creeps in: every latency
+:data:`LEAK_PER_HOUR` higher each hour and the target's memory :data:`LEAK_MIB_PER_HOUR`
+MiB more each hour. The validate, analyse and report steps then run on it in a
+fresh process, timed from its start (imports included) with its peak memory; the
+figure also records the report's size and whether the drift analysis named the
+leak with its start hour (``leak_found``).
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-from stampede.surfaces.bench.figures import Figure
-from stampede.core.histogram import LatencyHistogram
+import numpy as np
+
+from stampede.core.histogram import COARSE_SUB_BUCKETS, LatencyHistogram
+from stampede.core.thresholds import drift_interval_s
+from stampede.surfaces.bench.figures import GOALS, Figure
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import load_scenario
 
@@ -29,27 +38,39 @@ SCENARIO = "endurance"
 ENDPOINTS = 20
 USERS_RPS_PER_USER = 1 / 5.5
 SAMPLES_PER_ENDPOINT = 20_000  # drawn, then scaled to the endpoint's request count (same shape)
+LEAK_FROM_HOUR = int(GOALS["drift_leak_start_hour"][1])  # of the soak: the hour the planted leak starts
+LEAK_PER_HOUR = 0.03  # every latency 3 % higher for each hour since (+24 % by the end of the day)
+LEAK_MIB_PER_HOUR = 8.0
+SERVER_INTERVAL_S = 2.0  # as the sampler scrapes
 
 _TIMED = """
 import json, resource, sys, time
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 started = time.time()
 from stampede.plan.run_plan import RunPlan
 from stampede.steps.analyse import analyse
 from stampede.steps.report import report
 from stampede.steps.validate import validate
 plan = RunPlan.from_dict(json.loads(open(sys.argv[1]).read()))
-imported = time.time()
+imported, imported_cpu = time.time(), cpu()
 result = validate(plan)
-validated = time.time()
+validated, validated_cpu = time.time(), cpu()
 analyse(plan)
 report(plan)
-reported = time.time()
+reported, reported_cpu = time.time(), cpu()
+drift = json.loads(open(sys.argv[2]).read()).get("drift") or {}
 print(json.dumps({"import_s": imported - started, "validate_s": validated - imported, "report_s": reported - validated,
-                  "verdict": result.verdict, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "cpu_s": reported_cpu, "import_cpu_s": imported_cpu, "validate_cpu_s": validated_cpu - imported_cpu,
+                  "report_cpu_s": reported_cpu - validated_cpu,
+                  "verdict": result.verdict, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "drift": [{k: f[k] for k in ("kind", "subject", "metric", "start_hour", "title")}
+                            for f in drift.get("findings", [])]}))
 """
 
 
-def analysis_24h(workdir: Path, *, quick: bool = False) -> Figure:
+def analysis_24h(workdir: Path, *, quick: bool = False) -> list[Figure]:
     scenario = load_scenario(SCENARIO)
     hours = 1 if quick else 24
     if quick:  # same shape, an hour long
@@ -65,36 +86,71 @@ def analysis_24h(workdir: Path, *, quick: bool = False) -> Figure:
     plan_file.write_text(json.dumps(plan.to_dict()))
     env = dict(os.environ, STAMPEDE_REPORTS_DIR=str(workdir / "reports"))
     started = time.time()
-    completed = subprocess.run([sys.executable, "-c", _TIMED, str(plan_file)], capture_output=True, text=True,
-                               env=env, timeout=600, check=False)
+    completed = subprocess.run([sys.executable, "-c", _TIMED, str(plan_file), str(run_dir / "results.json")],
+                               capture_output=True, text=True, env=env, timeout=600, check=False)
     elapsed = time.time() - started
     if completed.returncode != 0:
         raise RuntimeError(f"validate/report failed on the synthetic history: {completed.stderr[-2000:]}")
     timings = json.loads(completed.stdout.strip().splitlines()[-1])
+    findings = timings.pop("drift")
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     report = run_dir / "report.html"
+    report_bytes = report.stat().st_size if report.exists() else None
+    charts_bytes = sum(p.stat().st_size for p in (run_dir / "charts").glob("*")) if (run_dir / "charts").exists() else 0
+    leak_hour = LEAK_FROM_HOUR if hours > LEAK_FROM_HOUR else None
+    latency = [f for f in findings if f["kind"] == "latency" and f["subject"] == "all requests"]
+    memory = [f for f in findings if f["kind"] == "server" and f["subject"] == "memory_mib"]
+    leak_found = (bool(latency) and bool(memory) and latency[0]["start_hour"] == leak_hour
+                  and memory[0]["start_hour"] == leak_hour) if leak_hour is not None else not findings
     print(f"  synthetic {hours} h history ({sizes['series']:,} seconds, {sizes['samples']:,} generator samples, "
-          f"{sizes['requests']:,} requests; written in {made_s:.0f} s)", flush=True)
-    print(f"  validate + report: {elapsed:.1f} s (imports {timings['import_s']:.1f} s, validate {timings['validate_s']:.1f} s, "
-          f"report {timings['report_s']:.1f} s), peak {timings['max_rss_mib']:.0f} MiB", flush=True)
-    return Figure(
-        name="analysis_s_24h", value=round(elapsed, 1),
-        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        details={
-            **{k: round(v, 2) if isinstance(v, float) else v for k, v in timings.items()},
-            "hours": hours, "endpoints": ENDPOINTS, **sizes,
-            "report_bytes": report.stat().st_size if report.exists() else None,
-            "children_max_rss_mib": round(children.ru_maxrss / 1024, 1),
-            "how": "the validate, analyse and report steps in a fresh process (imports included) on a synthetic "
-                   "endurance history at 1-second resolution",
-        },
-    )
+          f"{sizes['server_points']:,} server points, {sizes['requests']:,} requests; written in {made_s:.0f} s)", flush=True)
+    print(f"  validate + analyse + report: {elapsed:.1f} s (imports {timings['import_s']:.1f} s, validate "
+          f"{timings['validate_s']:.1f} s, analyse + report {timings['report_s']:.1f} s), peak RSS "
+          f"{timings['max_rss_mib']:.0f} MiB", flush=True)
+    print(f"  CPU time: {timings['cpu_s']:.1f} s (imports {timings['import_cpu_s']:.1f} s, validate "
+          f"{timings['validate_cpu_s']:.1f} s, analyse + report {timings['report_cpu_s']:.1f} s); load average "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
+    print(f"  report.html {report_bytes or 0:,} bytes (charts/ {charts_bytes:,} bytes more)", flush=True)
+    planted = f"a leak planted from hour {leak_hour}" if leak_hour is not None else "no leak planted (too short)"
+    verdict = ("named with its start hour" if leak_found else "NOT NAMED with its start hour") if leak_hour is not None \
+        else ("nothing found, as it should" if leak_found else "FINDINGS on a day without a leak")
+    print(f"  drift ({planted}): {verdict}; "
+          + ("; ".join(f"{f['title']}" for f in findings) or "no findings"), flush=True)
+    measured_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    details = {
+        **{k: round(v, 2) if isinstance(v, float) else v for k, v in timings.items()},
+        "hours": hours, "endpoints": ENDPOINTS, **sizes,
+        "report_bytes": report_bytes, "charts_bytes": charts_bytes,
+        "leak_from_hour": leak_hour, "leak_found": leak_found,
+        "drift_findings": [f"{f['kind']} {f['subject']} {f['metric']} from hour {f['start_hour']}" for f in findings],
+        "children_max_rss_mib": round(children.ru_maxrss / 1024, 1),
+        "load_average": round(os.getloadavg()[0], 2),
+        "how": "the validate, analyse and report steps in a fresh process (imports included) on a synthetic "
+               f"endurance history at 1-second resolution, a slow leak planted from hour {LEAK_FROM_HOUR} of the soak",
+    }
+    named = [f["start_hour"] for f in latency[:1] + memory[:1]]
+    return [
+        Figure(name="analysis_s_24h", value=round(elapsed, 1), measured_at=measured_at, details=details),
+        Figure(name="analysis_peak_mib_24h", value=round(timings["max_rss_mib"], 1), measured_at=measured_at,
+               details={"how": "peak RSS of that process (ru_maxrss)"}),
+        Figure(name="analysis_report_mib_24h", value=round((report_bytes or 0) / 2**20, 2) if report_bytes else None,
+               measured_at=measured_at, details={"bytes": report_bytes, "charts_bytes": charts_bytes,
+                                                 "how": "report.html of that day (charts inline as SVG, at most "
+                                                        "2,000 points a line); charts/ holds the PNGs besides"}),
+        Figure(name="drift_leak_start_hour",
+               value=float(named[0]) if leak_found and named else None, measured_at=measured_at,
+               details={"planted_from_hour": leak_hour, "named": findings and [f["title"] for f in findings[:3]],
+                        "how": "the hour the drift analysis names for the latency of all requests and the target's "
+                               "memory (both must name it); none when either is missing or names another hour"}),
+    ]
 
 
 def synthesise(plan: RunPlan, run_dir: Path, *, rng: random.Random) -> dict[str, int]:
-    """Write ``locust_output.json`` and ``generator_samples.json`` as a real endurance run would leave them."""
+    """Write ``locust_output.json``, ``generator_samples.json`` and ``server_metrics.json`` as a real endurance
+    run would leave them, with the leak of the module docstring planted in the soak."""
     start = float(int(time.time()) - plan.load_duration_s - 60)
-    stages, series, phases, phase_seconds = [], [], {}, {}
+    stages, series, phases, phase_seconds, intervals = [], [], {}, {}, {}
+    soak_start = None
     endpoints = _endpoints(rng)
     t = start
     previous_users = 0
@@ -107,6 +163,10 @@ def synthesise(plan: RunPlan, run_dir: Path, *, rng: random.Random) -> dict[str,
                  "steady_from": int(t + ramp_s) if ramp_s < planned["duration_s"] else None}
         stages.append(stage)
         counts = {"ramp": 0, "steady": 0}
+        width = drift_interval_s(planned["duration_s"])
+        per_interval: dict[int, int] = {}
+        if planned["name"] == "soak":
+            soak_start = t
         for offset in range(planned["duration_s"]):
             phase = "ramp" if offset < ramp_s else "steady"
             if ramp_s:
@@ -116,7 +176,11 @@ def synthesise(plan: RunPlan, run_dir: Path, *, rng: random.Random) -> dict[str,
             requests = max(0, round(rng.gauss(users * USERS_RPS_PER_USER, math.sqrt(users * USERS_RPS_PER_USER + 1))))
             failures = 1 if requests and rng.random() < 0.002 else 0
             counts[phase] += requests
-            base = 18 + 4 * math.sin((t + offset) / 3600)  # a slow daily drift
+            if width:
+                per_interval[offset // width] = per_interval.get(offset // width, 0) + requests
+            base = 18 + 4 * math.sin((t + offset) / 3600)  # a slow swing, up and down every six hours
+            if planned["name"] == "soak":
+                base *= _creep(offset / 3600)
             series.append({
                 "t": int(t + offset), "stage": planned["name"], "phase": phase, "users": users,
                 "requests": requests, "failures": failures,
@@ -135,12 +199,19 @@ def synthesise(plan: RunPlan, run_dir: Path, *, rng: random.Random) -> dict[str,
                     for name, (share, shape) in endpoints.items()
                 }
                 total_requests += requests
+        if width:
+            intervals[str(index)] = {"interval_s": width, "start": t, "bins": {
+                str(n): {"first": int(t) + n * width, "last": int(t) + min(planned["duration_s"], (n + 1) * width) - 1,
+                         "endpoints": {name: _interval(shape, round(sent * share), 0.002,
+                                                       _creep((n + 0.5) * width / 3600) if planned["name"] == "soak" else 1.0)
+                                       for name, (share, shape) in endpoints.items()}}
+                for n, sent in sorted(per_interval.items())}}
         t += planned["duration_s"]
         previous_users = planned["users"]
     output = {
         "started_at": start, "finished_at": t + 1, "stages": stages, "series": series, "phases": phases,
         "phase_seconds": phase_seconds, "created": {"escrow": total_requests // 16, "listing": total_requests // 80},
-        "stopped": None, "breaches": [], "worker_count": plan.workers,
+        "stopped": None, "breaches": [], "worker_count": plan.workers, "intervals": intervals,
     }
     (run_dir / "locust_output.json").write_text(json.dumps(output))
     samples = []
@@ -152,7 +223,51 @@ def synthesise(plan: RunPlan, run_dir: Path, *, rng: random.Random) -> dict[str,
             samples.append({"t": second + 0.5, "role": "worker", "pid": pid, "cpu_pct": round(rng.uniform(8, 16), 1),
                             "rss_mib": round(90 + 20 * (second - start) / max(1, t - start), 1)})
     (run_dir / "generator_samples.json").write_text(json.dumps(samples))
-    return {"series": len(series), "samples": len(samples), "requests": total_requests}
+    server = _server_metrics(start, t, soak_start if soak_start is not None else start, rng)
+    (run_dir / "server_metrics.json").write_text(json.dumps(server))
+    return {"series": len(series), "samples": len(samples), "requests": total_requests,
+            "server_points": sum(len(e["points"]) for e in server["series"].values())}
+
+
+def _creep(hours_into_soak: float) -> float:
+    """The planted leak: every latency this much slower, ``hours_into_soak`` into the soak."""
+    return 1 + LEAK_PER_HOUR * max(0.0, hours_into_soak - LEAK_FROM_HOUR)
+
+
+def _interval(shape: LatencyHistogram, requests: int, failures_rate: float, slower: float) -> dict:
+    """One endpoint's interval as the master bins it: its shape scaled to ``requests``, every latency
+    ``slower`` times longer, in coarse buckets (``stampede.core.histogram.coarse_bucket``)."""
+    buckets = np.fromiter(shape.counts, dtype=np.int64, count=len(shape.counts))
+    counts = np.fromiter(shape.counts.values(), dtype=np.float64, count=len(shape.counts))
+    values = np.maximum(1, (buckets * slower).astype(np.int64))
+    _, exponent = np.frexp(values.astype(np.float64))  # bit lengths, exactly (values < 2**53)
+    widths = np.left_shift(np.int64(1), np.maximum(0, exponent - COARSE_SUB_BUCKETS.bit_length()).astype(np.int64))
+    keys, inverse = np.unique(values - values % widths, return_inverse=True)
+    scaled = np.maximum(1, np.round(np.bincount(inverse, weights=counts) * requests / max(1, shape.total)))
+    return {"histogram": {int(k): int(c) for k, c in zip(keys, scaled)}, "failures": round(requests * failures_rate)}
+
+
+def _server_metrics(start: float, end: float, soak_start: float, rng: random.Random) -> dict:
+    """The target's own metrics every 2 s, as the sampler writes them: memory (a swing, noise and, from hour
+    ``LEAK_FROM_HOUR`` of the soak, the leak, which never falls back), the pool in use (flat) and CPU."""
+    memory, in_use, size, cpu = [], [], [], []
+    now = start
+    while now <= end:
+        hours = (now - soak_start) / 3600
+        leak = LEAK_MIB_PER_HOUR * max(0.0, hours - LEAK_FROM_HOUR)
+        memory.append([round(now, 3), round(300 + 10 * math.sin(now / 3600) + rng.gauss(0, 3) + leak, 2)])
+        in_use.append([round(now, 3), float(max(0, 20 + rng.randint(-3, 3)))])
+        size.append([round(now, 3), 40.0])
+        cpu.append([round(now, 3), round(max(0.0, rng.gauss(35, 5)), 2)])
+        now += SERVER_INTERVAL_S
+    series = {"cpu_pct": ("cpu", "% of a core", None, cpu), "memory_mib": ("memory", "MiB", None, memory),
+              "db_pool_size": ("pool_size", "connections", None, size),
+              "db_pool_in_use": ("pool_in_use", "connections", 40, in_use)}
+    return {"source": "prometheus", "url": "http://127.0.0.1:9/metrics", "interval_s": SERVER_INTERVAL_S,
+            "started_at": start, "ended_at": end,
+            "series": {name: {"role": role, "unit": unit, "limit": limit, "points": points}
+                       for name, (role, unit, limit, points) in series.items()},
+            "errors": [], "error_count": 0}
 
 
 def _endpoints(rng: random.Random) -> dict[str, tuple[float, LatencyHistogram]]:
