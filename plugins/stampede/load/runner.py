@@ -196,6 +196,36 @@ def run_master(
                       expect_workers=expect_workers, tail_from=tail_from)
 
 
+_supervised: list[tuple[object, Path, owner.Heartbeat]] = []  # the masters this process supervises now
+
+
+def stop_now(reason: str, *, wait_s: float = 4.0) -> int:
+    """Stop every load this process supervises, at once, and wait up to ``wait_s`` for its master to end.
+
+    For a caller that cannot unwind the supervisor (Airflow's ``on_kill``, called from its SIGTERM
+    handler, with ~5 s before SIGKILL): the master reads the stop file and the ended beat within a
+    second and stops every user. :returns: how many masters it stopped.
+    """
+    stopped = 0
+    for process, stop_file, heartbeat in list(_supervised):
+        if process.poll() is not None:
+            continue
+        stopped += 1
+        log.error("Stopping the load at once: %s", reason)
+        try:
+            stop_file.write_text(json.dumps({"reason": reason, "kind": StopKind.STOPPED}))
+        except OSError as exc:
+            log.error("Could not write the stop file %s (%s); the ended heartbeat stops the master", stop_file, exc)
+        heartbeat.end(reason)
+    deadline = time.time() + wait_s
+    for process, _, _ in list(_supervised):
+        try:
+            process.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            log.warning("The Locust master (pid %s) is still ending its users", process.pid)
+    return stopped
+
+
 class _Adopted:
     """A master this process did not start (a takeover): ``poll`` and ``wait`` through psutil."""
 
@@ -241,6 +271,8 @@ def _supervise(plan: RunPlan, run: LocustRun, process, heartbeat: owner.Heartbea
     sampler = _Sampler(process.pid, worker_processes)
     stop_written = False
     ended = "the load ended"
+    entry = (process, stop_file, heartbeat)
+    _supervised.append(entry)
     try:
         while process.poll() is None:
             time.sleep(0.5)
@@ -272,6 +304,7 @@ def _supervise(plan: RunPlan, run: LocustRun, process, heartbeat: owner.Heartbea
     finally:
         if process.poll() is None:
             _terminate(process)
+        _supervised.remove(entry)
         heartbeat.end(ended)
         done.set()
         relay.join(timeout=5)
