@@ -47,7 +47,7 @@ def kill_file(tmp_path, monkeypatch):
 
 def _scenario(tmp_path: Path, stages: list[tuple[str, int]], *, grace_s: float | None = None) -> str:
     data = {"name": "owned", "journeys": {"PollingUser": 1}, "think_time_s": [0.05, 0.15],
-            "locustfile": str(POLLING_LOCUSTFILE),
+            "locustfile": str(POLLING_LOCUSTFILE), "cleanup": "none",  # it only reads
             "stages": [{"name": name, "users": 4, "spawn_rate": 4, "duration_s": s} for name, s in stages]}
     if grace_s is not None:
         data["owner_grace_s"] = grace_s
@@ -63,14 +63,27 @@ def _wait_for(condition, timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def _load_times(canary: Canary) -> list[float]:
+    """When each load request arrived (the journeys poll /escrows; health probes and metrics scrapes are not load)."""
+    with canary._lock:
+        return sorted(h.t for h in canary.requests if h.path.endswith("/escrows"))
+
+
+def _load_hits(canary: Canary) -> int:
+    return len(_load_times(canary))
+
+
 def _quiet_after(canary: Canary, killed_at: float, *, quiet_s: float, limit_s: float) -> float:
-    """Seconds after ``killed_at`` of the last request, once ``quiet_s`` passed without one (or ``limit_s``)."""
+    """Seconds after ``killed_at`` of the last load request, once ``quiet_s`` passed without one (or ``limit_s``)."""
+    def last() -> float:
+        times = _load_times(canary)
+        return times[-1] if times else killed_at
+
     while time.time() - killed_at < limit_s:
-        last = canary.last_hit_at() or 0.0
-        if time.time() - max(last, killed_at) > quiet_s:
+        if time.time() - max(last(), killed_at) > quiet_s:
             break
         time.sleep(0.2)
-    return (canary.last_hit_at() or killed_at) - killed_at
+    return last() - killed_at
 
 
 def _alive(processes: list[psutil.Process]) -> list[str]:
@@ -123,7 +136,7 @@ def test_sigkilled_cli_takes_its_load_down_at_once(tmp_path, kill_file, record_p
              "--run-id", f"cli-killed-{os.getpid()}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
-            _wait_for(lambda: canary.hits(exclude_health=True) >= 30, 90, "load from the CLI")
+            _wait_for(lambda: _load_hits(canary) >= 30, 90, "load from the CLI")
             children = psutil.Process(cli.pid).children(recursive=True)
             killed_at = time.time()
             os.kill(cli.pid, signal.SIGKILL)
@@ -150,19 +163,19 @@ def test_no_takeover_the_load_stops_after_the_grace_and_the_run_is_invalid(tmp_p
         run_dir = tmp_path / "run"
         try:
             process, _ = _start_owner(plan, tmp_path, "owner")
-            _wait_for(lambda: canary.hits(exclude_health=True) >= 30, 90, "load from the owner")
+            _wait_for(lambda: _load_hits(canary) >= 30, 90, "load from the owner")
             assert load_still_running(plan) is not None  # cleanup would wait now
             killed_at = time.time()
             os.kill(process.pid, signal.SIGKILL)
             process.wait(10)
             latency = _quiet_after(canary, killed_at, quiet_s=3.0, limit_s=40)
             _wait_for(lambda: not _alive([p for p in _run_processes(run_dir)]), 20, "the run's processes to end")
-            hits_after = canary.hits(exclude_health=True)
+            hits_after = _load_hits(canary)
 
             # a new try comes too late: it takes the output of the master that stopped itself, sends nothing
             retry, retry_log = _start_owner(plan, tmp_path, "retry")
             assert retry.wait(60) == 0, retry_log.read_text()[-2000:]
-            assert canary.hits(exclude_health=True) == hits_after
+            assert _load_hits(canary) == hits_after
             result = validate(plan)
             assert load_still_running(plan) is None
             cleaned = cleanup_test_data(plan)
@@ -187,7 +200,7 @@ def test_a_new_owner_within_the_grace_takes_the_run_over(tmp_path, kill_file, re
         run_dir = tmp_path / "run"
         try:
             first, _ = _start_owner(plan, tmp_path, "first-owner")
-            _wait_for(lambda: canary.hits(exclude_health=True) >= 30, 90, "load from the first owner")
+            _wait_for(lambda: _load_hits(canary) >= 30, 90, "load from the first owner")
             checkpoint = owner.read_checkpoint(run_dir / owner.CHECKPOINT_FILE)
             os.kill(first.pid, signal.SIGKILL)
             first.wait(10)
@@ -196,7 +209,7 @@ def test_a_new_owner_within_the_grace_takes_the_run_over(tmp_path, kill_file, re
             assert second.wait(90) == 0, second_log.read_text()[-3000:]
             ran = json.loads(second_log.read_text().split("LOADRAN ", 1)[1].splitlines()[0])
             result = validate(plan)
-            times = sorted(h.t for h in canary.requests if not h.path.endswith("/health"))
+            times = _load_times(canary)
         finally:
             teardown_workers(plan)
     gaps = max(b - a for a, b in zip(times, times[1:]))
@@ -219,12 +232,12 @@ def test_the_kill_switch_stops_load_whose_owner_died(tmp_path, kill_file, record
         provision_workers(plan)
         try:
             process, _ = _start_owner(plan, tmp_path, "owner")
-            _wait_for(lambda: canary.hits(exclude_health=True) >= 30, 90, "load from the owner")
+            _wait_for(lambda: _load_hits(canary) >= 30, 90, "load from the owner")
             os.kill(process.pid, signal.SIGKILL)
             process.wait(10)
-            before = canary.hits(exclude_health=True)
+            before = _load_hits(canary)
             time.sleep(3.0)
-            assert canary.hits(exclude_health=True) > before  # within its grace: nobody stopped it yet
+            assert _load_hits(canary) > before  # within its grace: nobody stopped it yet
             kill_file.write_text("operator: stop everything")
             flipped_at = time.time()
             latency = _quiet_after(canary, flipped_at, quiet_s=3.0, limit_s=30)

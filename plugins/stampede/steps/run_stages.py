@@ -113,6 +113,8 @@ def run_level(plan: RunPlan, stage: Stage, level_folder: RunFolder, *, stop_prob
 def _workers_for(plan: RunPlan, folder: RunFolder) -> WorkerSet | None:
     folder.fetch(Artifact.WORKERS)  # provisioned by another task, maybe on another host
     workers = load_worker_set(folder.path)
+    if (folder.path / owner.CHECKPOINT_FILE).exists():
+        return workers  # the load already started: a takeover uses the master's workers as they are
     if plan.workers and (workers is None or len(provider_for(plan.worker_provider).alive(workers)) < workers.count):
         provision_workers(plan)  # a retry after the workers went away: bring them back
         workers = load_worker_set(folder.path)
