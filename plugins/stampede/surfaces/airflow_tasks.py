@@ -154,14 +154,17 @@ def _stop_load_on_kill() -> None:
     """"Mark as failed" (and any SIGTERM from the supervisor): stop this try's load at once and wait for it.
 
     Airflow's task runner answers SIGTERM by calling the operator's ``on_kill`` (a TaskFlow task has
-    none of its own), then SIGKILLs the process 5 s later: the master is told within that time.
+    none of its own), then SIGKILLs the process 5 s later: the master is told within that time. It
+    then raises, so the load step unwinds (from the signal handler) and the try fails, not succeeds.
     """
     from stampede.load.runner import stop_now
 
     operator = get_current_context()["ti"].task
 
     def on_kill() -> None:
-        stop_now("Airflow stopped the task (Mark as failed, or its process was terminated)", wait_s=4.0)
+        reason = "Airflow stopped the task (Mark as failed, or its process was terminated)"
+        if stop_now(reason, wait_s=4.0):
+            raise RuntimeError(f"load: {reason}; the load was stopped")
 
     operator.on_kill = on_kill
 
