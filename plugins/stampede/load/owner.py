@@ -78,6 +78,7 @@ class Beat:
     beat_at: float
     grace_s: float
     ended: str | None = None  # why the owner ended the load on purpose (the master stops at once)
+    master_ended: bool = False  # the owner saw its master exit: no load flows, on any host
 
 
 def read_beat(path: Path) -> Beat | None:
@@ -85,7 +86,7 @@ def read_beat(path: Path) -> Beat | None:
     try:
         data = json.loads(path.read_text())
         return Beat(owner=str(data["owner"]), beat_at=float(data["beat_at"]), grace_s=float(data["grace_s"]),
-                    ended=data.get("ended"))
+                    ended=data.get("ended"), master_ended=bool(data.get("master_ended")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -136,8 +137,9 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
         self._mirrored = 0.0
 
-    def beat(self, ended: str | None = None) -> None:
-        beat = Beat(owner=self.owner, beat_at=time.time(), grace_s=self.grace_s, ended=ended)
+    def beat(self, ended: str | None = None, *, master_ended: bool = False) -> None:
+        beat = Beat(owner=self.owner, beat_at=time.time(), grace_s=self.grace_s, ended=ended,
+                    master_ended=master_ended)
         try:
             write_beat(self.path, beat)
         except OSError as exc:
@@ -160,12 +162,15 @@ class Heartbeat:
         while not self._stop.wait(BEAT_INTERVAL_S):
             self.beat()
 
-    def end(self, reason: str) -> None:
-        """Stop beating and say the load ended on purpose (the master, if still running, stops at once)."""
+    def end(self, reason: str, *, master_ended: bool = False) -> None:
+        """Stop beating and say the load ended on purpose (the master, if still running, stops at once).
+
+        :param master_ended: the master has exited (other hosts need not wait for it).
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        self.beat(ended=reason)
+        self.beat(ended=reason, master_ended=master_ended)
 
 
 # -- the checkpoint: which master plays this folder's load ------------------------------------------

@@ -133,6 +133,8 @@ def run_master(
     heartbeat = owner.Heartbeat(owner_file, plan.owner_grace_s, mirror=mirror)
 
     previous = owner.read_checkpoint(checkpoint_path)
+    if previous is not None and previous.run_tag != plan.run_tag:
+        previous = None  # a folder another run used before (the bench reuses one): not this run's master
     if previous is not None:
         master = owner.master_process(previous)
         if master is None:  # it ran and ended (or runs on another host): the load is never sent again
@@ -305,7 +307,7 @@ def _supervise(plan: RunPlan, run: LocustRun, process, heartbeat: owner.Heartbea
         if process.poll() is None:
             _terminate(process)
         _supervised.remove(entry)
-        heartbeat.end(ended)
+        heartbeat.end(ended, master_ended=process.poll() is not None)
         done.set()
         relay.join(timeout=5)
     run.exit_code = process.returncode if process.returncode is not None else -1

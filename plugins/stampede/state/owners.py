@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Column, Float, String, Table, Text, select, update
+from sqlalchemy import Boolean, Column, Float, String, Table, Text, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stampede.state import db
@@ -28,15 +28,18 @@ load_owners = Table(
     Column("beat_at", Float, nullable=False),  # epoch, the owner's clock
     Column("grace_s", Float, nullable=False),
     Column("ended", Text),  # why the owner ended the load on purpose; NULL while it runs
+    Column("master_ended", Boolean, nullable=False, default=False),  # the owner saw the master exit
     Column("master", Text),  # the checkpoint (JSON): host, pid, port, started_at of the master
 )
 TABLES = (load_owners,)
 
 
-def beat(run_tag: str, *, owner: str, beat_at: float, grace_s: float, ended: str | None = None) -> None:
+def beat(run_tag: str, *, owner: str, beat_at: float, grace_s: float, ended: str | None = None,
+         master_ended: bool = False) -> None:
     """Record the owner's beat (an upsert: the first beat creates the row, a takeover overwrites the owner)."""
     engine = db.engine(tables=TABLES)
-    values = {"run_tag": run_tag, "owner": owner, "beat_at": beat_at, "grace_s": grace_s, "ended": ended}
+    values = {"run_tag": run_tag, "owner": owner, "beat_at": beat_at, "grace_s": grace_s, "ended": ended,
+              "master_ended": master_ended}
     insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(load_owners).values(values)
     statement = insert.on_conflict_do_update(index_elements=["run_tag"],
                                              set_={k: v for k, v in values.items() if k != "run_tag"})

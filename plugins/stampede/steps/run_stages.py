@@ -68,7 +68,7 @@ def run_stages(plan: RunPlan, *, stop_probe: StopProbe = never, handover: bool =
 
 def _refuse_a_second_start(plan: RunPlan, folder: RunFolder) -> None:
     """A run whose load started on another host (the shared state says so) is never started again here."""
-    if (folder.path / owner.CHECKPOINT_FILE).exists():
+    if _started_here(plan, folder):
         return  # this host's own checkpoint: run_master takes the master over, or its output
     try:
         row = owners.get(plan.run_tag)
@@ -83,13 +83,19 @@ def _refuse_a_second_start(plan: RunPlan, folder: RunFolder) -> None:
             "the load again: the run is invalid (its master stopped itself when its owner's beat went stale)")
 
 
+def _started_here(plan: RunPlan, folder: RunFolder) -> bool:
+    checkpoint = owner.read_checkpoint(folder.path / owner.CHECKPOINT_FILE)
+    return checkpoint is not None and checkpoint.run_tag == plan.run_tag
+
+
 class LoadAlreadyStarted(RuntimeError):
     """The run's load was started by an owner on another host; sending it again would double it."""
 
 
 def _mirror(plan: RunPlan) -> Callable[[owner.Beat], None]:
     def mirror(beat: owner.Beat) -> None:
-        owners.beat(plan.run_tag, owner=beat.owner, beat_at=beat.beat_at, grace_s=beat.grace_s, ended=beat.ended)
+        owners.beat(plan.run_tag, owner=beat.owner, beat_at=beat.beat_at, grace_s=beat.grace_s, ended=beat.ended,
+                    master_ended=beat.master_ended)
 
     return mirror
 
@@ -113,7 +119,7 @@ def run_level(plan: RunPlan, stage: Stage, level_folder: RunFolder, *, stop_prob
 def _workers_for(plan: RunPlan, folder: RunFolder) -> WorkerSet | None:
     folder.fetch(Artifact.WORKERS)  # provisioned by another task, maybe on another host
     workers = load_worker_set(folder.path)
-    if (folder.path / owner.CHECKPOINT_FILE).exists():
+    if _started_here(plan, folder):
         return workers  # the load already started: a takeover uses the master's workers as they are
     if plan.workers and (workers is None or len(provider_for(plan.worker_provider).alive(workers)) < workers.count):
         provision_workers(plan)  # a retry after the workers went away: bring them back
@@ -200,7 +206,7 @@ def load_still_running(plan: RunPlan, *, now: float | None = None) -> str | None
         log.warning("Could not read the run's owner from the state database (%s)", type(exc).__name__)
         return None
     master = (row or {}).get("master")
-    if row and master and master.get("host") != owner.host_name():
+    if row and master and master.get("host") != owner.host_name() and not row.get("master_ended"):
         over_after = (0.0 if row.get("ended") else float(row["grace_s"])) + owner.STOP_BOUND_S
         if now - float(row["beat_at"]) < over_after:
             return (f"the run's master on {master.get('host')} may still be sending load (its owner beat "
