@@ -21,8 +21,19 @@ def airflow_db() -> Path:
     return home
 
 
+TEST_SCENARIOS = Path(__file__).with_name("scenarios")  # beside the stock ones, as a team's own folder would be
+
+
+@pytest.fixture(scope="session", autouse=True)
+def team_scenarios():
+    """The DAGs' forms list these tests' scenarios by name (run confs take names, never paths)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("STAMPEDE_SCENARIOS_DIR", str(TEST_SCENARIOS))
+        yield TEST_SCENARIOS
+
+
 @pytest.fixture(scope="session")
-def dag_bag():
+def dag_bag(team_scenarios):
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])

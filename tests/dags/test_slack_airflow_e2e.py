@@ -30,20 +30,12 @@ from stampede.render.slack import ACTION_PIN, ACTION_RERUN
 
 pytestmark = pytest.mark.integration
 
-SCENARIO = """name: {name}
-journeys: {{agent: 60, broker: 20, admin: 5, readonly: 15}}
-think_time_s: [0.2, 0.5]
-stages:
-  - {{name: {name}-load, users: 3, spawn_rate: 3, duration_s: {seconds}}}
-thresholds: {{p95_ms: {p95}, error_rate: 0.05}}
-abort_on_breach: false
-"""
+def scenario_file(name: str) -> str:
+    """A scenario of this module's own, by name: run confs take names, never paths (tests/dags/scenarios/)."""
+    from stampede.plan.scenario import load_named_scenario
 
-
-def scenario_file(folder: Path, name: str, *, seconds: int = 4, p95: float = 2000) -> str:
-    path = folder / f"{name}.yaml"
-    path.write_text(SCENARIO.format(name=name, seconds=seconds, p95=p95))
-    return str(path)
+    load_named_scenario(name)  # in the scenarios folder the DAGs were parsed with
+    return name
 
 
 def sync_dags_and_unpause(*dag_ids: str) -> None:
@@ -69,10 +61,10 @@ def slack_env(monkeypatch: pytest.MonkeyPatch, standin: SlackStandin, channel: s
         "conn_type": "slack", "password": standin.token, "extra": {"base_url": standin.base_url, "channel": channel}}))
 
 
-def run_folder(run_id: str) -> Path:
+def run_folder(run_id: str, dag_id: str = "loadtest_nightly") -> Path:
     from stampede.plan.run_plan import run_tag_for
 
-    return Path(os.environ["STAMPEDE_REPORTS_DIR"]) / run_tag_for(run_id)
+    return Path(os.environ["STAMPEDE_REPORTS_DIR"]) / run_tag_for(run_id, dag_id)
 
 
 def parent(run_id: str) -> dict:
@@ -94,7 +86,7 @@ def nightly(airflow_db, dag_bag, tmp_path_factory, slack_secrets):
             DemoTarget(workdir=root / "target") as target:
         slack_env(monkeypatch, standin)
         sync_dags_and_unpause("example_release_gate")
-        scenarios = [scenario_file(root, name) for name in ("alpha", "beta", "gamma")]
+        scenarios = [scenario_file(name) for name in ("alpha", "beta", "gamma")]
 
         reports = Path(os.environ["STAMPEDE_REPORTS_DIR"])
         before = set(reports.glob("LT-*"))
@@ -334,7 +326,7 @@ def slack_only(monkeypatch, slack_secrets):
 
 def test_a_failed_run_produces_exactly_one_message_that_says_why(airflow_db, dag_bag, slack_only, demo_target,
                                                                 tmp_path) -> None:
-    impossible = scenario_file(tmp_path, "strict", p95=0.01)  # no request is that fast: the verdict is fail
+    impossible = scenario_file("strict")  # p95 under 0.01 ms: no request is that fast, the verdict is fail
 
     run = dag_bag.dags["loadtest_nightly"].test(run_conf={"scenarios": [impossible], "environment": "local",
                                                           "target": demo_target.base_url, "workers": 0})
@@ -432,7 +424,7 @@ def test_a_hung_load_step_times_out_and_its_load_stops(airflow_db, dag_bag, slac
     real = timeouts.planned_timeout
     monkeypatch.setattr(timeouts, "planned_timeout",
                         lambda task_id, plan: timedelta(seconds=8) if task_id == "run_stages" else real(task_id, plan))
-    long_one = scenario_file(tmp_path, "overrun", seconds=60)
+    long_one = scenario_file("overrun")  # 60 s of load
     seen: list[int] = []
 
     def watch() -> None:  # the master while the load runs
@@ -453,7 +445,7 @@ def test_a_hung_load_step_times_out_and_its_load_stops(airflow_db, dag_bag, slac
 
 def test_a_sigterm_reaches_on_kill_and_stops_the_load(airflow_db, dag_bag, slack_only, demo_target, tmp_path) -> None:
     """"Mark failed", a dagrun timeout or a stopping worker end in SIGTERM: on_kill must stop the load, not return."""
-    long_one = scenario_file(tmp_path, "stopped", seconds=60)
+    long_one = scenario_file("stopped")  # 60 s of load
     sent: list[int] = []
 
     def terminate_once_the_load_runs() -> None:

@@ -27,7 +27,7 @@ from stampede.core.stops import StopKind, StopProbe, never
 from stampede.plan.run_plan import RunPlan
 from stampede.core.records import GeneratorSample
 from stampede.load import owner
-from stampede.load.process_env import RUN_TAG_ENV
+from stampede.load.process_env import plan_process_env
 from stampede.load.stage_health import StageHealthWatch
 from stampede.core.paths import Artifact, data_dir
 
@@ -174,8 +174,9 @@ def run_master(
         ]
     command += user_classes_for(plan)
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env[RUN_TAG_ENV] = plan.run_tag  # so a plain locustfile can tag what it creates (load_process_env does this too)
+    # allow-listed: team locustfiles run in this process, so never the task's cloud, Airflow or Slack
+    # credentials; the run tag, the password variable the plan names and the egress policy are in it
+    env = plan_process_env(plan)
     heartbeat.start()  # before the master: it reads the beat from its first second
     started = time.time()
     tail_from = log_path.stat().st_size if log_path.exists() else 0

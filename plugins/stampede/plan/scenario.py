@@ -40,6 +40,7 @@ pre-allocated users of every step.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -55,7 +56,16 @@ from stampede.plan.cleanup_declaration import (
     CleanupDeclaration, CreateRule, hook_parts, parse_cleanup, parse_creates, stock_declaration,
 )
 
-SCENARIO_DIR = data_dir("loadtests") / "scenarios"
+SCENARIO_DIR = data_dir("loadtests") / "scenarios"  # the bundled, stock scenarios
+# A team's own scenarios folder, searched before the bundled one: its files are scenario *names* in the
+# trigger forms and run confs (which never take paths), beside the stock ones.
+TEAM_SCENARIOS_ENV = "STAMPEDE_SCENARIOS_DIR"
+
+
+def scenario_dirs() -> tuple[Path, ...]:
+    """The folders whose ``*.yaml`` files are scenario names: the team's (``STAMPEDE_SCENARIOS_DIR``), then stock."""
+    team = os.environ.get(TEAM_SCENARIOS_ENV, "").strip()
+    return (Path(team), SCENARIO_DIR) if team else (SCENARIO_DIR,)
 
 THRESHOLD_KEYS = threshold_rules.KEYS  # the mapping form's keys
 RULE_KEYS = ("stat", "below", "above", "endpoint", "endpoints", "pattern", "each", "server", "stages", "abort",
@@ -254,24 +264,37 @@ class Scenario:
         return Scenario.from_dict(data)
 
 
-def available_scenarios(directory: Path = SCENARIO_DIR) -> list[str]:
-    return sorted(p.stem for p in directory.glob("*.yaml"))
+def _folders(directory: Path | None) -> tuple[Path, ...]:
+    return (Path(directory),) if directory is not None else scenario_dirs()
 
 
-def resolve_scenario_path(name_or_path: str, directory: Path = SCENARIO_DIR) -> Path:
+def available_scenarios(directory: Path | None = None) -> list[str]:
+    return sorted({p.stem for folder in _folders(directory) for p in folder.glob("*.yaml")})
+
+
+def _named(name: str, directory: Path | None) -> Path | None:
+    """The first folder's file for ``name`` (the team's folder wins over the stock one), or None."""
+    for folder in _folders(directory):
+        path = folder / f"{name}.yaml"
+        if path.is_file() and path.resolve().parent == folder.resolve():
+            return path
+    return None
+
+
+def resolve_scenario_path(name_or_path: str, directory: Path | None = None) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in {".yaml", ".yml"} or candidate.exists():
         if not candidate.is_file():
             raise ScenarioError(f"scenario: file {name_or_path!r} does not exist; fix: give an existing path")
         return candidate
-    path = directory / f"{name_or_path}.yaml"
-    if not path.is_file():
+    path = _named(name_or_path, directory)
+    if path is None:
         known = ", ".join(available_scenarios(directory)) or "none"
         raise ScenarioError(f"scenario: no scenario named {name_or_path!r}; fix: use one of {known} or a file path")
     return path
 
 
-def load_scenario(name_or_path: str, directory: Path = SCENARIO_DIR) -> Scenario:
+def load_scenario(name_or_path: str, directory: Path | None = None) -> Scenario:
     path = resolve_scenario_path(name_or_path, directory)
     try:
         data = yaml.safe_load(path.read_text())
@@ -723,14 +746,14 @@ def _is_number(value: Any) -> bool:
 SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
-def load_named_scenario(name: Any, directory: Path = SCENARIO_DIR) -> Scenario:
+def load_named_scenario(name: Any, directory: Path | None = None) -> Scenario:
     """The scenario *named* ``name`` in ``directory``; never a path (a trigger form or run conf is not trusted
     with paths: a scenario's ``locustfile:`` runs Python, so a path could run any file)."""
     known = ", ".join(available_scenarios(directory)) or "none"
     if not isinstance(name, str) or not SCENARIO_NAME.fullmatch(name):
         raise ScenarioError(f"scenario: {str(name)[:80]!r} is not the name of a scenario file; fix: use one of {known} "
                             "(paths are accepted from the command line only)")
-    path = directory / f"{name}.yaml"
-    if not path.is_file() or path.resolve().parent != Path(directory).resolve():
+    path = _named(name, directory)
+    if path is None:
         raise ScenarioError(f"scenario: no scenario named {name!r}; fix: use one of {known}")
     return load_scenario(str(path), directory)

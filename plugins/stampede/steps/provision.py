@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from stampede.core.paths import Artifact
 from stampede.cost.estimate import worker_plan_for
 from stampede.load.runner import locustfiles_for
+from stampede.load.process_env import plan_process_env
 from stampede.plan.run_plan import RunPlan
 from stampede.steps.folder import folder_of
 from stampede.steps.preflight import WORKER_TTL_MARGIN_S
@@ -55,7 +56,7 @@ def provision_workers(plan: RunPlan) -> Provisioned:
                            size=sizing.size, spot=sizing.spot, handles=list(workers.handles))
     workers = LocalWorkers().provision(
         run_id=plan.run_id, run_dir=folder.path, count=plan.workers, locustfiles=locustfiles_for(plan),
-        ttl_s=worker_ttl_s(plan),
+        ttl_s=worker_ttl_s(plan), env=plan_process_env(plan),  # team locustfiles run there: no credentials
     )
     folder.publish(Artifact.WORKERS)
     return Provisioned(provider=workers.provider, count=workers.count, master_port=workers.master_port)

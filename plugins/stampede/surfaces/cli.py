@@ -84,7 +84,10 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "lease":
         return lease_main(args)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    # force: importing Airflow's provider hooks has already pointed the root logger at stdout,
+    # and stdout is for the run's outcome alone (scripts read its first line)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr, force=True)
     owner.children_die_with_this_process()  # nobody takes a command line's run over: its load dies with it
     _stop_on_signals()
     run_id = args.run_id or f"cli-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
@@ -28,7 +29,14 @@ def default_worker_count(peak_users: int) -> int:
 class LocalWorkers:
     name = "local"
 
-    def provision(self, *, run_id: str, run_dir: Path, count: int, locustfiles: str, ttl_s: float) -> WorkerSet:
+    def provision(self, *, run_id: str, run_dir: Path, count: int, locustfiles: str, ttl_s: float,
+                  env: Mapping[str, str] | None = None) -> WorkerSet:
+        """Start ``count`` worker agents.
+
+        :param env: the agents' (and their Locust workers') whole environment: the plan's allow-listed one
+            (``stampede.load.process_env.plan_process_env``), since team locustfiles run there; default
+            this process's environment (tests and tools that start bare workers).
+        """
         existing = load_worker_set(run_dir)
         if existing is not None and existing.provider == self.name:
             if len(self.alive(existing)) == existing.count and existing.locustfiles == locustfiles:
@@ -56,7 +64,7 @@ class LocalWorkers:
                     start_new_session=True,  # survives the provisioning task; the owner's beat or teardown ends it
                     # the command line owns its workers alone: they die with it at once
                     preexec_fn=die_with_parent() if children_die_with_owner() else None,
-                    env=worker_env(),
+                    env=dict(env) if env is not None else worker_env(),
                 )
             workers.handles.append(str(process.pid))
         (run_dir / "workers.stop").unlink(missing_ok=True)

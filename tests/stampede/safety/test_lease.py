@@ -20,16 +20,27 @@ def _target(url: str, *addresses: str) -> Target:
     return Target(parsed.scheme, parsed.host, parsed.port, parsed.path, addresses)
 
 
-@pytest.fixture(autouse=True)
-def own_state(tmp_path, monkeypatch):
-    """Each test its own state database (SQLite in its own reports folder)."""
+@pytest.fixture(autouse=True, params=["sqlite", "postgresql"])
+def own_state(request, tmp_path, monkeypatch):
+    """Each test its own state database: SQLite in its own reports folder (the embedded default), or a fresh
+    PostgreSQL database (a deployment's shared state, where the atomicity is PostgreSQL's, not SQLite's lock)."""
+    from stampede.infra.databases import FreshDatabase, postgres_problem
     from stampede.state import db
 
     monkeypatch.setenv("STAMPEDE_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.delenv("STAMPEDE_STATE_URL", raising=False)
     db.dispose_all()
-    yield
-    db.dispose_all()
+    if request.param == "sqlite":
+        yield
+        db.dispose_all()
+        return
+    problem = postgres_problem()
+    if problem:
+        pytest.skip(f"no PostgreSQL for the shared-state lease test: {problem}")
+    with FreshDatabase("stampede_lease") as database:
+        monkeypatch.setenv("STAMPEDE_STATE_URL", database.url)
+        yield
+        db.dispose_all()  # close the pool before the database is dropped
 
 
 def test_localhost_127_0_0_1_and_ipv6_loopback_are_one_target():

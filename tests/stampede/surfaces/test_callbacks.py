@@ -67,7 +67,8 @@ def slack(monkeypatch: pytest.MonkeyPatch):
 def started(slack: SlackStandin) -> RunPlan:
     """A run whose start message (the thread's parent) is in Slack."""
     scenario = Scenario(name="smoke", journeys={"agent": 1.0}, think_time_s=(1, 2), stages=(Stage("smoke", 5, 5, 12),))
-    plan = RunPlan(run_id=RUN_ID, target="http://127.0.0.1:9/v1", environment="local", scenarios=(scenario,), workers=0)
+    plan = RunPlan(run_id=RUN_ID, target="http://127.0.0.1:9/v1", environment="local", scenarios=(scenario,), workers=0,
+                   dag_id="loadtest_nightly")
     notify.notify_start(plan)
     return plan
 
