@@ -231,9 +231,22 @@ def load_stopped(owner_file: Path, checkpoint_files: list[Path], *, now: float |
         if checkpoint is not None and master_process(checkpoint) is not None:
             return f"the run's Locust master (pid {checkpoint.pid}) is still running"
     beat = read_beat(owner_file)
-    if beat is not None and not beat.ended and now - beat.beat_at <= beat.grace_s:
+    if beat is not None and not beat.ended and now - beat.beat_at <= beat.grace_s and not _dead_here(beat.owner):
         return f"the run's owner ({beat.owner}) is still beating: its load may be running"
     return None
+
+
+def _dead_here(who: str) -> bool:
+    """The owner ``host:pid`` ran on this host and is gone (its beat cannot be fresh again but by a takeover)."""
+    host, _, pid = who.rpartition(":")
+    if host != host_name() or not pid.isdigit():
+        return False
+    try:
+        return psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:
+        return False
 
 
 # -- children that die with their parent -------------------------------------------------------------

@@ -8,9 +8,11 @@ No supervisor is trusted to be alive (``stampede.load.owner``):
   ``owner_lost`` and ``stopped`` it tells its workers that the run is over for good
   (they stop their users now and exit with ``OWNER_LOST_EXIT``, so no agent starts
   another worker);
-- a worker reads the kill switch of its own host, and quits when its master has been
-  silent for the plan's grace (a master that died or was killed: across hosts the
-  master is the only way a worker knows of its owner).
+- a worker reads the kill switch of its own host: it stops its users at once and tells
+  its master, which stops the run with kind ``kill_switch`` (a worker that quit instead
+  would leave a master whose last worker is gone, which ends the run as if complete);
+  it quits when its master has been silent for the plan's grace (a master that died or
+  was killed: across hosts the master is the only way a worker knows of its owner).
 
 Loaded only through :mod:`stampede.load.plugin` (never imports Airflow).
 """
@@ -34,6 +36,7 @@ from stampede.safety import killswitch
 logger = logging.getLogger("stampede")
 
 RUN_OVER_MESSAGE = "stampede_run_over"  # master → workers: the run is over for good
+KILL_SWITCH_MESSAGE = "stampede_kill_switch"  # worker → master: the kill switch is on where the worker runs
 
 
 def grace_of(plan: dict[str, Any]) -> float:
@@ -51,6 +54,12 @@ class MasterWatch:
         self.owner_file = Path(path) if path else None
         self.since = time.time()
         self.told_workers = False
+        if isinstance(environment.runner, MasterRunner):
+            environment.runner.register_message(KILL_SWITCH_MESSAGE, self._on_worker_kill_switch)
+
+    def _on_worker_kill_switch(self, msg: Any = None, **_kw: Any) -> None:
+        reason = str(getattr(msg, "data", None) or "kill switch: on at a worker")
+        self.aggregator.request_stop(reason, kind=StopKind.KILL_SWITCH)
 
     def check(self) -> None:
         if self.aggregator.stop_reason is None:
@@ -84,13 +93,20 @@ def watch_worker(environment, plan_of) -> None:
     runner.register_message(RUN_OVER_MESSAGE, on_run_over)
 
     def loop() -> None:
+        told = False
         while True:
             gevent.sleep(1.0)
             why = killswitch.local_reason()
+            if why:  # no request more from here; the master stops the run and records why
+                if not told:
+                    told = True
+                    run_over(why)
+                    runner.send_message(KILL_SWITCH_MESSAGE, why)
+                end_every_user(runner)  # also any user the master spawned before it heard
             silent_s = time.time() - runner.last_heartbeat_timestamp if runner.last_heartbeat_timestamp else 0.0
             grace_s = grace_of(plan_of(environment))
-            if why or silent_s > grace_s:
-                run_over(why or f"no heartbeat from the master for {silent_s:.0f} s (grace {grace_s:g} s)")
+            if silent_s > grace_s:
+                run_over(f"no heartbeat from the master for {silent_s:.0f} s (grace {grace_s:g} s)")
                 runner.quit()
                 return
 

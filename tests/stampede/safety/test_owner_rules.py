@@ -48,6 +48,9 @@ def test_load_is_proved_stopped_only_without_a_live_master_and_a_fresh_beat(tmp_
     assert owner.load_stopped(beat_file, [checkpoint_file]) is None
     owner.write_beat(beat_file, owner.Beat(owner="h:1", beat_at=time.time(), grace_s=3.0))
     assert "still beating" in owner.load_stopped(beat_file, [checkpoint_file])
+    owner.write_beat(beat_file, owner.Beat(owner=f"{owner.host_name()}:{sleeper.pid}", beat_at=time.time(),
+                                           grace_s=60.0))
+    assert owner.load_stopped(beat_file, [checkpoint_file]) is None  # its owner died here: nobody beats for it
 
 
 def test_a_reused_pid_is_not_the_checkpoints_master(tmp_path):
