@@ -155,6 +155,35 @@ def test_sigkilled_cli_takes_its_load_down_at_once(tmp_path, kill_file, record_p
     assert (out / "logs" / "master.log").stat().st_size > 0  # the master writes it itself, line by line
 
 
+def test_sigterm_to_the_cli_stops_the_load_at_once_then_cleans_up_and_tears_down(tmp_path, kill_file):
+    with Canary() as canary:
+        out = tmp_path / "run"
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "stampede.surfaces.cli", "run", "--target", canary.base_url,
+             "--scenario", _scenario(tmp_path, [("hold", 60)]), "--workers", "1", "--out", str(out),
+             "--run-id", f"cli-terminated-{os.getpid()}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _wait_for(lambda: _load_hits(canary) >= 30, 90, "load from the CLI")
+            children = psutil.Process(cli.pid).children(recursive=True)
+            stopped_at = time.time()
+            os.kill(cli.pid, signal.SIGTERM)
+            _, stderr = cli.communicate(timeout=90)
+            latency = _quiet_after(canary, stopped_at, quiet_s=2.0, limit_s=20)
+            left = _alive(children)
+        finally:
+            for process in _run_processes(out):
+                process.kill()
+    print(f"CLI SIGTERMed: last request {latency:.2f} s after; exit {cli.returncode}")
+    assert latency < 2.0
+    assert cli.returncode == 3, stderr[-2000:]  # INVALID: the figures end early for a reason of our own
+    assert "stopped by SIGTERM" in stderr
+    assert json.loads((out / "teardown.json").read_text())["left"] == 0 and (out / "cleanup.json").exists()
+    output = json.loads((out / "locust_output.json").read_text())
+    assert output["stopped"]["kind"] == "stopped" and "SIGTERM" in output["stopped"]["reason"]
+    assert left == []
+
+
 def test_no_takeover_the_load_stops_after_the_grace_and_the_run_is_invalid(tmp_path, kill_file, record_property):
     with Canary() as canary:
         plan = _plan(tmp_path, canary, [("hold", 60)], run_id=f"orphaned-{os.getpid()}")

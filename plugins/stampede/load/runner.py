@@ -5,6 +5,14 @@ process that imported Airflow). This module starts the master, relays its
 progress lines to the log, samples the load generators' CPU and memory from
 outside Locust, turns the kill switch into a stop file the master polls, and
 enforces a hard wall-clock limit so a run always ends by itself.
+
+The supervising process is the load's *owner* (``stampede.load.owner``): it
+beats while it supervises, and the master stops itself when the beat goes
+stale. The master writes ``logs/master.log`` itself (unbuffered, so a kill of
+anything loses none of it); the supervisor tails it. A second supervisor for
+the same folder (a retried task) takes a running master over from its
+checkpoint instead of starting the load again. Stopped by an exception (a
+signal, a timeout, Ctrl-C), the supervisor tells the master to stop at once.
 """
 
 from __future__ import annotations
