@@ -131,10 +131,17 @@ def test_one_parent_one_reply_per_stage_one_updated_summary_the_chart(nightly) -
     replies = [m["text"] for m in thread[1:4]]
     assert [r.split("Stage ")[1].split(" ")[0] for r in replies] == ["alpha/alpha-load", "beta/beta-load",
                                                                      "gamma/gamma-load"]
+    assert all(" passed: " in r for r in replies), replies  # judged, every one
+    # live: the first two stages' replies were posted while the load ran (each 12 s stage is complete 9 s
+    # after it ends, while the next one runs), then replaced by their verdicts; the last ends with the run
+    load = next(ti for ti in nightly.run.get_task_instances() if ti.task_id == "run_stages")
+    posted = [float(m["ts"]) for m in thread[1:4]]
+    assert posted[0] < posted[1] < load.end_date.timestamp() < posted[2], (posted, load.end_date)
+    assert [m.get("edited", {}).get("count", 0) for m in thread[1:4]] == [1, 1, 0]
     assert thread[4]["subtype"] == "thread_broadcast" and "Load test PASS" in thread[4]["text"]
     (chart,) = [f for f in slack.files() if f["filename"] == "load.png"]
     assert thread[5]["files"] == [{"id": chart["file_id"]}] and slack.file_bytes(chart["file_id"])[:4] == b"\x89PNG"
-    assert len(thread) == 6 and len(slack.updates()) == 1
+    assert len(thread) == 6 and len(slack.updates()) == 3  # the parent's summary and the two live replies
     assert alerts(slack) == []
 
 

@@ -106,6 +106,9 @@ def test_one_thread_per_run_parent_live_replies_summary_broadcast_chart(slack: S
     wait_for(lambda: len(slack.thread(parent["channel"], parent["ts"])) == 2)  # live: before anything else happens
     notify.notify_stage_ended(plan, stage("hold"))
     wait_for(lambda: len(slack.thread(parent["channel"], parent["ts"])) == 3)
+    live = [m["text"] for m in slack.thread(parent["channel"], parent["ts"])[1:]]
+    assert [t[:33] for t in live] == [":checkered_flag: Stage ramp ended", ":checkered_flag: Stage hold ended"]
+    assert all("(judged when the run ends)" in t for t in live)  # figures now, no verdict yet
     finish(plan, stage("ramp"), stage("hold"))
     answer = notify.notify_summary(plan, dag_id="loadtest_nightly")
 
@@ -121,7 +124,8 @@ def test_one_thread_per_run_parent_live_replies_summary_broadcast_chart(slack: S
     (chart,) = slack.files()
     assert thread[4]["files"] == [{"id": chart["file_id"]}] and chart["thread_ts"] == parent["ts"]
     assert [m["channel"] for m in slack.messages()] == [CHANNEL] + [parent["channel"]] * 3  # one channel
-    assert len(slack.updates()) == 1
+    assert len(slack.updates()) == 3  # the live replies got their verdicts, the parent the summary
+    assert [m["edited"]["count"] for m in thread[1:3]] == [1, 1]
     assert [m["text"] for m in slack.history(parent["channel"])][-1].startswith(":white_check_mark: Load test PASS")
     assert not (folder(plan) / Artifact.SLACK_FALLBACK).exists()
 
@@ -139,7 +143,7 @@ def test_every_message_is_posted_once_whoever_asks_and_however_often(slack: Slac
 
     parent = parent_of(plan)
     thread = slack.thread(parent["channel"], parent["ts"])
-    assert len(slack.messages()) == 5 and len(slack.updates()) == 1 and len(slack.files()) == 1
+    assert len(slack.messages()) == 5 and len(slack.updates()) == 2 and len(slack.files()) == 1  # ramp's verdict
     assert [m["text"][:30] for m in thread[1:4]] == [
         ":white_check_mark: Stage ramp ", ":white_check_mark: Stage hold ", ":octagonal_sign: Load test sto"]
     assert thread[3]["subtype"] == "thread_broadcast"  # an abort is broadcast to the channel
@@ -202,7 +206,7 @@ def test_slack_down_keeps_the_messages_locally_and_the_summary_says_so(slack: Sl
 
     kept = [json.loads(line) for line in (folder(plan) / Artifact.SLACK_FALLBACK).read_text().splitlines()]
     assert [(k["error"], k["text"][:30]) for k in kept] == [
-        ("server_error", ":white_check_mark: Stage ramp "), ("server_error", ":white_check_mark: Stage hold ")]
+        ("server_error", ":checkered_flag: Stage ramp en"), ("server_error", ":checkered_flag: Stage hold en")]
     parent = parent_of(plan)
     summary = json.dumps(slack.message(parent["channel"], parent["ts"])["blocks"])
     assert "2 message(s) of this run did not reach Slack (server_error)" in summary
@@ -217,7 +221,7 @@ def test_a_start_lost_to_an_outage_is_posted_again_as_the_parent(slack: SlackSta
     wait_for(lambda: len(slack.messages()) == 2)
     parent = parent_of(plan)
     thread = slack.thread(parent["channel"], parent["ts"])
-    assert [m["text"][:25] for m in thread] == [":rocket: Load test starti", ":white_check_mark: Stage "]
+    assert [m["text"][:25] for m in thread] == [":rocket: Load test starti", ":checkered_flag: Stage ra"]
 
 
 def test_without_slack_everything_is_kept_and_the_summary_says_why(reports: Path, plan: RunPlan) -> None:

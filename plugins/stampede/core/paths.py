@@ -26,6 +26,7 @@ class Artifact(StrEnum):
     RESULTS = "results.json"  # the public contract (docs/results.md)
     REPORT = "report.html"
     LOCUST_OUTPUT = "locust_output.json"  # the master's raw per-stage histograms and series
+    STAGES_SO_FAR = "stages_so_far.json"  # the master's per-stage figures as each stage ends (live replies)
     GENERATOR_SAMPLES = "generator_samples.json"
     SERVER_METRICS = "server_metrics.json"
     WORKERS = "workers.json"

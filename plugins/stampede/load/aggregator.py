@@ -23,6 +23,7 @@ from stampede.core.histogram import LatencyHistogram
 from stampede.core.stops import StopKind, stop_kind
 from stampede.load import ledger, open_model
 from stampede.load.final_reports import FinalReports
+from stampede.load.stage_events import STAGE_END_MARK, STAGES_SO_FAR, STOP_MARK
 from stampede.load.threshold_watch import ThresholdWatch
 
 logger = logging.getLogger("stampede")
@@ -71,6 +72,7 @@ class RunAggregator:
         self.final_reports: FinalReports | None = None  # the master's; a standalone process records in-process
         self.last_progress = 0.0
         self.watch = ThresholdWatch(self, final_after_s=FINALIZE_AFTER_S)  # thresholds mid-run, rolling windows
+        self.announced: set[int] = set()  # stages whose end was announced (their figures complete)
 
     # -- data in -----------------------------------------------------------
     def add_report(self, report: dict[str, Any]) -> None:
@@ -99,9 +101,30 @@ class RunAggregator:
         ledger.flush(self)  # what was created is on disk within a second
         self.fold(upto=second - 1)  # the current second may still change stage (see enter_stage)
         self.finalize(before=second - FINALIZE_AFTER_S)
+        self.announce_ended_stages(second)
         self.check_stop_file()
         self.check_abort(second)
         self.print_progress(now)
+
+    def announce_ended_stages(self, second: int) -> None:
+        """A stage whose every second is final: its figures to ``stages_so_far.json``, then a line saying so.
+
+        The supervisor reads them on the line and posts the stage's reply while the run goes on. The last
+        stage usually ends with the run; its reply comes from the final output.
+        """
+        out = getattr(self.environment.parsed_options, "stampede_out", "") if self.environment.parsed_options else ""
+        ended = [s["index"] for s in self.stages if s["end"] is not None and s["index"] not in self.announced
+                 and second - FINALIZE_AFTER_S > s["end"]]
+        if not ended or not out:
+            return
+        self.announced.update(ended)
+        path = os.path.join(os.path.dirname(out), STAGES_SO_FAR)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as handle:
+            json.dump(self.figures(time.time()), handle)
+        os.replace(tmp, path)
+        for index in ended:
+            print(f"{STAGE_END_MARK} index={index} name={self.stages[index]['name']}", flush=True)
 
     def enter_stage(self, index: int, now: float) -> None:
         if self.current_stage is not None:
@@ -193,6 +216,7 @@ class RunAggregator:
         if self.stop_reason is None:
             self.stop_reason = {"reason": reason, "at": time.time(), **details}
             logger.warning("stampede: stopping the load: %s", reason)
+            print(f"{STOP_MARK} {json.dumps(self.stop_reason, default=str)}", flush=True)
 
     def check_stop_file(self) -> None:
         path = getattr(self.environment.parsed_options, "stampede_stop_file", "")
@@ -275,18 +299,11 @@ class RunAggregator:
         self.series.sort(key=lambda row: row["t"])
 
     # -- output --------------------------------------------------------------
-    def write(self, path: str) -> None:
-        now = time.time()
-        if self.current_stage is not None and self.stages[self.current_stage]["end"] is None:
-            self.stages[self.current_stage]["end"] = now
-        self.fold(upto=int(now) + 60)
-        self.finalize(before=int(now) + 60)
-        self.fill_series(now)
-        output = {
+    def figures(self, now: float) -> dict[str, Any]:
+        """The per-stage figures so far, in the output's shape (what ``figures.stages.stage_results`` reads)."""
+        return {
             "started_at": self.started_at,
-            "finished_at": now,
             "stages": self.stages,
-            "series": self.series,
             "phases": {
                 key: {
                     ep: {"histogram": s["histogram"].to_dict(), "failures": s["failures"], "errors": dict(s["errors"])}
@@ -299,7 +316,20 @@ class RunAggregator:
             "iterations": self.iterations.by_phase(self.timeline),
             "created": dict(self.created),
             "stopped": self.stop_reason,
-            "breaches": self.breaches,
+            "breaches": list(self.breaches),
+        }
+
+    def write(self, path: str) -> None:
+        now = time.time()
+        if self.current_stage is not None and self.stages[self.current_stage]["end"] is None:
+            self.stages[self.current_stage]["end"] = now
+        self.fold(upto=int(now) + 60)
+        self.finalize(before=int(now) + 60)
+        self.fill_series(now)
+        output = {
+            **self.figures(now),
+            "finished_at": now,
+            "series": self.series,
             "windows": self.watch.finish(),  # the worst rolling window of every windowed threshold
             "worker_count": len(self.environment.runner.clients) if isinstance(self.environment.runner, MasterRunner) else 0,
         }

@@ -297,6 +297,17 @@ def stage_message(stage: StageResult) -> Message:
     return _message(text, blocks)
 
 
+def stage_ended_message(stage: StageResult) -> Message:
+    """A stage ended while the run goes on: its figures now; the reply is replaced by its verdict later."""
+    text = f":checkered_flag: Stage {_esc(stage.name)} ended: {fmt.stage_figures(stage)} (judged when the run ends)"
+    blocks = [
+        _section(f":checkered_flag: *{_esc(stage.name)}*: {fmt.stage_figures(stage)}"),
+        _context(f"{fmt.count(stage.requests)} requests, {fmt.count(stage.failures)} failed, "
+                 f"over {fmt.duration(stage.duration_s)} · judged when the run ends"),
+    ]
+    return _message(text, blocks)
+
+
 def abort_message(run_id: str, stop: Stop) -> Message:
     """The load was stopped before its planned end: why, what that kind of stop means, the breach if any."""
     why = f"{_esc(stop.reason)} ({_esc(describe(stop.kind))})"

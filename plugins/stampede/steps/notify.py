@@ -47,6 +47,7 @@ from stampede.plan.run_plan import RunPlan
 from stampede.render.slack import (
     Message,
     abort_message,
+    stage_ended_message,
     stage_message,
     start_message,
     summary_broadcast,
@@ -164,13 +165,14 @@ def _now() -> str:
 
 def _record(state: dict[str, Any], item: dict[str, Any], delivery: Delivery, *, parent: bool) -> None:
     state["queue"] = [i for i in state["queue"] if i["id"] != item["id"]]
+    live = {"live": True} if item.get("live") else {}
     if delivery.ok:
-        state["sent"][item["id"]] = {"channel": delivery.channel, "ts": delivery.ts, "at": _now(),
+        state["sent"][item["id"]] = {"channel": delivery.channel, "ts": delivery.ts, "at": _now(), **live,
                                      **({"degraded": delivery.degraded} if delivery.degraded else {})}
         if parent and delivery.ts:
             state["parent"] = {"channel": delivery.channel, "ts": delivery.ts}
     else:
-        state["kept"][item["id"]] = {"error": delivery.error, "at": _now(), "path": delivery.kept}
+        state["kept"][item["id"]] = {"error": delivery.error, "at": _now(), "path": delivery.kept, **live}
     state["last_post_at"] = time.time()
 
 
@@ -202,6 +204,15 @@ def _deliver(hook: StampedeSlackHook, folder: RunFolder, item: dict[str, Any], s
                                  reply_broadcast=item["broadcast"], budget_s=budget_s), False
     if kind == "post":
         return hook.post_message(text=text, blocks=blocks, budget_s=budget_s), item["id"] == START
+    if kind == "update_reply":
+        sent = state["sent"].get(item["of"])
+        if sent and sent.get("ts"):  # the live reply, replaced by the judged one
+            return hook.update_message(channel=sent["channel"], ts=sent["ts"], text=text, blocks=blocks,
+                                       budget_s=budget_s), False
+        if parent:  # the live reply never reached Slack: the judged one is a reply of its own
+            return hook.post_message(text=text, blocks=blocks, channel=parent["channel"], thread_ts=parent["ts"],
+                                     budget_s=budget_s), False
+        return hook.post_message(text=text, blocks=blocks, budget_s=budget_s), False
     if kind == "update_parent" and parent:
         return hook.update_message(channel=parent["channel"], ts=parent["ts"], text=text, blocks=blocks,
                                    budget_s=budget_s), False
@@ -268,7 +279,7 @@ def _drain(folder: RunFolder, budget_s: float) -> bool:
 
 def _record_of(item: dict[str, Any]) -> dict[str, Any]:
     """An item as the fallback file keeps it."""
-    kind = {"post": "message", "update_parent": "update", "upload": "file"}[item["kind"]]
+    kind = {"post": "message", "update_parent": "update", "update_reply": "update", "upload": "file"}[item["kind"]]
     return {"kind": kind, "id": item["id"], "text": item["text"], "blocks": item["blocks"],
             **({"path": item["path"], "title": item["title"]} if item["kind"] == "upload" else {})}
 
@@ -360,7 +371,7 @@ def notify_stage_ended(plan: RunPlan, stage: StageResult) -> None:
         if not stage.ran:
             return
         folder = folder_of(plan)
-        if _enqueue(folder, [_item(f"stage:{stage.name}", stage_message(stage), reply=True)]):
+        if _enqueue(folder, [_item(f"stage:{stage.name}", stage_ended_message(stage), reply=True, live=True)]):
             _send_in_background(folder)
 
     _safely(f"reply for stage {stage.name}", queue, None)
@@ -376,11 +387,21 @@ def notify_stopped(plan: RunPlan, stop: Stop) -> None:
     _safely("abort reply", queue, None)
 
 
-def _stage_items(result: RunResult) -> list[dict[str, Any]]:
-    items = [_item(f"stage:{s.name}", stage_message(s), reply=True) for s in result.stages if s.ran]
+def _stage_items(result: RunResult, live: set[str]) -> list[dict[str, Any]]:
+    """A reply per stage that ran; a stage posted live (in ``live``) gets its judged figures in its reply."""
+    items = [_item(f"stage:{s.name}:judged", stage_message(s), kind="update_reply", of=f"stage:{s.name}")
+             if f"stage:{s.name}" in live else _item(f"stage:{s.name}", stage_message(s), reply=True)
+             for s in result.stages if s.ran]
     if result.stopped is not None:
         items.append(_item(ABORT, abort_message(result.run_id, result.stopped), reply=True, broadcast=True))
     return items
+
+
+def _live_stages(folder: RunFolder) -> set[str]:
+    """The ids of the stage replies posted (or queued) live, before the run was judged."""
+    state = _read(folder)
+    return {i["id"] for i in state["queue"] if i.get("live")} | {
+        item_id for item_id, sent in {**state["sent"], **state["kept"]}.items() if sent.get("live")}
 
 
 def notify_stages(plan: RunPlan) -> dict[str, Any]:
@@ -389,7 +410,7 @@ def notify_stages(plan: RunPlan) -> dict[str, Any]:
         folder = folder_of(plan)
         if not folder.exists(Artifact.RESULTS):
             return {"ok": False, "reason": "no results"}
-        _enqueue(folder, _stage_items(folder.results()))
+        _enqueue(folder, _stage_items(folder.results(), _live_stages(folder)))
         return {"ok": _drain(folder, STAGES_BUDGET_S)}
 
     return _safely("stage replies", send, {"ok": False})
@@ -421,7 +442,7 @@ def notify_summary(plan: RunPlan, *, dag_id: str | None = None) -> dict[str, Any
             return {"ok": False, "reason": "no results"}
         deadline = time.monotonic() + SUMMARY_BUDGET_S
         result = folder.results()
-        _enqueue(folder, _stage_items(result))
+        _enqueue(folder, _stage_items(result, _live_stages(folder)))
         _drain(folder, SUMMARY_BUDGET_S / 2)
         with _flock(folder.file(Artifact.SLACK_LOCK)):
             state = _read(folder)

@@ -23,9 +23,12 @@ import psutil
 
 from stampede.core.artifacts import RunFolder
 from stampede.core.paths import Artifact
+from stampede.core.records import StageResult, Stop, from_dict
 from stampede.core.stops import StopProbe, StopRequest, never, stop_kind
+from stampede.figures.stages import stage_results
 from stampede.load import owner
 from stampede.load.runner import EXPECT_WORKERS_WAIT_S, GRACE_S, LocustRun, run_master
+from stampede.load.stage_events import StageEvents
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import Stage
 from stampede.safety.health import probe
@@ -48,9 +51,15 @@ class LoadRan:
     killed_by_timeout: bool
 
 
-def run_stages(plan: RunPlan, *, stop_probe: StopProbe = never, handover: bool = False) -> LoadRan:
+def run_stages(plan: RunPlan, *, stop_probe: StopProbe = never,
+               on_stage_end: Callable[[StageResult], None] | None = None,
+               on_stop: Callable[[Stop], None] | None = None, handover: bool = False) -> LoadRan:
     """Play the plan's stages; a second call for the same run (a retried task) continues the first's load.
 
+    :param on_stage_end: called (from the log relay's thread; it must return at once) with each stage's
+        figures, not yet judged, as the master finishes them: all but usually the last, which ends with
+        the run.
+    :param on_stop: called once with the stop when the master stops the load early.
     :param handover: a new try may take the load over within the plan's ``owner_grace_s`` when this
         process dies (the Airflow task, which has retries); without it the master dies with this process.
     """
@@ -62,7 +71,8 @@ def run_stages(plan: RunPlan, *, stop_probe: StopProbe = never, handover: bool =
         len(plan.stages), plan.scenario_name, plan.target,
         f"{plan.workers} {plan.worker_provider} workers" if plan.workers else "one local process", plan.owner_grace_s,
     )
-    run, output = _play(plan, folder, folder, workers, stop_probe, handover=handover, shared=True)
+    run, output = _play(plan, folder, folder, workers, stop_probe, on_line=_follow(plan, folder, on_stage_end, on_stop),
+                        handover=handover, shared=True)
     return LoadRan(exit_code=run.exit_code, stopped=output.get("stopped"), killed_by_timeout=run.killed_by_timeout)
 
 
@@ -127,8 +137,31 @@ def _workers_for(plan: RunPlan, folder: RunFolder) -> WorkerSet | None:
     return workers
 
 
+def _follow(plan: RunPlan, folder: RunFolder, on_stage_end: Callable[[StageResult], None] | None,
+            on_stop: Callable[[Stop], None] | None) -> Callable[[str], None] | None:
+    """The master's lines, logged, and turned into the live callbacks."""
+    if on_stage_end is None and on_stop is None:
+        return None
+    planned = [s.__dict__ for s in plan.stages]
+
+    def stage_ended(index: int) -> None:
+        figures = folder.read_json(Artifact.STAGES_SO_FAR)
+        if figures is not None and index < len(planned):
+            on_stage_end(stage_results(figures, planned)[index])  # type: ignore[misc]
+
+    events = StageEvents(on_stage_end=stage_ended if on_stage_end else None,
+                         on_stop=(lambda stop: on_stop(from_dict(Stop, stop))) if on_stop else None)
+
+    def on_line(line: str) -> None:
+        log.info(line)
+        events.on_line(line)
+
+    return on_line
+
+
 def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerSet | None,
-          stop_probe: StopProbe, *, handover: bool = False, shared: bool = False) -> tuple[LocustRun, dict]:
+          stop_probe: StopProbe, *, on_line: Callable[[str], None] | None = None, handover: bool = False,
+          shared: bool = False) -> tuple[LocustRun, dict]:
     """One master's load into ``out``; ``shared``: its beat and checkpoint also go to the state database."""
     from stampede.figures.server import LIVE_FILE_NAME, sampling
 
@@ -144,6 +177,7 @@ def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerS
             stop_probe=with_allowed_hours(plan, stop_probe),
             master_bind_host=_master_bind_host(plan),
             stage_health=lambda: probe(plan.target, timeout_s=2.0, attempts=2, pause_s=0.5),
+            on_line=on_line,
             owner_file=run_folder.path / owner.OWNER_FILE, handover=handover,
             mirror=_mirror(plan) if shared else None,
             on_checkpoint=(lambda c: owners.record_master(plan.run_tag, c.to_dict())) if shared else None,
