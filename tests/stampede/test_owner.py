@@ -127,14 +127,18 @@ def _plan(tmp_path, canary, stages, *, run_id, grace_s=None, workers=1):
                                 run_id=run_id, workers=workers, out_dir=str(tmp_path / "run")))
 
 
+def _start_cli(tmp_path: Path, canary: Canary, out: Path, run_id: str, **popen) -> subprocess.Popen:
+    """``stampede run`` with one local worker for 60 s, in a session of its own (signals reach it alone)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "stampede.surfaces.cli", "run", "--target", canary.base_url,
+         "--scenario", _scenario(tmp_path, [("hold", 60)]), "--workers", "1", "--out", str(out),
+         "--run-id", f"{run_id}-{os.getpid()}"], start_new_session=True, **popen)
+
+
 def test_sigkilled_cli_takes_its_load_down_at_once(tmp_path, kill_file, record_property):
     with Canary() as canary:
         out = tmp_path / "run"
-        cli = subprocess.Popen(
-            [sys.executable, "-m", "stampede.surfaces.cli", "run", "--target", canary.base_url,
-             "--scenario", _scenario(tmp_path, [("hold", 60)]), "--workers", "1", "--out", str(out),
-             "--run-id", f"cli-killed-{os.getpid()}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        cli = _start_cli(tmp_path, canary, out, "cli-killed", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_for(lambda: _load_hits(canary) >= 30, 90, "load from the CLI")
             children = psutil.Process(cli.pid).children(recursive=True)
@@ -158,11 +162,8 @@ def test_sigkilled_cli_takes_its_load_down_at_once(tmp_path, kill_file, record_p
 def test_sigterm_to_the_cli_stops_the_load_at_once_then_cleans_up_and_tears_down(tmp_path, kill_file):
     with Canary() as canary:
         out = tmp_path / "run"
-        cli = subprocess.Popen(
-            [sys.executable, "-m", "stampede.surfaces.cli", "run", "--target", canary.base_url,
-             "--scenario", _scenario(tmp_path, [("hold", 60)]), "--workers", "1", "--out", str(out),
-             "--run-id", f"cli-terminated-{os.getpid()}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        cli = _start_cli(tmp_path, canary, out, "cli-terminated", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
         try:
             _wait_for(lambda: _load_hits(canary) >= 30, 90, "load from the CLI")
             children = psutil.Process(cli.pid).children(recursive=True)
