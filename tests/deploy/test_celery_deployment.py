@@ -192,11 +192,6 @@ def test_a_killed_worker_leaves_a_truthful_failed_run_with_cleanup_done(deployme
     assert cleanup["left"] == 0 and cleanup["ok"], cleanup
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs the load runtime's owner heartbeat (local workers started inside the load task; the Locust master "
-    "and workers end when the task's process is gone): the load engineer's branch. Today the master and the "
-    "agents run in sessions of their own and outlive the worker: measured, load arrived 21 s after the kill, "
-    "until the other worker's teardown ended them. Remove this mark when that branch is merged."))
 def test_a_killed_worker_leaves_no_load_running(deployment, killed_run):
     """The target counts what arrives after the worker died: the load must end before Airflow even notices.
 

@@ -599,6 +599,7 @@ class RunResult:
     breaches: list[Breach] = field(default_factory=list)
     series: list[SeriesPoint] = field(default_factory=list)
     workers: int = 0
+    owner_grace_s: float | None = None  # how long the load outlived a dead owner at most (stampede.load.owner)
     validation: dict[str, Any] = field(default_factory=dict)  # Great Expectations' own result document
     report_path: str | None = None
     capacity: CapacityModel | None = None

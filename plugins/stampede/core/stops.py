@@ -25,6 +25,8 @@ class StopKind(StrEnum):
     ABORT = "abort"  # a threshold marked abort held over its window
     TARGET_UNHEALTHY = "target_unhealthy"  # the target failed its health check between stages
     EGRESS_DENIED = "egress_denied"  # a load process tried to reach an address preflight did not approve
+    OWNER_LOST = "owner_lost"  # the load's owner died and nobody took the run over within its grace
+    STOPPED = "stopped"  # the owner was stopped on purpose (SIGTERM, Airflow's "Mark as failed", a timeout)
 
     @property
     def invalidates(self) -> bool:
@@ -37,7 +39,8 @@ class StopKind(StrEnum):
         return self in FAILING
 
 
-INVALIDATING = frozenset({StopKind.KILL_SWITCH, StopKind.ALLOWED_HOURS, StopKind.EGRESS_DENIED})
+INVALIDATING = frozenset({StopKind.KILL_SWITCH, StopKind.ALLOWED_HOURS, StopKind.EGRESS_DENIED, StopKind.OWNER_LOST,
+                          StopKind.STOPPED})
 FAILING = frozenset({StopKind.ABORT, StopKind.TARGET_UNHEALTHY})
 
 

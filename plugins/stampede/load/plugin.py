@@ -30,7 +30,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from stampede.core.stops import StopKind
 from stampede.cleanup.ledger import LedgerEntry
-from stampede.load import egress, ledger, open_model
+from stampede.load import egress, ledger, open_model, owner_watch
 from stampede.load.aggregator import RunAggregator
 from stampede.load.final_reports import FinalReports, listen_on_worker, use_graceful_stop
 from stampede.load.fixes import no_redirects_by_default, patch_connection_pool
@@ -94,6 +94,8 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--stampede-plan", default="", include_in_web_ui=False, help="Stampede run plan (JSON)")
     parser.add_argument("--stampede-out", default="", include_in_web_ui=False, help="Where the master writes results")
     parser.add_argument("--stampede-stop-file", default="", include_in_web_ui=False, help="Stop when this file exists")
+    parser.add_argument("--stampede-owner-file", default="", include_in_web_ui=False,
+                        help="The owner's heartbeat: the load stops when it is older than the plan's owner_grace_s")
 
 
 @events.init.add_listener
@@ -121,6 +123,7 @@ def _on_init(environment, **_kw) -> None:
 
         environment.events.report_to_master.add_listener(report)
         listen_on_worker(environment, environment._stampede_recorder.drain)
+        owner_watch.watch_worker(environment, plan_of)  # the kill switch, a silent master: this worker stops itself
         return
 
     use_graceful_stop(environment)
@@ -135,12 +138,19 @@ def _on_init(environment, **_kw) -> None:
 
         environment.events.worker_report.add_listener(on_worker_report)
 
+    watch = owner_watch.MasterWatch(environment, aggregator, plan)  # the owner's beat and the kill switch
+
     def ticker() -> None:
         while True:
             gevent.sleep(1.0 - (time.time() % 1.0))
             recorder = getattr(environment, "_stampede_recorder", None)
             if recorder is not None:  # standalone: this process is its own worker
                 aggregator.add_report(recorder.drain())
+            try:
+                watch.check()
+            except Exception:  # noqa: BLE001 - never silently: a watch that cannot judge stops the load
+                logger.exception("stampede: owner watch failed")
+                aggregator.request_stop("the owner watch failed (see master.log)", kind=StopKind.OWNER_LOST)
             try:
                 aggregator.tick(time.time())
             except Exception:  # a bug here must not kill the load loop's safety checks silently

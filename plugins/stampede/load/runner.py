@@ -5,6 +5,14 @@ process that imported Airflow). This module starts the master, relays its
 progress lines to the log, samples the load generators' CPU and memory from
 outside Locust, turns the kill switch into a stop file the master polls, and
 enforces a hard wall-clock limit so a run always ends by itself.
+
+The supervising process is the load's *owner* (``stampede.load.owner``): it
+beats while it supervises, and the master stops itself when the beat goes
+stale. The master writes ``logs/master.log`` itself (unbuffered, so a kill of
+anything loses none of it); the supervisor tails it. A second supervisor for
+the same folder (a retried task) takes a running master over from its
+checkpoint instead of starting the load again. Stopped by an exception (a
+signal, a timeout, Ctrl-C), the supervisor tells the master to stop at once.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import psutil
 from stampede.core.stops import StopKind, StopProbe, never
 from stampede.plan.run_plan import RunPlan
 from stampede.core.records import GeneratorSample
+from stampede.load import owner
 from stampede.load.process_env import plan_process_env
 from stampede.load.stage_health import StageHealthWatch
 from stampede.core.paths import Artifact, data_dir
@@ -37,6 +46,7 @@ STOCK_LOCUSTFILE = data_dir("loadtests") / "locustfile.py"
 STOCK_JOURNEYS = {"agent": "AgentUser", "broker": "BrokerUser", "admin": "AdminUser", "readonly": "ReadonlyUser"}
 EXPECT_WORKERS_WAIT_S = 60
 GRACE_S = 90  # beyond the planned load time: spawn, worker wait, shutdown
+STOPPED_WAIT_S = 20.0  # a stopped owner waits this long for its master's graceful end (users stop within a second)
 
 
 class WorkersDidNotRegister(RuntimeError):
@@ -52,6 +62,7 @@ class LocustRun:
     samples: list[GeneratorSample] = field(default_factory=list)
     killed_by_timeout: bool = False
     log_path: Path | None = None
+    adopted: bool = False  # a master an earlier owner started (a takeover, or one that had already ended)
 
     def output(self) -> dict:
         if not self.output_path.exists():
@@ -60,6 +71,11 @@ class LocustRun:
                 raise WorkersDidNotRegister(
                     f"workers: not all workers registered with the master within {EXPECT_WORKERS_WAIT_S} s; "
                     "fix: check that the workers can reach the master's address and port (see the worker logs)"
+                )
+            if self.adopted:
+                raise RuntimeError(
+                    "load: the Locust master of this run ended without results (its owner died and it stopped "
+                    "itself, or it ran on another host); the load is not sent again: the run is invalid"
                 )
             raise RuntimeError(
                 f"Locust wrote no results (exit code {self.exit_code}); see {self.log_path} for why"
@@ -92,28 +108,70 @@ def run_master(
     on_line: Callable[[str], None] | None = None,
     stage_health: Callable[[], str | None] | None = None,
     master_bind_host: str = "127.0.0.1",
+    owner_file: Path | None = None,
+    handover: bool = False,
+    mirror: Callable[[owner.Beat], None] | None = None,
+    on_checkpoint: Callable[[owner.Checkpoint], None] | None = None,
 ) -> LocustRun:
-    """Start the master (or a standalone process when ``expect_workers`` is 0) and wait for it.
+    """Start the master (or a standalone process when ``expect_workers`` is 0) and own it until it ends.
+
+    A master whose checkpoint (``master.json`` in ``run_dir``) says it already runs here
+    is taken over instead of started again: this process beats for it and supervises it
+    (a retried task within the plan's ``owner_grace_s``). A master that ran and ended is
+    never started again: its output is the result.
 
     :param stop_probe: polled twice a second; a :class:`stampede.core.stops.StopRequest` stops the load
         (the kill switch, the allowed hours: the request carries its kind).
     :param stage_health: probes the target as each stage after the first starts; a reason
         stops the run with kind ``target_unhealthy``.
+    :param owner_file: the run's heartbeat (``stampede.load.owner``); default ``run_dir/owner.json``.
+    :param handover: the master may outlive this process for the grace (a retry may take it over);
+        else it dies with this thread at once (``PR_SET_PDEATHSIG``) as well.
+    :param mirror: also records each beat elsewhere (the shared state database);
+        ``on_checkpoint`` the master's checkpoint.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     output_path = run_dir / "locust_output.json"
-    output_path.unlink(missing_ok=True)
     stop_file = run_dir / "STOP"
-    stop_file.unlink(missing_ok=True)
     log_path = run_dir / "logs" / "master.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    owner_file = owner_file or run_dir / owner.OWNER_FILE
+    checkpoint_path = run_dir / owner.CHECKPOINT_FILE
+    run = LocustRun(output_path=output_path, exit_code=-1, log_path=log_path)
+    heartbeat = owner.Heartbeat(owner_file, plan.owner_grace_s, mirror=mirror)
 
+    previous = owner.read_checkpoint(checkpoint_path)
+    if previous is not None and previous.run_tag != plan.run_tag:
+        previous = None  # a folder another run used before (the bench reuses one): not this run's master
+    if previous is not None:
+        master = owner.master_process(previous)
+        if master is None:  # it ran and ended (or runs on another host): the load is never sent again
+            log.warning("The Locust master of this run (pid %s on %s) has ended; taking its output, not starting "
+                        "the load again", previous.pid, previous.host)
+            run.adopted = True
+            return run
+        lost = owner.owner_gone(owner_file, plan.owner_grace_s, since=previous.started_at)
+        if lost:  # too late: the master is stopping itself
+            log.error("Too late to take over the load of pid %s: %s; waiting for it to end", previous.pid, lost)
+        else:
+            heartbeat.start()
+            log.warning("Took over the running Locust master (pid %s, started %.0f s ago): same run, same figures",
+                        previous.pid, time.time() - previous.started_at)
+        run.adopted = True
+        return _supervise(plan, run, _Adopted(master), heartbeat, started=previous.started_at,
+                          stop_file=stop_file, stop_probe=stop_probe, on_line=on_line, stage_health=stage_health,
+                          worker_processes=worker_processes, expect_workers=expect_workers,
+                          tail_from=log_path.stat().st_size if log_path.exists() else 0)
+
+    output_path.unlink(missing_ok=True)
+    stop_file.unlink(missing_ok=True)
     command = [
         sys.executable, "-m", "locust", "-f", locustfiles_for(plan), "--headless",
         "--host", plan.target,
         "--stampede-plan", json.dumps(plan.locust_plan()),
         "--stampede-out", str(output_path),
         "--stampede-stop-file", str(stop_file),
+        "--stampede-owner-file", str(owner_file),
         "--stampede-ledger", str(run_dir / Artifact.LEDGER),  # what the run creates, on disk as it goes
         "--only-summary", "--exit-code-on-error", "0",  # the plugin sets a graceful --stop-timeout
     ]
@@ -123,16 +181,94 @@ def run_master(
             "--expect-workers", str(expect_workers), "--expect-workers-max-wait", str(EXPECT_WORKERS_WAIT_S),
         ]
     command += user_classes_for(plan)
-    wall_limit_s = plan.load_duration_s + GRACE_S + (EXPECT_WORKERS_WAIT_S if expect_workers else 0)
 
     # allow-listed: team locustfiles run in this process, so never the task's cloud, Airflow or Slack
     # credentials; the run tag, the password variable the plan names and the egress policy are in it
     env = plan_process_env(plan)
+    heartbeat.start()  # before the master: it reads the beat from its first second
     started = time.time()
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=env, text=True, bufsize=1, start_new_session=True,
-    )
+    tail_from = log_path.stat().st_size if log_path.exists() else 0
+    with open(log_path, "ab", buffering=0) as log_file:  # the master writes it itself: nothing lost with us
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,  # its own group: stopped as one; its own session: a takeover can outlive us
+            preexec_fn=None if handover and not owner.children_die_with_owner() else owner.die_with_parent(),
+        )
+    checkpoint = owner.Checkpoint.of(process.pid, port=master_port, started_at=started, run_tag=plan.run_tag,
+                                     log_path=log_path)
+    checkpoint.save(checkpoint_path)
+    if on_checkpoint is not None:
+        try:
+            on_checkpoint(checkpoint)
+        except Exception as exc:  # noqa: BLE001 - the folder's checkpoint is what this host needs
+            log.warning("Could not record the master's checkpoint in the state database (%s)", type(exc).__name__)
+    return _supervise(plan, run, process, heartbeat, started=started, stop_file=stop_file, stop_probe=stop_probe,
+                      on_line=on_line, stage_health=stage_health, worker_processes=worker_processes,
+                      expect_workers=expect_workers, tail_from=tail_from)
+
+
+_supervised: list[tuple[object, Path, owner.Heartbeat]] = []  # the masters this process supervises now
+
+
+def stop_now(reason: str, *, wait_s: float = 4.0) -> int:
+    """Stop every load this process supervises, at once, and wait up to ``wait_s`` for its master to end.
+
+    For a caller that cannot unwind the supervisor (Airflow's ``on_kill``, called from its SIGTERM
+    handler, with ~5 s before SIGKILL): the master reads the stop file and the ended beat within a
+    second and stops every user. :returns: how many masters it stopped.
+    """
+    stopped = 0
+    for process, stop_file, heartbeat in list(_supervised):
+        if process.poll() is not None:
+            continue
+        stopped += 1
+        log.error("Stopping the load at once: %s", reason)
+        try:
+            stop_file.write_text(json.dumps({"reason": reason, "kind": StopKind.STOPPED}))
+        except OSError as exc:
+            log.error("Could not write the stop file %s (%s); the ended heartbeat stops the master", stop_file, exc)
+        heartbeat.end(reason)
+    deadline = time.time() + wait_s
+    for process, _, _ in list(_supervised):
+        try:
+            process.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            log.warning("The Locust master (pid %s) is still ending its users", process.pid)
+    return stopped
+
+
+class _Adopted:
+    """A master this process did not start (a takeover): ``poll`` and ``wait`` through psutil."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                if self.process.status() == psutil.STATUS_ZOMBIE or not self.process.is_running():
+                    self.returncode = 0
+            except psutil.NoSuchProcess:
+                self.returncode = 0  # not our child: its exit code is not ours to read; its output says how it went
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        try:
+            self.process.wait(timeout=timeout)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired as exc:
+            raise subprocess.TimeoutExpired("locust", timeout or 0) from exc
+        self.returncode = 0
+        return 0
+
+
+def _supervise(plan: RunPlan, run: LocustRun, process, heartbeat: owner.Heartbeat, *, started: float,
+               stop_file: Path, stop_probe: StopProbe, on_line, stage_health, worker_processes,
+               expect_workers: int, tail_from: int) -> LocustRun:
+    wall_limit_s = plan.load_duration_s + GRACE_S + (EXPECT_WORKERS_WAIT_S if expect_workers else 0)
     watch = StageHealthWatch(stage_health) if stage_health else None
 
     def relay_line(line: str) -> None:
@@ -140,12 +276,14 @@ def run_master(
             watch.on_line(line)
         (on_line or log.info)(line)
 
-    relay = threading.Thread(target=_relay, args=(process, log_path, relay_line), daemon=True)
+    done = threading.Event()
+    relay = threading.Thread(target=_tail, args=(run.log_path, tail_from, done, relay_line), daemon=True)
     relay.start()
-
-    run = LocustRun(output_path=output_path, exit_code=-1, log_path=log_path)
     sampler = _Sampler(process.pid, worker_processes)
     stop_written = False
+    ended = "the load ended"
+    entry = (process, stop_file, heartbeat)
+    _supervised.append(entry)
     try:
         while process.poll() is None:
             time.sleep(0.5)
@@ -163,35 +301,70 @@ def run_master(
             if time.time() - started > wall_limit_s:
                 log.error("Locust master exceeded its wall-clock limit of %.0f s; terminating it", wall_limit_s)
                 run.killed_by_timeout = True
+                ended = f"the master exceeded its wall-clock limit of {wall_limit_s:.0f} s"
                 _terminate(process)
                 break
+    except BaseException as exc:  # a signal, Airflow's on_kill or timeout, Ctrl-C: the load stops at once
+        ended = f"the owner was stopped ({type(exc).__name__}: {exc})"[:300]
+        if process.poll() is None:
+            log.error("Stopping the load at once: %s", ended)
+            stop_file.write_text(json.dumps({"reason": ended, "kind": StopKind.STOPPED}))
+            heartbeat.end(ended)
+            _wait_then_terminate(process, STOPPED_WAIT_S)
+        raise
     finally:
         if process.poll() is None:
             _terminate(process)
+        _supervised.remove(entry)
+        heartbeat.end(ended, master_ended=process.poll() is not None)
+        done.set()
         relay.join(timeout=5)
     run.exit_code = process.returncode if process.returncode is not None else -1
     return run
 
 
-def _relay(process: subprocess.Popen, log_path: Path, on_line: Callable[[str], None] | None) -> None:
-    with open(log_path, "a") as log_file:
-        for line in process.stdout:  # type: ignore[union-attr]
-            log_file.write(line)
-            line = line.rstrip()
+def _tail(log_path: Path, offset: int, done: threading.Event, on_line: Callable[[str], None]) -> None:
+    """Relay the master's progress, warnings and errors from its log as it writes them."""
+    with open(log_path, "rb") as handle:
+        handle.seek(offset)
+        partial = b""
+        while True:
+            chunk = handle.readline()
+            if not chunk:
+                if done.is_set():
+                    break
+                time.sleep(0.2)
+                continue
+            partial += chunk
+            if not partial.endswith(b"\n") and not done.is_set():
+                continue
+            line = partial.decode(errors="replace").rstrip()
+            partial = b""
             if line.startswith("[stampede]") or "WARNING" in line or "ERROR" in line:
-                (on_line or log.info)(line)
+                on_line(line)
 
 
-def _terminate(process: subprocess.Popen) -> None:
+def _wait_then_terminate(process, wait_s: float) -> None:
+    """Give the master ``wait_s`` to end gracefully (its users stopped, its output written), then end it."""
+    try:
+        process.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        _terminate(process)
+
+
+def _terminate(process) -> None:
     try:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+    except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
         try:
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
-        process.wait(timeout=5)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.error("The Locust master (pid %s) survived SIGKILL for 5 s", process.pid)
 
 
 class _Sampler:

@@ -32,7 +32,7 @@ from typing import Any
 
 from stampede.core.thresholds import Threshold, legacy_view
 from stampede.plan.cleanup_declaration import CleanupDeclaration, CreateRule, declaration_for
-from stampede.plan.scenario import Scenario, judged_stages
+from stampede.plan.scenario import DEFAULT_OWNER_GRACE_S, Scenario, judged_stages
 from stampede.plan.target import Target, parse_target
 
 DEFAULT_ACCOUNTS = {
@@ -154,6 +154,12 @@ class RunPlan:
         return planned
 
     @property
+    def owner_grace_s(self) -> float:
+        """How long the load outlives a dead owner: the longest any of its scenarios asks for, else the default."""
+        asked = [s.owner_grace_s for s in self.scenarios if s.owner_grace_s is not None]
+        return max(asked) if asked else DEFAULT_OWNER_GRACE_S
+
+    @property
     def peak_users(self) -> int:
         return max(s.peak_users for s in self.scenarios)
 
@@ -195,6 +201,7 @@ class RunPlan:
             "stages": [asdict(s) for s in self.stages],
             "model": self.scenarios[0].model,  # closed | open (one model per run: they share the workers)
             "progress_interval_s": self.progress_interval_s,
+            "owner_grace_s": self.owner_grace_s,  # stampede.load.owner: the load stops when its owner's beat is older
             "egress": self.egress_policy(),  # stampede.load.egress: the only addresses a load process may reach
             "creates": [rule.to_dict() for rule in self.creates],  # the workers' ledger rules
             "cleanup": self.cleanup.to_dict() if self.cleanup else None,  # the ledger's header, for the reaper

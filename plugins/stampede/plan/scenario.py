@@ -74,7 +74,7 @@ STAT_HELP = "p50, p90, p95, p99, p99.9 (any pN), max, mean, error_rate, rps, req
 ENDPOINT_NAME = re.compile(r"\S+ \S.*")  # "<request type> <name>", as results.json names endpoints
 TOP_LEVEL_KEYS = {
     "name", "description", "journeys", "think_time_s", "stages", "thresholds",
-    "abort_on_breach", "abort", "locustfile", "model", "search", "creates", "cleanup",
+    "abort_on_breach", "abort", "locustfile", "model", "search", "creates", "cleanup", "owner_grace_s",
 }
 OPEN_STAGE_KEYS = {"name", "rate", "duration_s", "max_users", "start_rate", "spawn_rate"}
 MODELS = ("closed", "open")
@@ -86,6 +86,10 @@ STAGE_KEYS = {"name", "users", "spawn_rate", "duration_s"}
 # Sanity bounds that catch typos (a stage of 10 million users, a 30-day stage).
 MAX_USERS = 200_000
 MAX_STAGE_S = 7 * 24 * 3600
+# How long the load outlives a dead owner (stampede.load.owner): long enough for a new owner to take over,
+# short enough that load nobody owns ends within seconds. None in a scenario: the default.
+DEFAULT_OWNER_GRACE_S = 3.0
+MIN_OWNER_GRACE_S, MAX_OWNER_GRACE_S = 1.0, 120.0
 
 
 class ScenarioError(Refusal):
@@ -193,6 +197,7 @@ class Scenario:
     threshold_rules: tuple[Threshold, ...] = ()  # the whole table, both forms
     creates: tuple[CreateRule, ...] = ()  # which requests create what (a team's locustfile, no code)
     cleanup: CleanupDeclaration | None = None  # how to remove what it created (see cleanup_declaration)
+    owner_grace_s: float | None = None  # seconds the load outlives a dead owner; None: DEFAULT_OWNER_GRACE_S
 
     @property
     def cleanup_declaration(self) -> CleanupDeclaration | None:
@@ -224,6 +229,8 @@ class Scenario:
             data["search"] = self.search.to_dict(self.model)
         if data["locustfile"] is None:
             del data["locustfile"]
+        if data["owner_grace_s"] is None:
+            del data["owner_grace_s"]
         _test_data_to_dict(self, data)
         return data
 
@@ -370,6 +377,11 @@ def parse_scenario(data: Any, *, source: str = "<dict>") -> Scenario:
         raise fail("description", "must be text", "quote the description")
 
     search = _parse_search(data["search"], model, fail) if data.get("search") is not None else None
+    grace = data.get("owner_grace_s")
+    if grace is not None and (not _is_number(grace) or not MIN_OWNER_GRACE_S <= grace <= MAX_OWNER_GRACE_S):
+        raise fail("owner_grace_s", f"must be seconds from {MIN_OWNER_GRACE_S:g} to {MAX_OWNER_GRACE_S:g} (got {grace!r})",
+                   f"leave it out (default {DEFAULT_OWNER_GRACE_S:g} s) or give e.g. 'owner_grace_s: 90' for a long run "
+                   "that a retried task may take over")
     creates, cleanup = _parse_test_data(data, fail, source=source)
 
     return Scenario(
@@ -388,6 +400,7 @@ def parse_scenario(data: Any, *, source: str = "<dict>") -> Scenario:
         threshold_rules=rules,
         creates=creates,
         cleanup=cleanup,
+        owner_grace_s=float(grace) if grace is not None else None,
     )
 
 

@@ -21,6 +21,10 @@ _STOP_DESCRIPTIONS: dict[StopKind, str] = {
     StopKind.TARGET_UNHEALTHY: "the target failed its health check between stages: it went down under load",
     StopKind.EGRESS_DENIED: ("a load process tried to reach an address preflight did not approve (refused before "
                              "it connected): the figures end early for a reason of our own"),
+    StopKind.OWNER_LOST: ("the process that owned the load died and nobody took the run over within its grace: "
+                          "the load stopped itself and the figures end early for a reason of our own"),
+    StopKind.STOPPED: ("the run was stopped on purpose (a signal, Airflow's \"Mark as failed\" or a time limit): "
+                       "the figures end early for a reason of our own"),
 }
 
 

@@ -38,6 +38,10 @@ def run_ledger(folder: RunFolder) -> Ledger:
 
 
 def cleanup_test_data(plan: RunPlan) -> CleanupResult:
+    """Delete what the run created; only once its load is proved stopped (else it raises, for a retry)."""
+    from stampede.steps.run_stages import wait_until_load_stopped
+
+    wait_until_load_stopped(plan)  # a delete while load still creates would leave what it creates next
     folder = folder_of(plan)
     result = folder.results() if folder.exists(Artifact.RESULTS) else None
     counted = result.cleanup.created if result else 0  # the load's own count, for a run with no ledger

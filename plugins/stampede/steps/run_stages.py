@@ -14,6 +14,7 @@ Writes ``locust_output.json`` (the master's), ``generator_samples.json`` and
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -25,12 +26,14 @@ from stampede.core.paths import Artifact
 from stampede.core.records import StageResult, Stop, from_dict
 from stampede.core.stops import StopProbe, StopRequest, never, stop_kind
 from stampede.figures.stages import stage_results
+from stampede.load import owner
 from stampede.load.runner import EXPECT_WORKERS_WAIT_S, GRACE_S, LocustRun, run_master
 from stampede.load.stage_events import StageEvents
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import Stage
 from stampede.safety.health import probe
 from stampede.safety.hours import with_allowed_hours
+from stampede.state import owners
 from stampede.steps.folder import folder_of
 from stampede.steps.provision import is_cloud, provision_workers
 from stampede.workers import load_worker_set, provider_for
@@ -50,22 +53,61 @@ class LoadRan:
 
 def run_stages(plan: RunPlan, *, stop_probe: StopProbe = never,
                on_stage_end: Callable[[StageResult], None] | None = None,
-               on_stop: Callable[[Stop], None] | None = None) -> LoadRan:
-    """Play the plan's stages.
+               on_stop: Callable[[Stop], None] | None = None, handover: bool = False) -> LoadRan:
+    """Play the plan's stages; a second call for the same run (a retried task) continues the first's load.
 
     :param on_stage_end: called (from the log relay's thread; it must return at once) with each stage's
         figures, not yet judged, as the master finishes them: all but usually the last, which ends with
         the run.
     :param on_stop: called once with the stop when the master stops the load early.
+    :param handover: a new try may take the load over within the plan's ``owner_grace_s`` when this
+        process dies (the Airflow task, which has retries); without it the master dies with this process.
     """
     folder = folder_of(plan)
+    _refuse_a_second_start(plan, folder)
     workers = _workers_for(plan, folder)
     log.info(
-        "Running %d stages of %s against %s with %s", len(plan.stages), plan.scenario_name, plan.target,
-        f"{plan.workers} {plan.worker_provider} workers" if plan.workers else "one local process",
+        "Running %d stages of %s against %s with %s (the load outlives its owner by %g s at most)",
+        len(plan.stages), plan.scenario_name, plan.target,
+        f"{plan.workers} {plan.worker_provider} workers" if plan.workers else "one local process", plan.owner_grace_s,
     )
-    run, output = _play(plan, folder, folder, workers, stop_probe, on_line=_follow(plan, folder, on_stage_end, on_stop))
+    run, output = _play(plan, folder, folder, workers, stop_probe, on_line=_follow(plan, folder, on_stage_end, on_stop),
+                        handover=handover, shared=True)
     return LoadRan(exit_code=run.exit_code, stopped=output.get("stopped"), killed_by_timeout=run.killed_by_timeout)
+
+
+def _refuse_a_second_start(plan: RunPlan, folder: RunFolder) -> None:
+    """A run whose load started on another host (the shared state says so) is never started again here."""
+    if _started_here(plan, folder):
+        return  # this host's own checkpoint: run_master takes the master over, or its output
+    try:
+        row = owners.get(plan.run_tag)
+    except Exception as exc:  # noqa: BLE001 - no shared state (SQLite on one host): the folder is the record
+        log.warning("Could not read the run's owner from the state database (%s)", type(exc).__name__)
+        return
+    master = (row or {}).get("master")
+    if master and master.get("host") != owner.host_name():
+        raise LoadAlreadyStarted(
+            f"load: run {plan.run_id} already started its load on {master.get('host')} (master pid "
+            f"{master.get('pid')}); a new try on {owner.host_name()} cannot take it over and does not send "
+            "the load again: the run is invalid (its master stopped itself when its owner's beat went stale)")
+
+
+def _started_here(plan: RunPlan, folder: RunFolder) -> bool:
+    checkpoint = owner.read_checkpoint(folder.path / owner.CHECKPOINT_FILE)
+    return checkpoint is not None and checkpoint.run_tag == plan.run_tag
+
+
+class LoadAlreadyStarted(RuntimeError):
+    """The run's load was started by an owner on another host; sending it again would double it."""
+
+
+def _mirror(plan: RunPlan) -> Callable[[owner.Beat], None]:
+    def mirror(beat: owner.Beat) -> None:
+        owners.beat(plan.run_tag, owner=beat.owner, beat_at=beat.beat_at, grace_s=beat.grace_s, ended=beat.ended,
+                    master_ended=beat.master_ended)
+
+    return mirror
 
 
 def run_level(plan: RunPlan, stage: Stage, level_folder: RunFolder, *, stop_probe: StopProbe = never
@@ -87,6 +129,8 @@ def run_level(plan: RunPlan, stage: Stage, level_folder: RunFolder, *, stop_prob
 def _workers_for(plan: RunPlan, folder: RunFolder) -> WorkerSet | None:
     folder.fetch(Artifact.WORKERS)  # provisioned by another task, maybe on another host
     workers = load_worker_set(folder.path)
+    if _started_here(plan, folder):
+        return workers  # the load already started: a takeover uses the master's workers as they are
     if plan.workers and (workers is None or len(provider_for(plan.worker_provider).alive(workers)) < workers.count):
         provision_workers(plan)  # a retry after the workers went away: bring them back
         workers = load_worker_set(folder.path)
@@ -116,7 +160,9 @@ def _follow(plan: RunPlan, folder: RunFolder, on_stage_end: Callable[[StageResul
 
 
 def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerSet | None,
-          stop_probe: StopProbe, *, on_line: Callable[[str], None] | None = None) -> tuple[LocustRun, dict]:
+          stop_probe: StopProbe, *, on_line: Callable[[str], None] | None = None, handover: bool = False,
+          shared: bool = False) -> tuple[LocustRun, dict]:
+    """One master's load into ``out``; ``shared``: its beat and checkpoint also go to the state database."""
     from stampede.figures.server import LIVE_FILE_NAME, sampling
 
     max_s = plan.load_duration_s + GRACE_S + EXPECT_WORKERS_WAIT_S
@@ -132,6 +178,9 @@ def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerS
             master_bind_host=_master_bind_host(plan),
             stage_health=lambda: probe(plan.target, timeout_s=2.0, attempts=2, pause_s=0.5),
             on_line=on_line,
+            owner_file=run_folder.path / owner.OWNER_FILE, handover=handover,
+            mirror=_mirror(plan) if shared else None,
+            on_checkpoint=(lambda c: owners.record_master(plan.run_tag, c.to_dict())) if shared else None,
         )
     out.publish(Artifact.LOCUST_OUTPUT)  # written by the master itself
     out.publish(Artifact.LOGS)
@@ -167,3 +216,48 @@ def stop_of(output: dict) -> StopRequest | None:
         return None
     kind = stop_kind(stopped.get("kind"))
     return StopRequest(stopped.get("reason") or str(kind), kind) if kind.invalidates else None
+
+
+class LoadStillRunning(RuntimeError):
+    """Cleanup or teardown would run while load of the run may still flow."""
+
+
+def load_still_running(plan: RunPlan, *, now: float | None = None) -> str | None:
+    """Why load of the run may still flow, or None when it is proved stopped (see ``stampede.load.owner``).
+
+    On this host: no master of the run's checkpoints is alive and its owner's beat has ended
+    or is older than its grace. A master on another host (the shared state's record) counts as
+    stopped once the beat is older than the grace plus the time a master takes to end.
+    """
+    now = time.time() if now is None else now
+    folder = folder_of(plan)
+    why = owner.load_stopped(folder.path / owner.OWNER_FILE, sorted(folder.path.rglob(owner.CHECKPOINT_FILE)), now=now)
+    if why is not None:
+        return why
+    try:
+        row = owners.get(plan.run_tag)
+    except Exception as exc:  # noqa: BLE001 - no shared state to ask: this host's proof is all there is
+        log.warning("Could not read the run's owner from the state database (%s)", type(exc).__name__)
+        return None
+    master = (row or {}).get("master")
+    if row and master and master.get("host") != owner.host_name() and not row.get("master_ended"):
+        over_after = (0.0 if row.get("ended") else float(row["grace_s"])) + owner.STOP_BOUND_S
+        if now - float(row["beat_at"]) < over_after:
+            return (f"the run's master on {master.get('host')} may still be sending load (its owner beat "
+                    f"{now - float(row['beat_at']):.0f} s ago)")
+    return None
+
+
+def wait_until_load_stopped(plan: RunPlan, *, timeout_s: float | None = None) -> None:
+    """Return once no load of the run flows; raise :class:`LoadStillRunning` when that cannot be proved in time."""
+    limit = plan.owner_grace_s + owner.STOP_BOUND_S + 10.0 if timeout_s is None else timeout_s
+    deadline = time.time() + limit
+    logged = False
+    while (why := load_still_running(plan)) is not None:
+        if time.time() > deadline:
+            raise LoadStillRunning(f"load of run {plan.run_id} may still be running after {limit:.0f} s: {why}; "
+                                   "fix: set the kill switch, wait, and retry this task")
+        if not logged:
+            log.warning("Waiting for the run's load to stop before touching its data or workers: %s", why)
+            logged = True
+        time.sleep(0.5)

@@ -46,8 +46,11 @@ class TornDown:
 
 def teardown_workers(plan: RunPlan) -> TornDown:
     """Stop every worker of the run and verify none is left; raises :class:`WorkersLeft` when one survives."""
+    from stampede.steps.run_stages import wait_until_load_stopped
+
     folder = folder_of(plan)
     try:
+        wait_until_load_stopped(plan)  # the lease goes back only once no load of the run flows
         summary = _teardown_cloud(plan) if is_cloud(plan) else _teardown_local(plan)
     except Exception as exc:
         folder.write_json(Artifact.TEARDOWN, asdict(TornDown(

@@ -52,7 +52,7 @@ def validate(plan: RunPlan) -> RunResult:
         started_at=iso(output["started_at"]), finished_at=iso(output["finished_at"]),
         stages=stages, generator=health, environment=plan.environment, run_tag=plan.run_tag,
         aborted=stop is not None, stopped=stop, breaches=[from_dict(Breach, b) for b in output.get("breaches", [])],
-        series=[SeriesPoint(**row) for row in output.get("series", [])], workers=plan.workers,
+        series=[SeriesPoint(**row) for row in output.get("series", [])], workers=plan.workers, owner_grace_s=plan.owner_grace_s,
         validation=outcome.gx_result,
     )
     result.cleanup.created = sum(output.get("created", {}).values())

@@ -132,15 +132,46 @@ def provision_workers(plan: dict) -> dict:
     return asdict(provision_step.provision_workers(_plan(plan)))
 
 
-@task(retries=0, **task_timeouts("run_stages"))  # a retry would send the load again; the operator decides
+# A retry never sends the load again: it takes the running master over from the run's checkpoint when it
+# comes within the plan's owner_grace_s, else it takes the output of the master that stopped itself.
+TAKEOVER_RETRY = {"retries": 2, "retry_delay": timedelta(seconds=2), "retry_exponential_backoff": False}
+
+
+@task(**TAKEOVER_RETRY, **task_timeouts("run_stages"))
 def run_stages(plan: dict) -> dict:
     from stampede.steps import notify as notify_step
     from stampede.steps import run_stages as run_stages_step
 
+    _stop_load_on_kill()
     run_plan = _plan(plan)
-    return asdict(run_stages_step.run_stages(  # each stage's reply in the thread as it ends, an early stop's too
-        run_plan, stop_probe=_stop_probe(), on_stage_end=lambda stage: notify_step.notify_stage_ended(run_plan, stage),
-        on_stop=lambda stop: notify_step.notify_stopped(run_plan, stop)))
+    try:
+        return asdict(run_stages_step.run_stages(  # each stage's reply in the thread as it ends, an early stop's too
+            run_plan, stop_probe=_stop_probe(), handover=True,
+            on_stage_end=lambda stage: notify_step.notify_stage_ended(run_plan, stage),
+            on_stop=lambda stop: notify_step.notify_stopped(run_plan, stop)))
+    except run_stages_step.LoadAlreadyStarted as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from exc  # another host's load: retrying here changes nothing
+
+
+def _stop_load_on_kill() -> None:
+    """"Mark as failed" (and any SIGTERM from the supervisor): stop this try's load at once and wait for it.
+
+    Airflow's task runner answers SIGTERM by calling the operator's ``on_kill`` (a TaskFlow task has
+    none of its own), then SIGKILLs the process 5 s later: the master is told within that time. It
+    then raises, so the load step unwinds (from the signal handler) and the try fails, not succeeds.
+    """
+    from stampede.load.runner import stop_now
+
+    operator = get_current_context()["ti"].task
+
+    def on_kill() -> None:
+        reason = "Airflow stopped the task (Mark as failed, or its process was terminated)"
+        if stop_now(reason, wait_s=4.0):
+            raise RuntimeError(f"load: {reason}; the load was stopped")
+
+    operator.on_kill = on_kill
 
 
 @task(retries=1, **task_timeouts("validate"))
@@ -239,6 +270,7 @@ def search_breaking_point(plan: dict) -> dict:
     """Step the load up until a threshold breaks or throughput stops growing, then narrow down."""
     from stampede.steps import breaking_point as breaking_point_step
 
+    _stop_load_on_kill()
     run_plan = _plan(plan)
     cap = breaking_point_step.user_cap_for(run_plan, airflow_config.environments_override())
     result = breaking_point_step.search_breaking_point(run_plan, stop_probe=_stop_probe(), user_cap=cap)

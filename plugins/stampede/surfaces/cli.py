@@ -16,13 +16,16 @@ import argparse
 import json
 import logging
 import secrets
+import signal
 import sys
+import threading
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
 from stampede.core.errors import Refusal
 from stampede.core.verdict import Exit
+from stampede.load import owner
 from stampede.plan.run_plan import RunPlan
 from stampede.render.junit import junit_xml, refused_junit_xml
 from stampede.render.summary import refused_summary, summary
@@ -36,6 +39,17 @@ log = logging.getLogger("stampede")
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return _main(argv)
+    finally:  # called in-process (tests, the bench): leave the process as it was
+        owner.children_die_with_this_process(False)
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="stampede", description="Stampede load tests without Airflow.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run one or more scenarios against a target")
@@ -74,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     # and stdout is for the run's outcome alone (scripts read its first line)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr, force=True)
+    owner.children_die_with_this_process()  # nobody takes a command line's run over: its load dies with it
+    _stop_on_signals()
     run_id = args.run_id or f"cli-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
     reports = CiReports(junit=getattr(args, "junit", None), summary_json=getattr(args, "summary_json", None),
                         run_id=run_id)
@@ -89,11 +105,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stampede: refused: {exc}", file=sys.stderr)
         reports.write_without_results(str(exc), Exit.REFUSED, verdict="refused")
         return Exit.REFUSED
+    except Terminated as exc:  # the load stopped at once; cleanup and teardown ran (run_pipeline's finally)
+        message = f"stopped by {exc}: the load was stopped, the test data cleaned up and the workers torn down"
+        print(f"stampede: {message}", file=sys.stderr)
+        reports.write_without_results(message, Exit.INVALID, verdict="invalid")
+        return Exit.INVALID
     except Exception as exc:  # noqa: BLE001 - a crash is not a breached threshold: its own exit code
         traceback.print_exc()
         print("stampede: internal error (see the traceback above)", file=sys.stderr)
         reports.write_without_results(f"internal error: {type(exc).__name__}: {exc}", Exit.ERROR, verdict="error")
         return Exit.ERROR
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP reached the command line: like Ctrl-C, it unwinds through the load's supervisor."""
+
+
+def _stop_on_signals() -> None:
+    """The first SIGTERM/SIGHUP stops the load at once (the supervisor's ``finally``); later ones wait for
+    cleanup and teardown to finish (a SIGKILL still ends everything: the load then dies with this process)."""
+    received: list[str] = []
+
+    def handler(signum, _frame) -> None:
+        name = signal.Signals(signum).name
+        if received:
+            log.warning("%s again: still cleaning up and tearing down (SIGKILL ends the load with this process)", name)
+            return
+        received.append(name)
+        raise Terminated(name)
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach the main thread only (a caller that runs the CLI in a thread handles them)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
 
 
 class CiReports:

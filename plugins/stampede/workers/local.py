@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 
 from stampede.core.netutil import free_port
+from stampede.load.owner import OWNER_FILE, children_die_with_owner, die_with_parent
 from stampede.workers.base import WorkerSet, load_worker_set
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,12 @@ class LocalWorkers:
                         "--master-host", workers.master_host, "--master-port", str(workers.master_port),
                         "--locustfiles", locustfiles, "--expires-at", str(workers.expires_at),
                         "--stop-file", str(run_dir / "workers.stop"),
+                        "--owner-file", str(run_dir / OWNER_FILE),  # ends once the run's owner is gone
                     ],
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # survives the task process; teardown ends the group
+                    start_new_session=True,  # survives the provisioning task; the owner's beat or teardown ends it
+                    # the command line owns its workers alone: they die with it at once
+                    preexec_fn=die_with_parent() if children_die_with_owner() else None,
                     env=dict(env) if env is not None else worker_env(),
                 )
             workers.handles.append(str(process.pid))
