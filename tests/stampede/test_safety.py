@@ -185,7 +185,9 @@ print(agg.stop_reason["kind"], agg.breaches[0]["value"])
 """
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert completed.stdout.split() == ["abort", "0.05"]
+    *said, last = completed.stdout.splitlines()
+    assert last.split() == ["abort", "0.05"]
+    assert [line.split(" {")[0] for line in said] == ["[stampede] stop"]  # the live stop line, once
 
 
 def test_a_target_that_goes_down_between_stages_stops_the_run(tmp_path):
