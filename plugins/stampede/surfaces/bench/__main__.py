@@ -18,6 +18,7 @@ from stampede.surfaces.bench.figures import Figure, table
 
 # part -> the figures it produces (``--only`` takes either)
 PARTS: dict[str, tuple[str, ...]] = {
+    "peers": ("peer_rps_per_cpu_vs_k6", "peer_memory_vs_k6"),
     "journey_rps": ("journey_rps_ratio",),
     "users": ("users_held", "mib_per_1000_users", "cpu_pct_per_1000_users", "p95_error_ms"),
     "overhead": ("pipeline_overhead_s",),
@@ -28,6 +29,10 @@ TIME_BUDGET_S = 15 * 60
 
 
 def _runner(part: str) -> Callable[[Path, bool], list[Figure]]:
+    if part == "peers":
+        from stampede.surfaces.bench.peers import peer_figures
+
+        return lambda workdir, quick: peer_figures(workdir, quick=quick)
     if part == "journey_rps":
         from stampede.surfaces.bench.generators import journey_rps_ratio
 

@@ -8,6 +8,8 @@ from typing import Any
 
 # figure -> (comparison, goal, unit): a figure passes when ``value <op> goal``
 GOALS: dict[str, tuple[str, float, str]] = {
+    "peer_rps_per_cpu_vs_k6": (">=", 1.5, "x"),  # Stampede's requests per CPU-second / k6's (issue 18)
+    "peer_memory_vs_k6": ("<=", 0.1, "x"),  # Stampede's MiB per 1,000 users / k6's (issue 18)
     "journey_rps_ratio": (">=", 0.9, ""),
     "users_held": (">=", 10_000, "users"),
     "mib_per_1000_users": ("<=", 20.0, "MiB"),
