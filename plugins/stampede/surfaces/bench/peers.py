@@ -17,7 +17,7 @@ k6, bare, Stampede), so a machine whose load drifts moves all of them alike:
 
 Figures per peer: requests per CPU-second (requests the *target* counted in the
 measured window / the generator's CPU-seconds in it, psutil from outside), peak RSS
-and MiB per 1,000 users (peak RSS / users), and p95 minus the target's own p95 over
+and MiB per 1,000 users (peak RSS at 2,000 users less the same tool's with one user), and p95 minus the target's own p95 over
 the same run. The goals compare Stampede with k6.
 """
 
@@ -297,7 +297,13 @@ def peer_figures(workdir: Path, *, quick: bool = False, users: int = PEER_USERS)
     ramp_s, settle_s, measure_s = (10, 10, 15) if quick else (10, 12, 25)
     rounds = 1 if quick else 2
     runs: list[PeerRun] = []
+    base_mib: dict[str, float] = {}
     with FastCrmTarget(delay_ms=DELAY_MS, workdir=workdir, seed=500) as target:
+        for peer, runner in RUNNERS.items():  # each tool's own memory with one user: what a user adds is above it
+            run_dir = workdir / f"base-{peer.replace(' ', '_')}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            base_mib[peer] = runner(target, run_dir, users=1, ramp_s=1, settle_s=1, measure_s=2).peak_rss_mib
+        print("  one user: " + ", ".join(f"{peer} {mib:.0f} MiB" for peer, mib in base_mib.items()), flush=True)
         for round_index in range(rounds):
             for peer, runner in RUNNERS.items():
                 run_dir = workdir / f"peer-{round_index}-{peer.replace(' ', '_')}"
@@ -314,22 +320,32 @@ def peer_figures(workdir: Path, *, quick: bool = False, users: int = PEER_USERS)
         return sum(r.requests for r in by_peer[peer]) / sum(r.cpu_seconds for r in by_peer[peer])
 
     def mib(peer: str) -> float:
-        return max(r.mib_per_1000 for r in by_peer[peer])
+        """MiB a thousand users add: (peak RSS at ``users`` - peak RSS with one user) / users, the worst run."""
+        return max((r.peak_rss_mib - base_mib[peer]) / (r.users - 1) * 1000 for r in by_peer[peer])
+
+    def peak(peer: str) -> float:
+        return max(r.peak_rss_mib for r in by_peer[peer])
 
     def p95_error(peer: str) -> float | None:
         errors = [r.p95_error_ms for r in by_peer[peer] if r.p95_error_ms is not None]
         return round(max(errors), 2) if errors else None
 
     summary = {peer: {"requests_per_cpu_s": round(rate(peer), 1), "mib_per_1000_users": round(mib(peer), 1),
+                      "peak_rss_mib": round(peak(peer), 1), "one_user_rss_mib": round(base_mib[peer], 1),
                       "p95_minus_target_ms": p95_error(peer)} for peer in RUNNERS}
     common = {"users": users, "delay_ms": DELAY_MS, "rounds": rounds, "measure_s": measure_s, "k6": K6_VERSION,
               "peers": summary, "runs": [r.to_dict() for r in runs],
               "journey_vs_bare_locust": round(rate("Stampede") / rate("bare Locust"), 3),
               "how": "interleaved k6 / bare Locust / Stampede runs against one fast_crm_target; requests the target "
                      "counted in the measured window / the generator's CPU-seconds (psutil, process tree); "
-                     "MiB per 1,000 users = peak RSS / users x 1,000 (the worst run); p95 minus the target's own p95"}
+                     "MiB per 1,000 users = (peak RSS - peak RSS of the same tool with one user) / users x 1,000 (the worst "
+                     "run; peak RSS itself beside it); p95 minus the target's own p95 over the same run"}
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return [
         Figure("peer_rps_per_cpu_vs_k6", round(rate("Stampede") / rate("k6"), 3), stamp, details=common),
-        Figure("peer_memory_vs_k6", round(mib("Stampede") / mib("k6"), 3), stamp, details={"peers": summary}),
+        Figure("peer_memory_vs_k6", round(mib("Stampede") / mib("k6"), 3), stamp, details={
+            "peers": summary, "peak_rss_ratio": round(peak("Stampede") / peak("k6"), 3), "users": users,
+            "how": "MiB per 1,000 users, Stampede / k6 (what users add above each tool's own one-user process)"}),
+        Figure("peer_journey_vs_bare_locust", common["journey_vs_bare_locust"], stamp, details={
+            "how": "Stampede's agent journey / bare Locust running the seed's workflow, requests per CPU-second, same run"}),
     ]
