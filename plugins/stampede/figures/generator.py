@@ -16,8 +16,10 @@ from stampede.core.records import GeneratorHealth, GeneratorSample
 
 DEFAULT_CPU_LIMIT_PCT = 85.0
 # A stage's p95 event-loop lag above this (ms) is added to every response timed in that loop:
-# the generator's delay, not the target's, is in the latency (the bench's p95 tolerance, issue 18).
-DEFAULT_LOOP_LAG_LIMIT_MS = 5.0
+# the generator's delay, not the target's, is in the latency. 10 ms: well under the 16 ms of
+# distortion a run was once called valid with (issue 18), and above the few ms a wake-up waits
+# for a core on a machine shared with other work, so a busy CI machine is not called a delayed generator.
+DEFAULT_LOOP_LAG_LIMIT_MS = 10.0
 SATURATION_WINDOW = 5  # consecutive samples (~1 s apart): a generator must *sit* above the limit
 
 

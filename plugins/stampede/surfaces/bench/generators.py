@@ -9,6 +9,7 @@ come from the pipeline's own sampler (psutil, from outside the processes).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -285,7 +286,7 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
     run_dir = workdir / "users"
     run_dir.mkdir(parents=True, exist_ok=True)
     scenario = _write_scenario(run_dir / "stepped.yaml", "bench-stepped", (3.0, 8.0), stages)
-    with FastCrmTarget(delay_ms=delay_ms, workdir=workdir, seed=500) as target:
+    with _local_cap(workdir, levels[-1]), FastCrmTarget(delay_ms=delay_ms, workdir=workdir, seed=500) as target:
         plan = preflight(RunRequest(
             scenarios=(str(scenario),), target=target.base_url, run_id=f"bench-users-{time.time_ns()}",
             out_dir=str(run_dir), progress_interval_s=10,
@@ -343,7 +344,15 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
     at = next((lv for lv in levels_measured if lv.users == 10_000), levels_measured[-1])
     target_p95 = at.target.get("p95_ms")
     p95_errors = {lv.users: lv.p95_error_ms for lv in levels_measured}
-    common = {"levels": [lv.to_dict() for lv in levels_measured], "workers": max(len(lv.worker_cpu_pct) for lv in levels_measured), "delay_ms": delay_ms,
+    import resource
+
+    # one keep-alive connection per user ends at the target: past its process's open-file limit
+    # (20,000 in this sandbox, which cannot raise it) the target refuses connections, whatever the generators do
+    nofile_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if levels[-1] > nofile_hard:
+        print(f"  note: one target process holds at most {nofile_hard:,} connections here (open-file hard limit); "
+              f"levels above it measure the target's limit, not the generators'", flush=True)
+    common = {"nofile_hard_limit": nofile_hard, "levels": [lv.to_dict() for lv in levels_measured], "workers": max(len(lv.worker_cpu_pct) for lv in levels_measured), "delay_ms": delay_ms,
               "spawn_rate": spawn_rate, "settle_s": settle_s, "per_user_rps": round(per_user, 5),
               "cpu_limit_pct": CPU_LIMIT_PCT, "rate_tolerance": RATE_TOLERANCE}
     stamp = _now_iso()
@@ -373,6 +382,27 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
             "how": "as p95_error_ms, at this level"})
         for users in (1000, 30_000) if not quick
     ]
+
+
+@contextlib.contextmanager
+def _local_cap(workdir: Path, users: int):
+    """The shipped environments with the loopback ``local`` cap raised to ``users`` (the climb passes 20,000)."""
+    from stampede.plan.environments import ENV_FILE, ENVIRONMENTS_FILE
+
+    document = yaml.safe_load(ENVIRONMENTS_FILE.read_text())
+    local = document["environments"]["local"]
+    local["max_users"] = max(int(local.get("max_users") or 0), users)
+    path = workdir / "environments.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    before = os.environ.get(ENV_FILE)
+    os.environ[ENV_FILE] = str(path)
+    try:
+        yield path
+    finally:
+        if before is None:
+            os.environ.pop(ENV_FILE, None)
+        else:
+            os.environ[ENV_FILE] = before
 
 
 def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
