@@ -294,7 +294,7 @@ RUNNERS = {"k6": run_k6, "bare Locust": run_bare, "Stampede": run_stampede}
 
 
 def peer_figures(workdir: Path, *, quick: bool = False, users: int = PEER_USERS) -> list[Figure]:
-    ramp_s, settle_s, measure_s = (10, 10, 15) if quick else (10, 12, 25)
+    ramp_s, settle_s, measure_s = (10, 10, 15) if quick else (10, 10, 20)
     rounds = 1 if quick else 2
     runs: list[PeerRun] = []
     base_mib: dict[str, float] = {}
