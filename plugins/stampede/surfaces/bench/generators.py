@@ -336,9 +336,10 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
         if not level.held:
             break
         held = level.users
-    fit_levels = [lv for lv in levels_measured if lv.held] or levels_measured
+    sampled = [lv for lv in levels_measured if lv.worker_cpu_pct]  # a level whose workers were gone has no figures
+    fit_levels = [lv for lv in sampled if lv.held] or sampled
     if len(fit_levels) < 3:
-        fit_levels = levels_measured
+        fit_levels = sampled
     mem_slope, mem_base = _fit([lv.users for lv in fit_levels], [sum(lv.worker_rss_mib) for lv in fit_levels])
     cpu_slope, cpu_base = _fit([lv.users for lv in fit_levels], [sum(lv.worker_cpu_pct) for lv in fit_levels])
     at = next((lv for lv in levels_measured if lv.users == 10_000), levels_measured[-1])
