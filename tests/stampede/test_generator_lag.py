@@ -100,6 +100,7 @@ def test_delayed_generator_is_invalid_and_a_healthy_one_is_not(tmp_path):
     assert generator["cpu_max_pct"] < 85 and generator["demand_max_pct"] < 85  # CPU alone would call it healthy
     assert delayed["results"]["stages"][0]["valid"] is False
     assert delayed["results"]["stages"][0]["p95_ms"] > 2.0 + 10.0  # the delay is in the latency it reported
+    assert "event loop was late" in (tmp_path / "block-0.025" / "out" / "report.html").read_text()
 
     assert healthy["code"] == 0, healthy["stderr"][-3000:]
     assert healthy["results"]["verdict"] == "pass"
