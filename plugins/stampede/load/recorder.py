@@ -16,6 +16,10 @@ from typing import Any
 from stampede.cleanup.ledger import LedgerEntry
 from stampede.core.histogram import LatencyHistogram
 from stampede.load import ledger, open_model
+from stampede.load.loop_lag import LoopLagProbe
+
+
+LOOP_LAG_KEY = "loop_lag"  # {second: lag histogram} in a report
 
 
 class RequestRecorder:
@@ -26,6 +30,7 @@ class RequestRecorder:
         self.created: dict[str, int] = defaultdict(int)
         self.ledger: list[list[Any]] = []  # created entities, as ledger records on the wire
         self.environment = None  # set by _on_init: the open model's iteration counts ship with the requests
+        self.loop_lag: LoopLagProbe | None = None  # set by _on_init: this process's event-loop lag ships too
 
     def on_request(self, request_type, name, response_time, response_length, exception=None, **_kw) -> None:
         second = int(time.time())
@@ -60,6 +65,7 @@ class RequestRecorder:
             },
             "created": created,
             open_model.REPORT_KEY: open_model.drain(self.environment) if self.environment is not None else {},
+            LOOP_LAG_KEY: self.loop_lag.drain() if self.loop_lag is not None else {},
         }
 
 

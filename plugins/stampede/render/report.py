@@ -123,7 +123,13 @@ def _reasons(result: RunResult) -> list[str]:
     if problem:
         reasons.append(f"{problem} on the target: delete them by the run tag {result.run_tag or result.run_id}.")
     gen = result.generator
-    if gen.saturated:
+    if gen.delayed and gen.demand_max_pct <= gen.limit_pct:
+        reasons.append(
+            f"The load generator's event loop was late (p95 {fmt.num(gen.loop_lag_p95_ms, 1)} ms, limit "
+            f"{fmt.num(gen.loop_lag_limit_ms, 0)} ms) while its CPU was under the limit: the latencies hold the "
+            "generator's own delay. " + gen.advice[:1].upper() + gen.advice[1:] + "."
+        )
+    elif gen.saturated:
         reasons.append(
             f"The load generator was saturated (CPU peaked at {fmt.num(gen.cpu_max_pct, 0)} %, limit "
             f"{fmt.num(gen.limit_pct, 0)} %): the generator, not the target, was the limit."

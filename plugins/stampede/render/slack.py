@@ -416,7 +416,10 @@ def _cleanup_line(result: RunResult) -> str:
 
 
 def _generator_line(generator: GeneratorHealth) -> str:
-    line = (f":warning: *Load generator saturated* (CPU max {fmt.num(generator.cpu_max_pct, 0)}%): "
+    why = (f"event loop {fmt.num(generator.loop_lag_p95_ms, 1)} ms late at p95"
+           if generator.delayed and generator.demand_max_pct <= generator.limit_pct
+           else f"CPU max {fmt.num(generator.cpu_max_pct, 0)}%")
+    line = (f":warning: *Load generator saturated* ({why}): "
             "latencies include the generator's own delay and are not trustworthy.")
     if generator.recommended_workers:
         line += (f" The load generator, not the target, was the limit: use "

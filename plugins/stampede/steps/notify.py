@@ -258,7 +258,8 @@ def _drain(folder: RunFolder, budget_s: float) -> bool:
                 delivery, parent = hook.keep(_record_of(item), error=down,
                                              detail="Slack was unreachable a moment ago in this send"), False
             else:
-                _pace(state)
+                if hook.configured:  # the fallback file has no rate limit: a run without Slack waits for nothing
+                    _pace(state)
                 budget = max(0.5, min(hook.budget_s, deadline - time.monotonic()))
                 delivery, parent = _deliver(hook, folder, item, state, budget)
                 if delivery.error in DOWN:

@@ -18,9 +18,11 @@ from stampede.surfaces.bench.figures import Figure, table
 
 # part -> the figures it produces (``--only`` takes either)
 PARTS: dict[str, tuple[str, ...]] = {
+    "peers": ("peer_rps_per_cpu_vs_k6", "peer_memory_vs_k6", "peer_journey_vs_bare_locust"),
     "journey_rps": ("journey_rps_ratio",),
-    "users": ("users_held", "mib_per_1000_users", "cpu_pct_per_1000_users", "p95_error_ms"),
-    "overhead": ("pipeline_overhead_s",),
+    "users": ("users_held", "mib_per_1000_users", "cpu_pct_per_1000_users", "p95_error_ms", "p95_error_ms_1000",
+              "p95_error_ms_30000"),
+    "overhead": ("pipeline_overhead_s", "pipeline_overhead_scheduler_s"),
     "analysis": ("analysis_s_24h", "analysis_peak_mib_24h", "analysis_report_mib_24h", "drift_leak_start_hour"),
     "cleanup": ("cleanup_per_s_demo", "cleanup_per_s_20ms", "cleanup_normal_s"),
 }
@@ -28,6 +30,10 @@ TIME_BUDGET_S = 15 * 60
 
 
 def _runner(part: str) -> Callable[[Path, bool], list[Figure]]:
+    if part == "peers":
+        from stampede.surfaces.bench.peers import peer_figures
+
+        return lambda workdir, quick: peer_figures(workdir, quick=quick)
     if part == "journey_rps":
         from stampede.surfaces.bench.generators import journey_rps_ratio
 
@@ -39,7 +45,13 @@ def _runner(part: str) -> Callable[[Path, bool], list[Figure]]:
     if part == "overhead":
         from stampede.surfaces.bench.overhead import pipeline_overhead
 
-        return lambda workdir, quick: [pipeline_overhead(workdir, quick=quick)]
+        from stampede.surfaces.bench.overhead import scheduler_overhead
+
+        def both(workdir: Path, quick: bool) -> list[Figure]:
+            (workdir / "scheduler").mkdir()
+            return [pipeline_overhead(workdir, quick=quick), scheduler_overhead(workdir / "scheduler", quick=quick)]
+
+        return both
     if part == "cleanup":
         from stampede.surfaces.bench.cleanup import cleanup_figures
 

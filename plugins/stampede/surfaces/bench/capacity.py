@@ -81,6 +81,7 @@ def capacity_markdown(bench: dict, prices: dict, region: str = "us-east-1") -> s
         "| tool | req/s per core, no think time | users at 3–8 s think time | MiB per 1,000 users |",
         "|---|---|---|---|",
     ]
+    lines += peers_markdown(bench)
     ratio = figures.get("journey_rps_ratio", {})
     bare = (ratio.get("details") or {}).get("bare_rps_per_core")
     journeys = (ratio.get("details") or {}).get("journeys_rps_per_core")
@@ -89,6 +90,34 @@ def capacity_markdown(bench: dict, prices: dict, region: str = "us-east-1") -> s
         lines.append(f"| Stampede stock journeys (this run) | {journeys:,.0f} (bare Locust in the same run: {bare:,.0f}; "
                      f"ratio {ratio['value']:.2f}) | {held:,} on {workers} workers | {mib_per_1000:.1f} |")
     return "\n".join(lines)
+
+
+def peers_markdown(bench: dict) -> list[str]:
+    """The seed's agent workflow under k6 and bare Locust beside Stampede's agent journey, from the bench's peers part."""
+    peers_figure = bench["figures"].get("peer_rps_per_cpu_vs_k6") or {}
+    details = peers_figure.get("details") or {}
+    peers = details.get("peers")
+    if not peers:
+        return []
+    memory = (bench["figures"].get("peer_memory_vs_k6") or {}).get("value")
+    lines = [
+        "",
+        f"Peers side by side (`make bench`, peers part, {peers_figure.get('measured_at', '?')}): the seed's agent "
+        f"workflow at {details.get('users', '?'):,} users against one target with a {details.get('delay_ms', '?'):.0f} ms "
+        f"service time, {details.get('rounds', '?')} interleaved rounds:",
+        "",
+        "| peer | requests per CPU-second | peak RSS | MiB per 1,000 users (above one user) | p95 minus the target's own |",
+        "|---|---|---|---|---|",
+    ]
+    names = {"k6": f"k6 {details.get('k6', '')} (the seed's script)", "bare Locust": "bare Locust (the seed's workflow)",
+             "Stampede": "Stampede (agent journey)"}
+    for peer, figures in peers.items():
+        error = figures.get("p95_minus_target_ms")
+        lines.append(f"| {names.get(peer, peer)} | {figures['requests_per_cpu_s']:,.0f} | {figures.get('peak_rss_mib', 0):.0f} MiB "
+                     f"| {figures['mib_per_1000_users']:.1f} | {'-' if error is None else f'{error:+.1f} ms'} |")
+    lines += ["", f"Stampede / k6: {peers_figure.get('value')}x the requests per CPU-second (goal >= 1.5), "
+                  f"{memory}x the memory per user (goal <= 0.1)."]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

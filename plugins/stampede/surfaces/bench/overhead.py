@@ -127,3 +127,91 @@ def _epoch(value: str | None) -> float | None:
 
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.timestamp()
+
+
+# -- the same under the real scheduler -------------------------------------------------
+SCHEDULER_DAG = "loadtest_manual"  # on demand: unpausing it starts nothing by itself
+SCHEDULER_COMPONENTS = (
+    ("api-server", ["api-server"]),
+    ("scheduler", ["scheduler", "--skip-serve-logs"]),
+    ("dag-processor", ["dag-processor"]),
+)
+
+
+def scheduler_overhead(workdir: Path, *, quick: bool = False) -> Figure:
+    """A ``loadtest_manual`` run (smoke) under the scheduler with LocalExecutor: Airflow's recorded duration minus the load.
+
+    A fresh Airflow home (SQLite) in ``workdir`` with the API server, the scheduler
+    (LocalExecutor: each task its own process) and the dag-processor on loopback;
+    the components' start and the database migration are not counted, only the DAG
+    run from its ``start_date`` to its ``end_date``, with each task's own time and
+    the gaps between tasks (the scheduler's polling and each task process's start).
+    """
+    from stampede.infra.airflow_processes import AirflowProcesses, ApiClient, base_env
+    from stampede.core.netutil import free_port
+    from stampede.surfaces.local_airflow import environments_with_local_target
+
+    load_s = load_scenario(SCENARIO).duration_s
+    checkout = PACKAGE_DIR.parents[1]
+    home = workdir / "airflow_home"
+    home.mkdir(parents=True)
+    (home / "passwords.json").write_text(json.dumps({"admin": "admin"}))
+    with DemoTarget(workdir=workdir / "demo") as target:
+        environments = workdir / "environments.yaml"
+        environments.write_text(environments_with_local_target(target.base_url))
+        env = base_env(home=home, port=free_port(), dags_folder=checkout / "dags", plugins_folder=checkout / "plugins")
+        env |= {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "STAMPEDE_ENVIRONMENTS_FILE": str(environments), "STAMPEDE_REPORTS_DIR": str(workdir / "reports"),
+        }
+        for name in ("STAMPEDE_KILL_SWITCH", "STAMPEDE_HISTORY_URL", "STAMPEDE_STATE_URL", "STAMPEDE_ARTIFACTS_URL"):
+            env.pop(name, None)
+        airflow = AirflowProcesses(workdir / "processes", env)
+        try:
+            started = time.time()
+            airflow.airflow("db", "migrate")
+            for name, args in SCHEDULER_COMPONENTS:
+                airflow.spawn(name, args)
+            airflow.wait_healthy(["metadatabase", "scheduler", "dag_processor"], timeout_s=240)
+            api = ApiClient(airflow.base_url)
+            api.wait_dags([SCHEDULER_DAG])
+            ready_s = time.time() - started
+            api.call("PATCH", f"/api/v2/dags/{SCHEDULER_DAG}", {"is_paused": False})
+            run_id = api.trigger(SCHEDULER_DAG, {"scenario": SCENARIO, "environment": "local", "target": target.base_url})
+            run = api.wait_run(SCHEDULER_DAG, run_id, timeout_s=TIMEOUT_S)
+            tasks = api.task_instances(SCHEDULER_DAG, run_id)
+        finally:
+            left = airflow.stop()
+    run_start, run_end = _epoch(run.get("start_date")), _epoch(run.get("end_date"))
+    if run_start is None or run_end is None:
+        raise RuntimeError(f"the scheduler's DAG run {run_id} ended {run.get('state')} without start and end; "
+                           f"see {workdir / 'processes'}")
+    spans = sorted(((t, _epoch(ti.get("start_date")), _epoch(ti.get("end_date")), ti.get("state"))
+                    for t, ti in tasks.items()), key=lambda s: s[1] or 0)
+    task_s = {t: round(e - s, 2) for t, s, e, _st in spans if s and e}
+    # time with no task running: the scheduler noticing a task ended and the next one's process starting
+    busy_until, idle = run_start, 0.0
+    for _t, s, e, _st in spans:
+        if s and e:
+            idle += max(0.0, s - busy_until)
+            busy_until = max(busy_until, e)
+    idle += max(0.0, run_end - busy_until)
+    run_s = run_end - run_start
+    print(f"  scheduler (LocalExecutor) run of {SCHEDULER_DAG} ({SCENARIO}, {load_s} s of load): {run_s:.1f} s as "
+          f"Airflow records it, overhead {run_s - load_s:.1f} s ({idle:.1f} s with no task running); "
+          f"state {run.get('state')}; components ready after {ready_s:.0f} s (not counted)", flush=True)
+    for task_id, seconds in task_s.items():
+        print(f"    {task_id:<22} {seconds:6.1f} s", flush=True)
+    return Figure(
+        name="pipeline_overhead_scheduler_s", value=round(run_s - load_s, 1),
+        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        details={
+            "dag_run_s": round(run_s, 1), "load_s": load_s, "scenario": SCENARIO, "dag": SCHEDULER_DAG,
+            "state": run.get("state"), "no_task_running_s": round(idle, 1), "tasks": task_s,
+            "components_ready_s": round(ready_s, 1), "left_running": left,
+            "how": "api-server, scheduler (LocalExecutor, parallelism 4) and dag-processor on loopback with a fresh "
+                   "SQLite home; the DAG run's start_date to end_date from the REST API minus the scenario's load time",
+        },
+    )

