@@ -4,8 +4,11 @@ Workers ship per-second, per-endpoint histograms with their reports; the
 aggregator tags every second with its stage and phase (ramp or steady), folds
 the histograms into one per (stage, phase, endpoint) plus a 1-second series,
 prints a progress line, polls the stop file and judges the abort thresholds
-(the one rule of ``stampede.core.thresholds``). At quit it writes everything as
-JSON. Loaded only in Locust processes (never imports Airflow).
+(the one rule of ``stampede.core.thresholds``). Every few seconds it appends a
+checkpoint of what it merged to the run's figure stream (``stampede.figures.stream``)
+and drops the per-second detail it streamed: a crash loses at most that interval,
+and memory stays flat over a day. At quit it writes everything as JSON (the series
+read back from the stream). Loaded only in Locust processes (never imports Airflow).
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ import logging
 import os
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from locust.runners import MasterRunner
 
 from stampede.core.histogram import LatencyHistogram
+from stampede.core.paths import Artifact
 from stampede.core.stops import StopKind, stop_kind
+from stampede.figures import stream as figure_stream
+from stampede.figures.stream import FIGURES_SOURCE_MASTER, StreamWriter
 from stampede.load import ledger, open_model
 from stampede.load.final_reports import FinalReports
 from stampede.load.threshold_watch import ThresholdWatch
@@ -71,6 +78,15 @@ class RunAggregator:
         self.final_reports: FinalReports | None = None  # the master's; a standalone process records in-process
         self.last_progress = 0.0
         self.watch = ThresholdWatch(self, final_after_s=FINALIZE_AFTER_S)  # thresholds mid-run, rolling windows
+        self.stream = _stream_writer(environment)  # None: no --stampede-out, nothing streamed (series kept in memory)
+        self.checkpoint_interval_s = figure_stream.interval_of(plan)
+        self.master_id = f"{os.getpid()}-{self.started_at:.3f}"
+        self.checkpoints = 0
+        self.last_checkpoint = 0.0
+        self.unstreamed: dict[tuple[int, str | None], dict[str, list]] = {}  # (second, stage part) -> endpoint deltas
+        self.timeline_streamed_upto: int | None = None  # the last tagged second streamed (re-sent: it may be retagged)
+        self.breaches_streamed = 0
+        self.stages_streamed: list | None = None
 
     # -- data in -----------------------------------------------------------
     def add_report(self, report: dict[str, Any]) -> None:
@@ -102,6 +118,8 @@ class RunAggregator:
         self.check_stop_file()
         self.check_abort(second)
         self.print_progress(now)
+        if now - self.last_checkpoint >= self.checkpoint_interval_s:
+            self.checkpoint(now)
 
     def enter_stage(self, index: int, now: float) -> None:
         if self.current_stage is not None:
@@ -130,9 +148,16 @@ class RunAggregator:
     def fold(self, upto: int) -> None:
         for sec in sorted(s for s in self.pending if s <= upto):
             stage_index, phase = self.phase_at(sec)
+            unstreamed = self.unstreamed.setdefault((sec, f"{stage_index}/{phase}" if stage_index is not None else None), {})
             for endpoints in self.pending.pop(sec):
                 for endpoint, (counts, failures, errors) in endpoints.items():
                     self.watch.add(sec, endpoint, counts, failures)
+                    if self.stream is not None:
+                        delta = unstreamed.setdefault(endpoint, [LatencyHistogram(), 0, defaultdict(int)])
+                        delta[0].merge(counts)
+                        delta[1] += failures
+                        for message, n in errors.items():
+                            delta[2][message] += n
                     if stage_index is not None:
                         key = f"{stage_index}/{phase}"
                         slot = self.phases.setdefault(key, {}).setdefault(
@@ -149,33 +174,13 @@ class RunAggregator:
 
     def phase_at(self, sec: int) -> tuple[int | None, str]:
         """The stage and phase that requests completed in ``sec`` count for."""
-        entry = self.timeline.get(sec)
-        if entry is None:
-            # a second no tick tagged: the latest stage before it, also after the load ended,
-            # when requests in flight finish during the graceful stop (see stampede.load.final_reports)
-            earlier = [s for s in self.timeline if s <= sec]
-            if not earlier:
-                return None, "ramp"  # before the first stage started: not part of any stage
-            entry = self.timeline[max(earlier)]
-        return entry[0], entry[1]
+        return figure_stream.phase_at(self.timeline, sec)
 
     def finalize(self, before: int) -> None:
         for sec in sorted(s for s in self.open_seconds if s < before):
             histogram, requests, failures = self.open_seconds.pop(sec)
             self.closed_seconds[sec] = [histogram, requests, failures]
-            stage_index, phase = self.phase_at(sec)
-            users = self.timeline.get(sec, (None, None, None))[2]
-            self.series.append({
-                "t": sec,
-                "stage": self.stages[stage_index]["name"] if stage_index is not None else None,
-                "phase": phase if stage_index is not None else None,
-                "users": users,
-                "requests": requests,
-                "failures": failures,
-                "p50_ms": histogram.percentile_ms(0.50),
-                "p95_ms": histogram.percentile_ms(0.95),
-                "p99_ms": histogram.percentile_ms(0.99),
-            })
+            self.series.append(figure_stream.series_row(sec, self.stages, self.timeline, requests, failures, histogram))
 
     def recent(self, now: int, window_s: int) -> tuple[LatencyHistogram, int, int]:
         histogram, requests, failures = LatencyHistogram(), 0, 0
@@ -241,38 +246,61 @@ class RunAggregator:
                 self.stages[self.current_stage]["end"] = now
 
     def phase_durations(self, now: float) -> dict[str, float]:
-        """Seconds per stage/phase: whole tagged seconds, but the run's first and last second only
-        as far as load ran in them (a 6 s stage that starts at x.9 and stops at x+6.9 has 6 s, not 7)."""
-        durations = {key: float(n) for key, n in self.phase_seconds.items()}
-        starts = [s["start"] for s in self.stages if s["start"] is not None]
-        end = self.load_ended if self.load_ended is not None else now
-        if starts:
-            first = self.timeline.get(int(min(starts)))
-            if first is not None:
-                durations[f"{first[0]}/{first[1]}"] -= min(starts) % 1.0
-            last = self.timeline.get(int(end))
-            if last is not None:
-                durations[f"{last[0]}/{last[1]}"] -= 1.0 - end % 1.0
-        return {key: round(max(0.0, value), 3) for key, value in durations.items()}
+        """Seconds per stage/phase (see :func:`stampede.figures.stream.phase_durations`)."""
+        return figure_stream.phase_durations(self.phase_seconds, self.stages, self.timeline, self.load_ended, now)
 
-    def fill_series(self, now: float) -> None:
-        """One row for every second of the load, also those in which no request completed."""
-        starts = [s["start"] for s in self.stages if s["start"] is not None]
-        if not starts:
-            return
-        seen = {row["t"] for row in self.series}
-        end = self.load_ended if self.load_ended is not None else now
-        for sec in range(int(min(starts)), int(end) + 1):
-            if sec in seen:
-                continue
-            stage_index, phase = self.phase_at(sec)
-            self.series.append({
-                "t": sec, "stage": self.stages[stage_index]["name"] if stage_index is not None else None,
-                "phase": phase if stage_index is not None else None,
-                "users": self.timeline.get(sec, (None, None, None))[2], "requests": 0, "failures": 0,
-                "p50_ms": None, "p95_ms": None, "p99_ms": None,
-            })
-        self.series.sort(key=lambda row: row["t"])
+    # -- the figure stream ---------------------------------------------------------------------------
+    def checkpoint(self, now: float, *, final: bool = False) -> bool:
+        """Append what was merged since the last checkpoint to the stream, durably; then drop the detail.
+
+        Each folded second's per-endpoint histograms (with the stage part they count for), the series
+        rows finalized since, the timeline's new tags, the new breaches, and a snapshot of what is small.
+        A write the disk refused keeps everything for the next try.
+        """
+        self.last_checkpoint = now
+        if self.stream is None:
+            return False
+        timeline_from = self.timeline_streamed_upto if self.timeline_streamed_upto is not None else -1
+        timeline = [[sec, *entry] for sec, entry in sorted(self.timeline.items()) if sec >= timeline_from]
+        boundaries = [[s["start"], s["end"], s["steady_from"]] for s in self.stages]
+        record: dict[str, Any] = {
+            "format": figure_stream.FORMAT, "master": self.master_id, "checkpoint": self.checkpoints + 1,
+            "at": now, "started_at": self.started_at, "final": final,
+            "stages": self.stages if boundaries != self.stages_streamed else None,  # only when a boundary moved
+            "current_stage": self.current_stage, "load_ended": self.load_ended, "stopped": self.stop_reason,
+            "created": dict(self.created), "iterations": self.iterations.by_phase(self.timeline),
+            "windows": self.watch.snapshot(), "worker_count": self._worker_count(),
+            "timeline": timeline,
+            "seconds": [[sec, key, {ep: [d[0].counts, d[1], dict(d[2])] for ep, d in endpoints.items()}]
+                        for (sec, key), endpoints in sorted(self.unstreamed.items(), key=lambda item: item[0][0])],
+            "series": self.series,
+            "breaches": self.breaches[self.breaches_streamed:],
+        }
+        if final:
+            record["finished_at"] = now
+        if not self.stream.append(record):
+            return False
+        self.checkpoints += 1
+        self.unstreamed = {}
+        self.series = []  # on disk now; write() reads them back
+        self.breaches_streamed = len(self.breaches)
+        self.stages_streamed = boundaries
+        if timeline:
+            self.timeline_streamed_upto = timeline[-1][0]
+        return True
+
+    def streamed_series(self) -> list[dict[str, Any]]:
+        """This master's series rows, read back from the segments it wrote, and those not streamed yet."""
+        rows: list[dict[str, Any]] = []
+        if self.stream is not None:
+            checkpoints, _ = figure_stream.read_checkpoints(self.stream.written)
+            for checkpoint in checkpoints:
+                if checkpoint.get("master") == self.master_id:
+                    rows.extend(checkpoint.get("series", []))
+        return rows + self.series
+
+    def _worker_count(self) -> int:
+        return len(self.environment.runner.clients) if isinstance(self.environment.runner, MasterRunner) else 0
 
     # -- output --------------------------------------------------------------
     def write(self, path: str) -> None:
@@ -281,12 +309,15 @@ class RunAggregator:
             self.stages[self.current_stage]["end"] = now
         self.fold(upto=int(now) + 60)
         self.finalize(before=int(now) + 60)
-        self.fill_series(now)
+        windows = self.watch.finish()  # the worst rolling window of every windowed threshold
+        self.checkpoint(now, final=True)  # the stream ends with everything too
+        if self.stream is not None:
+            self.stream.close()
         output = {
             "started_at": self.started_at,
             "finished_at": now,
             "stages": self.stages,
-            "series": self.series,
+            "series": figure_stream.fill_series(self.streamed_series(), self.stages, self.timeline, self.load_ended, now),
             "phases": {
                 key: {
                     ep: {"histogram": s["histogram"].to_dict(), "failures": s["failures"], "errors": dict(s["errors"])}
@@ -300,10 +331,21 @@ class RunAggregator:
             "created": dict(self.created),
             "stopped": self.stop_reason,
             "breaches": self.breaches,
-            "windows": self.watch.finish(),  # the worst rolling window of every windowed threshold
-            "worker_count": len(self.environment.runner.clients) if isinstance(self.environment.runner, MasterRunner) else 0,
+            "windows": windows,
+            "worker_count": self._worker_count(),
+            "figures_source": FIGURES_SOURCE_MASTER,
+            "checkpoints": self.checkpoints,
         }
         tmp = f"{path}.tmp"
         with open(tmp, "w") as handle:
             json.dump(output, handle)
         os.replace(tmp, path)
+
+
+def _stream_writer(environment) -> StreamWriter | None:
+    """The stream beside the master's output (``--stampede-out``): ``stream/`` of the run folder."""
+    options = environment.parsed_options
+    out = getattr(options, "stampede_out", "") if options else ""
+    if not out:
+        return None
+    return StreamWriter(Path(out).parent / Artifact.FIGURE_STREAM)
