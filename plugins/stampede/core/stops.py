@@ -25,6 +25,7 @@ class StopKind(StrEnum):
     ABORT = "abort"  # a threshold marked abort held over its window
     TARGET_UNHEALTHY = "target_unhealthy"  # the target failed its health check between stages
     EGRESS_DENIED = "egress_denied"  # a load process tried to reach an address preflight did not approve
+    MASTER_DIED = "master_died"  # the Locust master died mid-run: the figures end at its last checkpoint
 
     @property
     def invalidates(self) -> bool:
@@ -37,7 +38,7 @@ class StopKind(StrEnum):
         return self in FAILING
 
 
-INVALIDATING = frozenset({StopKind.KILL_SWITCH, StopKind.ALLOWED_HOURS, StopKind.EGRESS_DENIED})
+INVALIDATING = frozenset({StopKind.KILL_SWITCH, StopKind.ALLOWED_HOURS, StopKind.EGRESS_DENIED, StopKind.MASTER_DIED})
 FAILING = frozenset({StopKind.ABORT, StopKind.TARGET_UNHEALTHY})
 
 

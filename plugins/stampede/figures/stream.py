@@ -30,12 +30,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from stampede.core.histogram import LatencyHistogram
 from stampede.core.paths import STREAM_SEGMENT_PREFIX, STREAM_SEGMENT_SUFFIX
+from stampede.core.stops import StopKind
 
 logger = logging.getLogger("stampede")
 
@@ -329,3 +331,30 @@ def _unfinished_rows(checkpoints: list[dict[str, Any]], stages: list[Mapping[str
                 slot[2] += failures
     return [series_row(sec, stages, timeline, requests, failures, histogram)
             for sec, (histogram, requests, failures) in sorted(seconds.items())]
+
+
+def mark_master_died(output: dict[str, Any], exit_code: int) -> dict[str, Any]:
+    """A rebuilt output of a master that died: the run stops there (``master_died``) unless it had stopped already.
+
+    A stop the master recorded before it died (an abort, the kill switch) stays the run's stop;
+    ``figures_source`` says either way that the figures are the stream's.
+    """
+    until = float(output.get("figures_until") or output.get("finished_at") or 0.0)
+    output["figures_note"] = (f"built from the stream up to {clock(until)}; the master died (exit code {exit_code})")
+    if not output.get("stopped"):
+        output["stopped"] = {"reason": f"the Locust master died (exit code {exit_code}); the figures are built from "
+                                       f"its stream up to {clock(until)}",
+                             "kind": str(StopKind.MASTER_DIED), "at": until}
+    return output
+
+
+def mark_in_progress(output: dict[str, Any]) -> dict[str, Any]:
+    """A rebuilt output of a run that is still going (a progress report)."""
+    until = float(output.get("figures_until") or output.get("finished_at") or 0.0)
+    output["figures_note"] = f"in progress: built from the stream up to {clock(until)}"
+    return output
+
+
+def clock(epoch: float) -> str:
+    """``HH:MM:SS UTC`` of a checkpoint."""
+    return time.strftime("%H:%M:%S UTC", time.gmtime(epoch))

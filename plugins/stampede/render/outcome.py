@@ -21,6 +21,8 @@ _STOP_DESCRIPTIONS: dict[StopKind, str] = {
     StopKind.TARGET_UNHEALTHY: "the target failed its health check between stages: it went down under load",
     StopKind.EGRESS_DENIED: ("a load process tried to reach an address preflight did not approve (refused before "
                              "it connected): the figures end early for a reason of our own"),
+    StopKind.MASTER_DIED: ("the Locust master died mid-run: the figures are built from its stream up to its last "
+                           "checkpoint and end early for a reason of our own"),
 }
 
 

@@ -9,12 +9,19 @@ own metrics, and enforces a hard wall-clock limit.
 
 Writes ``locust_output.json`` (the master's), ``generator_samples.json`` and
 ``server_metrics.json`` into the run folder (a level's into its own sub-folder).
+While the load runs the master appends its figure stream to ``stream/`` and the
+ledger to ``ledger.jsonl``; with an object store they are published every few
+seconds. When the master dies without its output, the output is rebuilt from
+the stream (``figures_source: stream``, stop kind ``master_died``) and the run
+goes on to be judged, reported, cleaned up and torn down.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -23,6 +30,7 @@ import psutil
 from stampede.core.artifacts import RunFolder
 from stampede.core.paths import Artifact
 from stampede.core.stops import StopProbe, StopRequest, never, stop_kind
+from stampede.figures.stream import interval_of, mark_master_died, read_stream, rebuild_output, segments
 from stampede.load.runner import EXPECT_WORKERS_WAIT_S, GRACE_S, LocustRun, run_master
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import Stage
@@ -86,9 +94,11 @@ def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerS
     from stampede.figures.server import LIVE_FILE_NAME, sampling
 
     max_s = plan.load_duration_s + GRACE_S + EXPECT_WORKERS_WAIT_S
+    out.write_json(Artifact.RUN_PLAN, plan.to_dict())  # a progress report of this run reads its stages here
     # the target's own metrics; the newest beside the master's output, for its mid-run server thresholds
     with sampling(environment=plan.environment, target=plan.target, max_s=max_s,
-                  live_path=out.path / LIVE_FILE_NAME) as server:
+                  live_path=out.path / LIVE_FILE_NAME) as server, \
+            publishing_stream(out, interval_of(plan.locust_plan())):
         run = run_master(
             plan, out.path,
             master_port=workers.master_port if workers else None,
@@ -102,7 +112,64 @@ def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerS
     out.publish(Artifact.LOGS)
     out.write_json(Artifact.SERVER_METRICS, server.document, indent=None)
     out.write_json(Artifact.GENERATOR_SAMPLES, [asdict(s) for s in run.samples], indent=None)
-    return run, run.output()
+    return run, output_of(run, out)
+
+
+def output_of(run: LocustRun, out: RunFolder) -> dict:
+    """The master's output; when it died without writing one, rebuilt from its figure stream and marked so."""
+    if run.output_path.exists():
+        return run.output()
+    stream = out.path / Artifact.FIGURE_STREAM
+    if not segments(stream):  # the master ran on another host: the store's copy (here, the local one is newer)
+        out.fetch(Artifact.FIGURE_STREAM)
+    checkpoints, torn = read_stream(stream)
+    output = rebuild_output(checkpoints)
+    if output is None:
+        return run.output()  # nothing streamed either: says why
+    mark_master_died(output, run.exit_code)
+    log.error("The Locust master died (exit code %s): the figures are %s (%d checkpoints, %d torn lines skipped)",
+              run.exit_code, output["figures_note"], len(checkpoints), torn)
+    out.write_json(Artifact.LOCUST_OUTPUT, output, indent=None)
+    return output
+
+
+@contextmanager
+def publishing_stream(out: RunFolder, interval_s: float) -> Iterator[None]:
+    """With an object store: what the master appends as it goes (the figure stream, the ledger, its log)
+    is put there every ``interval_s``, so a lost host loses at most that much. No store: nothing to do."""
+    if out.store is None:
+        yield
+        return
+    stop = threading.Event()
+    published: dict[str, tuple[int, int]] = {}
+
+    def publish_changed() -> None:
+        names = [f"{Artifact.FIGURE_STREAM}/{path.name}" for _, path in segments(out.path / Artifact.FIGURE_STREAM)]
+        for name in [*names, str(Artifact.LEDGER), str(Artifact.MASTER_LOG)]:
+            try:
+                stat = (out.path / name).stat()
+            except OSError:
+                continue
+            if published.get(name) == (stat.st_size, stat.st_mtime_ns):
+                continue
+            try:
+                out.publish(name)
+                published[name] = (stat.st_size, stat.st_mtime_ns)
+            except Exception as exc:  # noqa: BLE001 - a store outage must not stop the load's supervision
+                log.warning("Could not publish %s to the artifact store (%s); retrying", name, exc)
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            publish_changed()
+        publish_changed()
+
+    thread = threading.Thread(target=loop, name="stampede-stream-publisher", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=120)
 
 
 def _worker_sampler(plan: RunPlan, folder: RunFolder, workers: WorkerSet | None) -> Callable[[], list[psutil.Process]]:

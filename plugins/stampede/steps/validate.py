@@ -53,6 +53,7 @@ def validate(plan: RunPlan) -> RunResult:
         aborted=stop is not None, stopped=stop, breaches=[from_dict(Breach, b) for b in output.get("breaches", [])],
         series=[SeriesPoint(**row) for row in output.get("series", [])], workers=plan.workers,
         validation=outcome.gx_result,
+        figures_source=output.get("figures_source") or "master", figures_note=output.get("figures_note") or "",
     )
     result.cleanup.created = sum(output.get("created", {}).values())
     result.capacity = capacity_of_stages(judged)  # three or more user levels: fit the USL
