@@ -30,6 +30,7 @@ from stampede.steps.preflight import RunRequest, preflight
 from stampede.steps.provision import provision_workers
 from stampede.steps.teardown import teardown_workers
 from stampede.steps.validate import validate
+from stampede.surfaces import cli
 from stampede.surfaces.sequence import run_load
 
 POLLING_LOCUSTFILE = Path(__file__).with_name("polling_locustfile.py")  # PollingUser
@@ -106,7 +107,7 @@ def _master_of(run_dir: Path, deadline_s: float = 30.0) -> psutil.Process:
 
 
 @pytest.mark.integration
-def test_a_sigkilled_master_loses_only_its_last_interval(fixed_target, tmp_path, monkeypatch):
+def test_a_sigkilled_master_loses_only_its_last_interval(fixed_target, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("STAMPEDE_CHECKPOINT_S", "2")
     plan = _plan(tmp_path, fixed_target.base_url, "stream-kill", [
         {"name": "ramp", "users": 6, "spawn_rate": 6, "duration_s": 4},
@@ -127,6 +128,14 @@ def test_a_sigkilled_master_loses_only_its_last_interval(fixed_target, tmp_path,
             if stages and stages[-1][1]["start"] is not None and time.time() - stages[-1][1]["start"] > 9:
                 break
             time.sleep(0.5)
+        # a person follows the run: the CLI's finished-so-far report from the last checkpoint
+        assert cli.main(["report", "--run-folder", str(run_dir)]) == 0
+        printed = capsys.readouterr().out
+        assert "IN PROGRESS" in printed and "in progress: built from the stream up to" in printed
+        assert "hold" in printed and "final" not in printed
+        progress = (run_dir / Artifact.PROGRESS / Artifact.REPORT).read_text()
+        assert "in progress: built from the stream up to" in progress
+        assert not (run_dir / Artifact.REPORT).exists() and not (run_dir / Artifact.RESULTS).exists()
         os.kill(master.pid, signal.SIGKILL)
         killed_at = time.time()
         load.join(timeout=60)

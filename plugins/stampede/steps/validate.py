@@ -35,12 +35,18 @@ def validate(plan: RunPlan) -> RunResult:
     if output is None:
         raise FileNotFoundError(f"validate: no {Artifact.LOCUST_OUTPUT} in {folder.path}; the load step did not finish")
     samples = [GeneratorSample(**s) for s in folder.read_json(Artifact.GENERATOR_SAMPLES, default=[])]
+    result = judge(plan, output, samples, folder.read_json(Artifact.SERVER_METRICS))
+    folder.write_results(result)
+    return result
+
+
+def judge(plan: RunPlan, output: dict, samples: list[GeneratorSample], document: dict | None) -> RunResult:
+    """The run's results from the master's output (or the one rebuilt from its stream), judged."""
     stages = stage_results(output, [s.__dict__ for s in plan.stages])
     health, saturated = generator_health(samples, output["stages"])
     for index in saturated:
         stages[index].valid = False
     judged = mark_judged_parts(stages, output, plan)
-    document = folder.read_json(Artifact.SERVER_METRICS)
     outcome = validate_stages(judged, observations_of(stages, judged, output, plan.stages, document))
     apply_outcome(judged, outcome)
     stop = from_dict(Stop, output["stopped"]) if output.get("stopped") else None
@@ -57,7 +63,6 @@ def validate(plan: RunPlan) -> RunResult:
     )
     result.cleanup.created = sum(output.get("created", {}).values())
     result.capacity = capacity_of_stages(judged)  # three or more user levels: fit the USL
-    folder.write_results(result)
     return result
 
 
