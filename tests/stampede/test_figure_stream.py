@@ -217,3 +217,73 @@ def test_the_interval_is_at_most_ten_seconds(monkeypatch):
     assert figure_stream.interval_of({"checkpoint_interval_s": 60}) == 10.0
     monkeypatch.setenv("STAMPEDE_CHECKPOINT_S", "0.1")
     assert figure_stream.interval_of({}) == 1.0
+
+
+# -- the object store: what the master appends reaches it while the run goes -----------------------------------
+@pytest.fixture
+def bucket(moto_server, monkeypatch):
+    import boto3
+
+    from stampede.core import artifacts
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
+        "conn_type": "aws", "login": "testing", "password": "testing",
+        "extra": {"endpoint_url": moto_server.endpoint_url, "region_name": "us-east-1"},
+    }))
+    monkeypatch.setenv(artifacts.ENV_STORE, "s3://stampede-stream/runs")
+    s3 = boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="stampede-stream")
+    yield s3
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="stampede-stream"):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket="stampede-stream", Key=item["Key"])
+    s3.delete_bucket(Bucket="stampede-stream")
+
+
+def _checkpoint(n: int, start: float) -> dict:
+    sec = int(start) + n
+    return {
+        "format": figure_stream.FORMAT, "master": "1-0", "checkpoint": n, "at": sec + 1.0, "started_at": start,
+        "final": False, "current_stage": 0, "load_ended": None, "stopped": None, "created": {}, "iterations": {},
+        "windows": {}, "worker_count": 1,
+        "stages": [{"name": "hold", "users": 2, "index": 0, "start": start, "end": None, "steady_from": int(start)}],
+        "timeline": [[sec, 0, "steady", 2]],
+        "seconds": [[sec, "0/steady", {"GET /x": [{1000 * (n + 1): 3}, 1, {"HTTPError: 500": 1}]}]],
+        "series": [],
+        "breaches": [],
+    }
+
+
+@pytest.mark.integration
+def test_the_stream_reaches_the_store_as_it_grows_and_another_host_rebuilds_from_it(bucket, tmp_path):
+    from stampede.core import artifacts
+    from stampede.core.artifacts import RunFolder
+    from stampede.load.runner import LocustRun
+
+    store = artifacts.store_root() / "LT-stream"
+    host_a, host_b = RunFolder(tmp_path / "a" / "LT-stream", store), RunFolder(tmp_path / "b" / "LT-stream", store)
+    writer = figure_stream.StreamWriter(host_a.path / Artifact.FIGURE_STREAM, segment_checkpoints=2)
+    start = 1_800_000_000.25
+
+    def stored() -> list[str]:
+        return sorted(o["Key"] for o in bucket.list_objects_v2(Bucket="stampede-stream").get("Contents", []))
+
+    with run_stages_step.publishing_stream(host_a, 0.3):
+        for n in range(3):
+            writer.append(_checkpoint(n, start))
+        deadline = time.time() + 10
+        while "runs/LT-stream/stream/figures-000002.jsonl" not in stored() and time.time() < deadline:
+            time.sleep(0.1)
+        assert "runs/LT-stream/stream/figures-000002.jsonl" in stored()  # while the run goes, not at its end
+        writer.append(_checkpoint(3, start))
+    writer.close()
+
+    # the master's host is gone: another host rebuilds the run from the store's copy
+    run = LocustRun(output_path=host_b.path / Artifact.LOCUST_OUTPUT, exit_code=-9)
+    output = run_stages_step.output_of(run, host_b)
+    assert output["figures_source"] == "stream" and output["stopped"]["kind"] == "master_died"
+    assert output["figures_until"] == int(start) + 3 + 1.0  # the last checkpoint's, published at the end
+    phase = output["phases"]["0/steady"]["GET /x"]
+    assert sum(phase["histogram"].values()) == 12 and phase["failures"] == 4 and phase["errors"] == {"HTTPError: 500": 4}
+    assert host_b.read_json(Artifact.LOCUST_OUTPUT)["figures_source"] == "stream"  # and in the store for the next step
