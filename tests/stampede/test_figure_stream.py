@@ -287,3 +287,47 @@ def test_the_stream_reaches_the_store_as_it_grows_and_another_host_rebuilds_from
     phase = output["phases"]["0/steady"]["GET /x"]
     assert sum(phase["histogram"].values()) == 12 and phase["failures"] == 4 and phase["errors"] == {"HTTPError: 500": 4}
     assert host_b.read_json(Artifact.LOCUST_OUTPUT)["figures_source"] == "stream"  # and in the store for the next step
+
+
+_BOUNDED_STATS = """
+import json
+from unittest import mock
+import locust.stats
+from locust.stats import RequestStats
+from stampede.load.aggregator import LOCUST_HISTORY_KEEP, LOCUST_PER_SECOND_KEEP_S, bound_locust_stats
+
+stats = RequestStats()
+clock = [1_800_000_000.0]
+with mock.patch.object(locust.stats.time, "time", lambda: clock[0]):  # an hour in a moment
+    stats.total.start_time = clock[0]
+    for second in range(3600):  # 2 requests a second, one failed every 10 s
+        clock[0] = 1_800_000_000.0 + second
+        for _ in range(2):
+            stats.log_request("GET", "/x", 10, 100)
+        if second % 10 == 0:
+            stats.log_error("GET", "/x", "boom")
+        stats.history.append({"t": second})
+    entry = stats.get("/x", "GET")
+    before = [entry.current_rps, stats.total.current_rps, stats.total.num_requests]
+    sizes_before = [len(entry.num_reqs_per_sec), len(stats.history)]
+    bound_locust_stats(stats, clock[0])
+    print(json.dumps({"keep": [LOCUST_PER_SECOND_KEEP_S, LOCUST_HISTORY_KEEP], "before": before, "after": [entry.current_rps, stats.total.current_rps, stats.total.num_requests],
+                      "sizes_before": sizes_before, "reqs": len(entry.num_reqs_per_sec),
+                      "total_reqs": len(stats.total.num_reqs_per_sec), "fails": len(entry.num_fail_per_sec),
+                      "history": len(stats.history), "last": stats.history[-1]}))
+"""
+
+
+def test_locusts_own_per_second_counts_stay_bounded_and_its_current_rps_is_unchanged():
+    import subprocess
+    import sys
+
+    # in a process of its own: Locust monkey-patches what this one has imported
+    found = json.loads(subprocess.run([sys.executable, "-c", _BOUNDED_STATS], capture_output=True, text=True,
+                                      check=True, timeout=60).stdout)
+    keep_s, keep_rows = found["keep"]
+    assert found["sizes_before"] == [3600, 3600]  # Locust alone keeps every second and every row
+    assert found["reqs"] <= keep_s + 1 and found["total_reqs"] <= keep_s + 1
+    assert found["fails"] <= keep_s // 10 + 1
+    assert found["history"] == keep_rows and found["last"] == {"t": 3599}
+    assert found["after"] == found["before"] == [2.0, 2.0, 7200]

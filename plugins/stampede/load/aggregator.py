@@ -120,6 +120,7 @@ class RunAggregator:
         self.print_progress(now)
         if now - self.last_checkpoint >= self.checkpoint_interval_s:
             self.checkpoint(now)
+            bound_locust_stats(getattr(self.environment, "stats", None), now)
 
     def enter_stage(self, index: int, now: float) -> None:
         if self.current_stage is not None:
@@ -260,8 +261,11 @@ class RunAggregator:
         self.last_checkpoint = now
         if self.stream is None:
             return False
-        timeline_from = self.timeline_streamed_upto if self.timeline_streamed_upto is not None else -1
-        timeline = [[sec, *entry] for sec, entry in sorted(self.timeline.items()) if sec >= timeline_from]
+        # only the current second is ever tagged (or retagged, by enter_stage): the rest is streamed already
+        newest = max(self.timeline, default=None) if self.timeline_streamed_upto is None else int(now) + 1
+        oldest = min(self.timeline, default=0) if self.timeline_streamed_upto is None else self.timeline_streamed_upto
+        timeline = [] if newest is None else [
+            [sec, *self.timeline[sec]] for sec in range(oldest, max(newest, oldest) + 1) if sec in self.timeline]
         boundaries = [[s["start"], s["end"], s["steady_from"]] for s in self.stages]
         record: dict[str, Any] = {
             "format": figure_stream.FORMAT, "master": self.master_id, "checkpoint": self.checkpoints + 1,
@@ -349,3 +353,28 @@ def _stream_writer(environment) -> StreamWriter | None:
     if not out:
         return None
     return StreamWriter(Path(out).parent / Artifact.FIGURE_STREAM)
+
+
+LOCUST_PER_SECOND_KEEP_S = 60  # Locust reads the last 12 s of its per-second counts (current_rps)
+LOCUST_HISTORY_KEEP = 120  # its 5-second history rows (charts of --html, which Stampede does not write): 10 minutes
+
+
+def bound_locust_stats(stats, now: float) -> None:
+    """Drop what Locust's own statistics keep for ever and never read again.
+
+    Every ``StatsEntry`` (each endpoint and the total) counts requests and failures per
+    second in dicts that only grow, and ``RequestStats.history`` gains a row every 5 s:
+    over a day some 86,400 keys per endpoint and 17,280 rows, tens of MiB in the master.
+    Locust reads only the last 12 s of the counts; the history serves its HTML report.
+    """
+    if stats is None:
+        return
+    oldest = int(now) - LOCUST_PER_SECOND_KEEP_S
+    for entry in [*getattr(stats, "entries", {}).values(), getattr(stats, "total", None)]:
+        for counts in (getattr(entry, "num_reqs_per_sec", None), getattr(entry, "num_fail_per_sec", None)):
+            if counts and min(counts) < oldest:
+                for second in [t for t in counts if t < oldest]:
+                    del counts[second]
+    history = getattr(stats, "history", None)
+    if history is not None and len(history) > LOCUST_HISTORY_KEEP:
+        del history[:-LOCUST_HISTORY_KEEP]
