@@ -167,8 +167,12 @@ def test_a_sigkilled_master_loses_only_its_last_interval(fixed_target, tmp_path,
     stages = stage_results(output, [s.__dict__ for s in plan.stages])
     assert sum(s.ramp.requests + s.steady.requests for s in stages) == sum(streamed.values())
 
-    # still judged: validation runs on the rebuilt output; the run is invalid, its stages were measured
+    # still judged: validation runs on the rebuilt output; the run is invalid, its stages were measured.
+    # Also when the load step's process died with its master and wrote nothing: validation rebuilds it.
+    (run_dir / Artifact.LOCUST_OUTPUT).unlink()
     result = validate(plan)
+    assert json.loads((run_dir / Artifact.LOCUST_OUTPUT).read_text())["phases"] == output["phases"]
+    assert "exit code unknown" in result.figures_note
     assert result.figures_source == "stream" and result.verdict == "invalid"
     assert result.stopped is not None and result.stopped.kind == "master_died"
     hold = result.stages[1]

@@ -333,16 +333,17 @@ def _unfinished_rows(checkpoints: list[dict[str, Any]], stages: list[Mapping[str
             for sec, (histogram, requests, failures) in sorted(seconds.items())]
 
 
-def mark_master_died(output: dict[str, Any], exit_code: int) -> dict[str, Any]:
+def mark_master_died(output: dict[str, Any], exit_code: int | None) -> dict[str, Any]:
     """A rebuilt output of a master that died: the run stops there (``master_died``) unless it had stopped already.
 
     A stop the master recorded before it died (an abort, the kill switch) stays the run's stop;
     ``figures_source`` says either way that the figures are the stream's.
     """
     until = float(output.get("figures_until") or output.get("finished_at") or 0.0)
-    output["figures_note"] = (f"built from the stream up to {clock(until)}; the master died (exit code {exit_code})")
+    code = "unknown" if exit_code is None else exit_code
+    output["figures_note"] = f"built from the stream up to {clock(until)}; the master died (exit code {code})"
     if not output.get("stopped"):
-        output["stopped"] = {"reason": f"the Locust master died (exit code {exit_code}); the figures are built from "
+        output["stopped"] = {"reason": f"the Locust master died (exit code {code}); the figures are built from "
                                        f"its stream up to {clock(until)}",
                              "kind": str(StopKind.MASTER_DIED), "at": until}
     return output

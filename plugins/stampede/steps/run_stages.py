@@ -119,16 +119,25 @@ def output_of(run: LocustRun, out: RunFolder) -> dict:
     """The master's output; when it died without writing one, rebuilt from its figure stream and marked so."""
     if run.output_path.exists():
         return run.output()
+    output = recover_output(out, run.exit_code)
+    return output if output is not None else run.output()  # nothing streamed either: run.output() says why
+
+
+def recover_output(out: RunFolder, exit_code: int | None) -> dict | None:
+    """The output of a master that died, rebuilt from its figure stream and written as ``locust_output.json``.
+
+    Also for validation when the load step's own process died with the master (no output, no stream: None).
+    """
     stream = out.path / Artifact.FIGURE_STREAM
     if not segments(stream):  # the master ran on another host: the store's copy (here, the local one is newer)
         out.fetch(Artifact.FIGURE_STREAM)
     checkpoints, torn = read_stream(stream)
     output = rebuild_output(checkpoints)
     if output is None:
-        return run.output()  # nothing streamed either: says why
-    mark_master_died(output, run.exit_code)
+        return None
+    mark_master_died(output, exit_code)
     log.error("The Locust master died (exit code %s): the figures are %s (%d checkpoints, %d torn lines skipped)",
-              run.exit_code, output["figures_note"], len(checkpoints), torn)
+              "unknown" if exit_code is None else exit_code, output["figures_note"], len(checkpoints), torn)
     out.write_json(Artifact.LOCUST_OUTPUT, output, indent=None)
     return output
 

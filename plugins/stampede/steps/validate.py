@@ -27,11 +27,14 @@ from stampede.figures.generator import generator_health
 from stampede.figures.stages import observe, stage_results
 from stampede.plan.run_plan import PlannedStage, RunPlan
 from stampede.steps.folder import folder_of
+from stampede.steps.run_stages import recover_output
 
 
 def validate(plan: RunPlan) -> RunResult:
     folder = folder_of(plan)
     output = folder.read_json(Artifact.LOCUST_OUTPUT)
+    if output is None:  # the load step died with its master: what the master streamed, if anything
+        output = recover_output(folder, None)
     if output is None:
         raise FileNotFoundError(f"validate: no {Artifact.LOCUST_OUTPUT} in {folder.path}; the load step did not finish")
     samples = [GeneratorSample(**s) for s in folder.read_json(Artifact.GENERATOR_SAMPLES, default=[])]
