@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -42,6 +43,9 @@ from stampede.workers import load_worker_set, provider_for
 from stampede.workers.base import WorkerSet
 
 log = logging.getLogger(__name__)
+
+LARGE_PUT_BYTES = 8 << 20  # the ledger and the master's log grow all day; each put sends the whole file
+LARGE_PUT_EVERY_S = 60.0
 
 
 @dataclass
@@ -150,27 +154,32 @@ def publishing_stream(out: RunFolder, interval_s: float) -> Iterator[None]:
         yield
         return
     stop = threading.Event()
-    published: dict[str, tuple[int, int]] = {}
+    published: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime, when put)
 
-    def publish_changed() -> None:
+    def publish_changed(*, last: bool = False) -> None:
         names = [f"{Artifact.FIGURE_STREAM}/{path.name}" for _, path in segments(out.path / Artifact.FIGURE_STREAM)]
         for name in [*names, str(Artifact.LEDGER), str(Artifact.MASTER_LOG)]:
             try:
                 stat = (out.path / name).stat()
             except OSError:
                 continue
-            if published.get(name) == (stat.st_size, stat.st_mtime_ns):
+            before = published.get(name)
+            if before is not None and before[:2] == (stat.st_size, stat.st_mtime_ns):
+                continue
+            # an object is put whole: a large ledger or log (the segments stay small) at most once a minute
+            if (not last and before is not None and stat.st_size > LARGE_PUT_BYTES
+                    and time.time() - before[2] < LARGE_PUT_EVERY_S):
                 continue
             try:
                 out.publish(name)
-                published[name] = (stat.st_size, stat.st_mtime_ns)
+                published[name] = (stat.st_size, stat.st_mtime_ns, time.time())
             except Exception as exc:  # noqa: BLE001 - a store outage must not stop the load's supervision
                 log.warning("Could not publish %s to the artifact store (%s); retrying", name, exc)
 
     def loop() -> None:
         while not stop.wait(interval_s):
             publish_changed()
-        publish_changed()
+        publish_changed(last=True)
 
     thread = threading.Thread(target=loop, name="stampede-stream-publisher", daemon=True)
     thread.start()
