@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ logger = logging.getLogger("stampede")
 FORMAT = 1
 DEFAULT_INTERVAL_S = 5.0
 MAX_INTERVAL_S = 10.0  # the most a crash may lose
+UNFINISHED_KEEP = 120  # seconds merged whose series row is still due: the master finalizes them within ~20 s
 SEGMENT_CHECKPOINTS = 60  # a segment holds 5 minutes at the default interval: small puts to an object store
 FIGURES_SOURCE_MASTER = "master"
 FIGURES_SOURCE_STREAM = "stream"
@@ -143,33 +144,46 @@ def segments(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def read_checkpoints(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], int]:
-    """Every checkpoint in ``paths`` (in order), and how many lines were torn or unreadable (skipped)."""
-    checkpoints: list[dict[str, Any]] = []
-    torn = 0
-    for path in paths:
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        for line in data.split(b"\n"):
-            if not line.strip():
-                continue
+class StreamReader:
+    """The checkpoints of ``paths``, in order, one segment in memory at a time (a day's stream is large).
+
+    Iterate it once; :attr:`torn` then counts the lines that were torn or unreadable (skipped).
+    """
+
+    def __init__(self, paths: Iterable[Path]) -> None:
+        self.paths = list(paths)
+        self.torn = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for path in self.paths:
             try:
-                record = json.loads(line)
-            except ValueError:
-                torn += 1
+                data = path.read_bytes()
+            except OSError:
                 continue
-            if isinstance(record, dict) and record.get("format") == FORMAT:
-                checkpoints.append(record)
-            else:
-                torn += 1
-    return checkpoints, torn
+            for line in data.split(b"\n"):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    self.torn += 1
+                    continue
+                if isinstance(record, dict) and record.get("format") == FORMAT:
+                    yield record
+                else:
+                    self.torn += 1
+
+
+def stream_of(folder: str | Path) -> StreamReader:
+    """The stream in ``folder`` (``stream/`` of a run folder)."""
+    return StreamReader(path for _, path in segments(folder))
 
 
 def read_stream(folder: str | Path) -> tuple[list[dict[str, Any]], int]:
-    """The checkpoints of the stream in ``folder`` (see :func:`read_checkpoints`)."""
-    return read_checkpoints(path for _, path in segments(folder))
+    """Every checkpoint of the stream in ``folder`` as a list, and the torn lines skipped (small streams, tests)."""
+    reader = stream_of(folder)
+    checkpoints = list(reader)
+    return checkpoints, reader.torn
 
 
 # -- the rules the master and the rebuild share ----------------------------------------------------------------
@@ -250,40 +264,58 @@ def close_stages(stages: list[dict[str, Any]], current: int | None, now: float) 
 
 
 # -- rebuilding the master's output ----------------------------------------------------------------------------
-def rebuild_output(checkpoints: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The master's output (``locust_output.json``'s keys) from its checkpoints; None without any.
+def rebuild_output(checkpoints: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The master's output (``locust_output.json``'s keys) from its checkpoints, in one pass; None without any.
 
     Adds ``figures_source`` (``stream``) and ``figures_until`` (the last checkpoint's time): a
     master that died never wrote its stop, its last stage's end or its last interval's requests.
+    The seconds it had merged but not finalized yet get their series rows from their histograms.
     """
-    if not checkpoints:
-        return None
-    last = checkpoints[-1]
+    last: dict[str, Any] | None = None
+    count = 0
     timeline: dict[int, tuple[int, str, int]] = {}
     phases: dict[str, dict[str, dict[str, Any]]] = {}
     series: list[dict[str, Any]] = []
     breaches: list[dict[str, Any]] = []
     planned: list[dict[str, Any]] = []
+    unfinished: dict[int, list] = {}  # second -> [histogram, requests, failures] until its series row comes
     for checkpoint in checkpoints:
+        last, count = checkpoint, count + 1
         if checkpoint.get("stages") is not None:  # sent when a boundary moved
             planned = checkpoint["stages"]
         for sec, index, phase, users in checkpoint.get("timeline", []):
             timeline[int(sec)] = (int(index), str(phase), users)
         for sec, key, endpoints in checkpoint.get("seconds", []):
-            if key is None:  # before the first stage: part of no stage's figures
-                continue
+            row = unfinished.setdefault(int(sec), [LatencyHistogram(), 0, 0])
             for endpoint, (counts, failures, errors) in endpoints.items():
+                histogram = LatencyHistogram(counts)
+                row[0].merge(histogram)
+                row[1] += histogram.total
+                row[2] += failures
+                if key is None:  # before the first stage: part of no stage's figures
+                    continue
                 slot = phases.setdefault(key, {}).setdefault(
                     endpoint, {"histogram": LatencyHistogram(), "failures": 0, "errors": {}})
-                slot["histogram"].merge(counts)
+                slot["histogram"].merge(histogram)
                 slot["failures"] += failures
-                for message, count in errors.items():
-                    slot["errors"][message] = slot["errors"].get(message, 0) + count
-        series.extend(checkpoint.get("series", []))
+                for message, n in errors.items():
+                    slot["errors"][message] = slot["errors"].get(message, 0) + n
+        for row in checkpoint.get("series", []):
+            series.append(row)
+            unfinished.pop(row["t"], None)
         breaches.extend(checkpoint.get("breaches", []))
+        if len(unfinished) > UNFINISHED_KEEP:  # a late report's second, finalized long ago: not unfinished
+            newest = max(unfinished)
+            for sec in [s for s in unfinished if s < newest - UNFINISHED_KEEP]:
+                del unfinished[sec]
+    if last is None:
+        return None
     final = bool(last.get("final"))
-    if not final:  # the seconds merged but not finalized yet when the master died: their rows from the histograms
-        series += _unfinished_rows(checkpoints, planned, timeline, max((r["t"] for r in series), default=None))
+    if not final:  # the seconds merged but not finalized when the master died
+        finalized = max((r["t"] for r in series), default=None)
+        series += [series_row(sec, planned, timeline, requests, failures, histogram)
+                   for sec, (histogram, requests, failures) in sorted(unfinished.items())
+                   if finalized is None or sec > finalized]
     now = float(last.get("finished_at") or last["at"])
     stages = close_stages(planned, last.get("current_stage"), now)
     phase_seconds: dict[str, int] = {}
@@ -310,27 +342,9 @@ def rebuild_output(checkpoints: list[dict[str, Any]]) -> dict[str, Any] | None:
         "worker_count": last.get("worker_count", 0),
         "figures_source": FIGURES_SOURCE_STREAM,
         "figures_until": float(last["at"]),
-        "checkpoints": len(checkpoints),
+        "checkpoints": count,
         "final_checkpoint": final,
     }
-
-
-def _unfinished_rows(checkpoints: list[dict[str, Any]], stages: list[Mapping[str, Any]], timeline: Timeline,
-                     finalized_upto: int | None) -> list[dict[str, Any]]:
-    """Series rows for the seconds after ``finalized_upto`` that the stream holds histograms of."""
-    seconds: dict[int, list] = {}
-    for checkpoint in checkpoints:
-        for sec, _key, endpoints in checkpoint.get("seconds", []):
-            if finalized_upto is not None and sec <= finalized_upto:
-                continue
-            slot = seconds.setdefault(int(sec), [LatencyHistogram(), 0, 0])
-            for counts, failures, _errors in endpoints.values():
-                histogram = LatencyHistogram(counts)
-                slot[0].merge(histogram)
-                slot[1] += histogram.total
-                slot[2] += failures
-    return [series_row(sec, stages, timeline, requests, failures, histogram)
-            for sec, (histogram, requests, failures) in sorted(seconds.items())]
 
 
 def mark_master_died(output: dict[str, Any], exit_code: int | None) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class RunAggregator:
             {**s, "index": i, "start": None, "end": None, "steady_from": None} for i, s in enumerate(plan["stages"])
         ]
         self.timeline: dict[int, tuple[int, str, int]] = {}  # second -> (stage index, phase, users)
+        self.tags: dict[tuple[int, str, int], tuple[int, str, int]] = {}  # the timeline's values, shared
         self.pending: dict[int, list[dict[str, list]]] = defaultdict(list)
         self.open_seconds: dict[int, list] = {}  # second -> [histogram, requests, failures]
         self.closed_seconds: dict[int, list] = {}  # finalized seconds, kept KEEP_CLOSED_S for the abort window
@@ -110,7 +111,7 @@ class RunAggregator:
                 stage["steady_from"] = second + settle_s(stage)
             phase = "steady" if stage["steady_from"] is not None and second >= stage["steady_from"] else "ramp"
             if second not in self.timeline:
-                self.timeline[second] = (index, phase, users)
+                self.timeline[second] = self.tag(index, phase, users)
                 self.phase_seconds[f"{index}/{phase}"] += 1
         ledger.flush(self)  # what was created is on disk within a second
         self.fold(upto=second - 1)  # the current second may still change stage (see enter_stage)
@@ -121,6 +122,11 @@ class RunAggregator:
         if now - self.last_checkpoint >= self.checkpoint_interval_s:
             self.checkpoint(now)
             bound_locust_stats(getattr(self.environment, "stats", None), now)
+
+    def tag(self, index: int, phase: str, users: int) -> tuple[int, str, int]:
+        """One shared tuple per (stage, phase, users): a day's timeline holds 86,400 seconds but few tags."""
+        key = (index, phase, users)
+        return self.tags.setdefault(key, key)
 
     def enter_stage(self, index: int, now: float) -> None:
         if self.current_stage is not None:
@@ -140,7 +146,7 @@ class RunAggregator:
             if tagged is not None:
                 self.phase_seconds[f"{tagged[0]}/{tagged[1]}"] -= 1
             phase = "steady" if stage["steady_from"] is not None else "ramp"
-            self.timeline[second] = (index, phase, tagged[2] if tagged else 0)
+            self.timeline[second] = self.tag(index, phase, tagged[2] if tagged else 0)
             self.phase_seconds[f"{index}/{phase}"] += 1
         logger.info("stampede: stage %s (%d users) starts", stage["name"], stage["users"])
         print(f"{STAGE_START_MARK} index={index} users={stage['users']} name={stage['name']}", flush=True)
@@ -297,8 +303,7 @@ class RunAggregator:
         """This master's series rows, read back from the segments it wrote, and those not streamed yet."""
         rows: list[dict[str, Any]] = []
         if self.stream is not None:
-            checkpoints, _ = figure_stream.read_checkpoints(self.stream.written)
-            for checkpoint in checkpoints:
+            for checkpoint in figure_stream.StreamReader(self.stream.written):
                 if checkpoint.get("master") == self.master_id:
                     rows.extend(checkpoint.get("series", []))
         return rows + self.series

@@ -17,7 +17,7 @@ from pathlib import Path
 from stampede.core.artifacts import RunFolder
 from stampede.core.paths import Artifact
 from stampede.core.records import GeneratorSample, RunResult
-from stampede.figures.stream import clock, interval_of, mark_in_progress, read_stream, rebuild_output, segments
+from stampede.figures.stream import clock, interval_of, mark_in_progress, rebuild_output, segments, stream_of
 from stampede.plan.run_plan import RunPlan
 from stampede.render.report import render_report
 from stampede.steps.validate import judge
@@ -50,8 +50,7 @@ def progress_report(path: Path, *, now: float | None = None) -> Progress:
     if output is None:
         if not segments(folder.path / Artifact.FIGURE_STREAM):
             raise FileNotFoundError(f"progress: no checkpoint in {folder.path / Artifact.FIGURE_STREAM} yet")
-        checkpoints, _ = read_stream(folder.path / Artifact.FIGURE_STREAM)
-        output = rebuild_output(checkpoints)
+        output = rebuild_output(stream_of(folder.path / Artifact.FIGURE_STREAM))
         if output is None:
             raise FileNotFoundError(f"progress: no readable checkpoint in {folder.path / Artifact.FIGURE_STREAM} yet")
         mark_in_progress(output)

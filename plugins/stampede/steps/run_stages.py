@@ -31,7 +31,7 @@ import psutil
 from stampede.core.artifacts import RunFolder
 from stampede.core.paths import Artifact
 from stampede.core.stops import StopProbe, StopRequest, never, stop_kind
-from stampede.figures.stream import interval_of, mark_master_died, read_stream, rebuild_output, segments
+from stampede.figures.stream import interval_of, mark_master_died, rebuild_output, segments, stream_of
 from stampede.load.runner import EXPECT_WORKERS_WAIT_S, GRACE_S, LocustRun, run_master
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import Stage
@@ -135,13 +135,13 @@ def recover_output(out: RunFolder, exit_code: int | None) -> dict | None:
     stream = out.path / Artifact.FIGURE_STREAM
     if not segments(stream):  # the master ran on another host: the store's copy (here, the local one is newer)
         out.fetch(Artifact.FIGURE_STREAM)
-    checkpoints, torn = read_stream(stream)
-    output = rebuild_output(checkpoints)
+    reader = stream_of(stream)
+    output = rebuild_output(reader)
     if output is None:
         return None
     mark_master_died(output, exit_code)
     log.error("The Locust master died (exit code %s): the figures are %s (%d checkpoints, %d torn lines skipped)",
-              "unknown" if exit_code is None else exit_code, output["figures_note"], len(checkpoints), torn)
+              "unknown" if exit_code is None else exit_code, output["figures_note"], output["checkpoints"], reader.torn)
     out.write_json(Artifact.LOCUST_OUTPUT, output, indent=None)
     return output
 
