@@ -27,6 +27,9 @@ class Artifact(StrEnum):
     REPORT = "report.html"
     LOCUST_OUTPUT = "locust_output.json"  # the master's raw per-stage histograms and series
     STAGES_SO_FAR = "stages_so_far.json"  # the master's per-stage figures as each stage ends (live replies)
+    FIGURE_STREAM = "stream"  # the master's checkpoints as it goes: segments of JSON lines (stampede.figures.stream)
+    RUN_PLAN = "run_plan.json"  # the run's plan, written as the load starts: a progress report needs its stages
+    PROGRESS = "progress"  # a finished-so-far report of a running (or dead) run: report.html and charts/
     GENERATOR_SAMPLES = "generator_samples.json"
     SERVER_METRICS = "server_metrics.json"
     WORKERS = "workers.json"
@@ -47,6 +50,15 @@ class Artifact(StrEnum):
     CHARTS = "charts"
     STEPS = "steps"  # breaking-point search: one sub-folder per level
     STANDIN = "standin"  # cloud workers' local stand-ins (tests, trying without AWS)
+
+
+STREAM_SEGMENT_PREFIX = "figures-"
+STREAM_SEGMENT_SUFFIX = ".jsonl"
+
+
+def stream_segment(number: int) -> str:
+    """The name of the figure stream's segment ``number`` inside the run folder (``stream/figures-000001.jsonl``)."""
+    return f"{Artifact.FIGURE_STREAM}/{STREAM_SEGMENT_PREFIX}{number:06d}{STREAM_SEGMENT_SUFFIX}"
 
 
 def reports_root() -> Path:

@@ -615,6 +615,8 @@ class RunResult:
     recommendations: Recommendations | None = None
     cost: CostRecord | None = None
     drift: Drift | None = None
+    figures_source: str = "master"  # "stream": the master died; the figures were rebuilt from its checkpoints
+    figures_note: str = ""  # for people: "built from the stream up to 14:02:10 UTC; the master died (exit code -9)"
 
     @property
     def judged_stages(self) -> list[StageResult]:

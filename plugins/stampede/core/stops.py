@@ -27,6 +27,7 @@ class StopKind(StrEnum):
     EGRESS_DENIED = "egress_denied"  # a load process tried to reach an address preflight did not approve
     OWNER_LOST = "owner_lost"  # the load's owner died and nobody took the run over within its grace
     STOPPED = "stopped"  # the owner was stopped on purpose (SIGTERM, Airflow's "Mark as failed", a timeout)
+    MASTER_DIED = "master_died"  # the Locust master died mid-run: the figures end at its last checkpoint
 
     @property
     def invalidates(self) -> bool:
@@ -40,6 +41,7 @@ class StopKind(StrEnum):
 
 
 INVALIDATING = frozenset({StopKind.KILL_SWITCH, StopKind.ALLOWED_HOURS, StopKind.EGRESS_DENIED, StopKind.OWNER_LOST,
+                          StopKind.MASTER_DIED,
                           StopKind.STOPPED})
 FAILING = frozenset({StopKind.ABORT, StopKind.TARGET_UNHEALTHY})
 

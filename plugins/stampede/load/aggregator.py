@@ -4,8 +4,11 @@ Workers ship per-second, per-endpoint histograms with their reports; the
 aggregator tags every second with its stage and phase (ramp or steady), folds
 the histograms into one per (stage, phase, endpoint) plus a 1-second series,
 prints a progress line, polls the stop file and judges the abort thresholds
-(the one rule of ``stampede.core.thresholds``). At quit it writes everything as
-JSON. Loaded only in Locust processes (never imports Airflow).
+(the one rule of ``stampede.core.thresholds``). Every few seconds it appends a
+checkpoint of what it merged to the run's figure stream (``stampede.figures.stream``)
+and drops the per-second detail it streamed: a crash loses at most that interval,
+and memory stays flat over a day. At quit it writes everything as JSON (the series
+read back from the stream). Loaded only in Locust processes (never imports Airflow).
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ import logging
 import os
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from locust.runners import MasterRunner
 
 from stampede.core.histogram import LatencyHistogram
+from stampede.core.paths import Artifact
 from stampede.core.stops import StopKind, stop_kind
+from stampede.figures import stream as figure_stream
+from stampede.figures.stream import FIGURES_SOURCE_MASTER, StreamWriter
 from stampede.load import ledger, loop_lag, open_model
 from stampede.load.recorder import LOOP_LAG_KEY
 from stampede.load.final_reports import FinalReports
@@ -57,6 +64,7 @@ class RunAggregator:
             {**s, "index": i, "start": None, "end": None, "steady_from": None} for i, s in enumerate(plan["stages"])
         ]
         self.timeline: dict[int, tuple[int, str, int]] = {}  # second -> (stage index, phase, users)
+        self.tags: dict[tuple[int, str, int], tuple[int, str, int]] = {}  # the timeline's values, shared
         self.pending: dict[int, list[dict[str, list]]] = defaultdict(list)
         self.open_seconds: dict[int, list] = {}  # second -> [histogram, requests, failures]
         self.closed_seconds: dict[int, list] = {}  # finalized seconds, kept KEEP_CLOSED_S for the abort window
@@ -78,6 +86,15 @@ class RunAggregator:
         self.announced: set[int] = set()  # stages whose end was announced (their figures complete)
         self.pending_lag: dict[int, list[dict]] = defaultdict(list)  # second -> the generators' loop-lag histograms
         self.loop_lag: dict[str, LatencyHistogram] = {}  # "stage/phase" -> event-loop lag of every generator
+        self.stream = _stream_writer(environment)  # None: no --stampede-out, nothing streamed (series kept in memory)
+        self.checkpoint_interval_s = figure_stream.interval_of(plan)
+        self.master_id = f"{os.getpid()}-{self.started_at:.3f}"
+        self.checkpoints = 0
+        self.last_checkpoint = 0.0
+        self.unstreamed: dict[tuple[int, str | None], dict[str, list]] = {}  # (second, stage part) -> endpoint deltas
+        self.timeline_streamed_upto: int | None = None  # the last tagged second streamed (re-sent: it may be retagged)
+        self.breaches_streamed = 0
+        self.stages_streamed: list | None = None
 
     # -- data in -----------------------------------------------------------
     def add_report(self, report: dict[str, Any]) -> None:
@@ -103,7 +120,7 @@ class RunAggregator:
                 stage["steady_from"] = second + settle_s(stage)
             phase = "steady" if stage["steady_from"] is not None and second >= stage["steady_from"] else "ramp"
             if second not in self.timeline:
-                self.timeline[second] = (index, phase, users)
+                self.timeline[second] = self.tag(index, phase, users)
                 self.phase_seconds[f"{index}/{phase}"] += 1
         ledger.flush(self)  # what was created is on disk within a second
         self.fold(upto=second - 1)  # the current second may still change stage (see enter_stage)
@@ -112,6 +129,14 @@ class RunAggregator:
         self.check_stop_file()
         self.check_abort(second)
         self.print_progress(now)
+        if now - self.last_checkpoint >= self.checkpoint_interval_s:
+            self.checkpoint(now)
+            bound_locust_stats(getattr(self.environment, "stats", None), now)
+
+    def tag(self, index: int, phase: str, users: int) -> tuple[int, str, int]:
+        """One shared tuple per (stage, phase, users): a day's timeline holds 86,400 seconds but few tags."""
+        key = (index, phase, users)
+        return self.tags.setdefault(key, key)
 
     def announce_ended_stages(self, second: int) -> None:
         """A stage whose every second is final: its figures to ``stages_so_far.json``, then a line saying so.
@@ -151,7 +176,7 @@ class RunAggregator:
             if tagged is not None:
                 self.phase_seconds[f"{tagged[0]}/{tagged[1]}"] -= 1
             phase = "steady" if stage["steady_from"] is not None else "ramp"
-            self.timeline[second] = (index, phase, tagged[2] if tagged else 0)
+            self.timeline[second] = self.tag(index, phase, tagged[2] if tagged else 0)
             self.phase_seconds[f"{index}/{phase}"] += 1
         logger.info("stampede: stage %s (%d users) starts", stage["name"], stage["users"])
         print(f"{STAGE_START_MARK} index={index} users={stage['users']} name={stage['name']}", flush=True)
@@ -165,9 +190,16 @@ class RunAggregator:
                     self.loop_lag.setdefault(f"{stage_index}/{phase}", LatencyHistogram()).merge(counts)
         for sec in sorted(s for s in self.pending if s <= upto):
             stage_index, phase = self.phase_at(sec)
+            unstreamed = self.unstreamed.setdefault((sec, f"{stage_index}/{phase}" if stage_index is not None else None), {})
             for endpoints in self.pending.pop(sec):
                 for endpoint, (counts, failures, errors) in endpoints.items():
                     self.watch.add(sec, endpoint, counts, failures)
+                    if self.stream is not None:
+                        delta = unstreamed.setdefault(endpoint, [LatencyHistogram(), 0, defaultdict(int)])
+                        delta[0].merge(counts)
+                        delta[1] += failures
+                        for message, n in errors.items():
+                            delta[2][message] += n
                     if stage_index is not None:
                         key = f"{stage_index}/{phase}"
                         slot = self.phases.setdefault(key, {}).setdefault(
@@ -185,33 +217,13 @@ class RunAggregator:
 
     def phase_at(self, sec: int) -> tuple[int | None, str]:
         """The stage and phase that requests completed in ``sec`` count for."""
-        entry = self.timeline.get(sec)
-        if entry is None:
-            # a second no tick tagged: the latest stage before it, also after the load ended,
-            # when requests in flight finish during the graceful stop (see stampede.load.final_reports)
-            earlier = [s for s in self.timeline if s <= sec]
-            if not earlier:
-                return None, "ramp"  # before the first stage started: not part of any stage
-            entry = self.timeline[max(earlier)]
-        return entry[0], entry[1]
+        return figure_stream.phase_at(self.timeline, sec)
 
     def finalize(self, before: int) -> None:
         for sec in sorted(s for s in self.open_seconds if s < before):
             histogram, requests, failures = self.open_seconds.pop(sec)
             self.closed_seconds[sec] = [histogram, requests, failures]
-            stage_index, phase = self.phase_at(sec)
-            users = self.timeline.get(sec, (None, None, None))[2]
-            self.series.append({
-                "t": sec,
-                "stage": self.stages[stage_index]["name"] if stage_index is not None else None,
-                "phase": phase if stage_index is not None else None,
-                "users": users,
-                "requests": requests,
-                "failures": failures,
-                "p50_ms": histogram.percentile_ms(0.50),
-                "p95_ms": histogram.percentile_ms(0.95),
-                "p99_ms": histogram.percentile_ms(0.99),
-            })
+            self.series.append(figure_stream.series_row(sec, self.stages, self.timeline, requests, failures, histogram))
 
     def recent(self, now: int, window_s: int) -> tuple[LatencyHistogram, int, int]:
         histogram, requests, failures = LatencyHistogram(), 0, 0
@@ -278,38 +290,63 @@ class RunAggregator:
                 self.stages[self.current_stage]["end"] = now
 
     def phase_durations(self, now: float) -> dict[str, float]:
-        """Seconds per stage/phase: whole tagged seconds, but the run's first and last second only
-        as far as load ran in them (a 6 s stage that starts at x.9 and stops at x+6.9 has 6 s, not 7)."""
-        durations = {key: float(n) for key, n in self.phase_seconds.items()}
-        starts = [s["start"] for s in self.stages if s["start"] is not None]
-        end = self.load_ended if self.load_ended is not None else now
-        if starts:
-            first = self.timeline.get(int(min(starts)))
-            if first is not None:
-                durations[f"{first[0]}/{first[1]}"] -= min(starts) % 1.0
-            last = self.timeline.get(int(end))
-            if last is not None:
-                durations[f"{last[0]}/{last[1]}"] -= 1.0 - end % 1.0
-        return {key: round(max(0.0, value), 3) for key, value in durations.items()}
+        """Seconds per stage/phase (see :func:`stampede.figures.stream.phase_durations`)."""
+        return figure_stream.phase_durations(self.phase_seconds, self.stages, self.timeline, self.load_ended, now)
 
-    def fill_series(self, now: float) -> None:
-        """One row for every second of the load, also those in which no request completed."""
-        starts = [s["start"] for s in self.stages if s["start"] is not None]
-        if not starts:
-            return
-        seen = {row["t"] for row in self.series}
-        end = self.load_ended if self.load_ended is not None else now
-        for sec in range(int(min(starts)), int(end) + 1):
-            if sec in seen:
-                continue
-            stage_index, phase = self.phase_at(sec)
-            self.series.append({
-                "t": sec, "stage": self.stages[stage_index]["name"] if stage_index is not None else None,
-                "phase": phase if stage_index is not None else None,
-                "users": self.timeline.get(sec, (None, None, None))[2], "requests": 0, "failures": 0,
-                "p50_ms": None, "p95_ms": None, "p99_ms": None,
-            })
-        self.series.sort(key=lambda row: row["t"])
+    # -- the figure stream ---------------------------------------------------------------------------
+    def checkpoint(self, now: float, *, final: bool = False) -> bool:
+        """Append what was merged since the last checkpoint to the stream, durably; then drop the detail.
+
+        Each folded second's per-endpoint histograms (with the stage part they count for), the series
+        rows finalized since, the timeline's new tags, the new breaches, and a snapshot of what is small.
+        A write the disk refused keeps everything for the next try.
+        """
+        self.last_checkpoint = now
+        if self.stream is None:
+            return False
+        # only the current second is ever tagged (or retagged, by enter_stage): the rest is streamed already
+        newest = max(self.timeline, default=None) if self.timeline_streamed_upto is None else int(now) + 1
+        oldest = min(self.timeline, default=0) if self.timeline_streamed_upto is None else self.timeline_streamed_upto
+        timeline = [] if newest is None else [
+            [sec, *self.timeline[sec]] for sec in range(oldest, max(newest, oldest) + 1) if sec in self.timeline]
+        boundaries = [[s["start"], s["end"], s["steady_from"]] for s in self.stages]
+        record: dict[str, Any] = {
+            "format": figure_stream.FORMAT, "master": self.master_id, "checkpoint": self.checkpoints + 1,
+            "at": now, "started_at": self.started_at, "final": final,
+            "stages": self.stages if boundaries != self.stages_streamed else None,  # only when a boundary moved
+            "current_stage": self.current_stage, "load_ended": self.load_ended, "stopped": self.stop_reason,
+            "created": dict(self.created), "iterations": self.iterations.by_phase(self.timeline),
+            "windows": self.watch.snapshot(), "worker_count": self._worker_count(),
+            "timeline": timeline,
+            "seconds": [[sec, key, {ep: [d[0].counts, d[1], dict(d[2])] for ep, d in endpoints.items()}]
+                        for (sec, key), endpoints in sorted(self.unstreamed.items(), key=lambda item: item[0][0])],
+            "series": self.series,
+            "breaches": self.breaches[self.breaches_streamed:],
+        }
+        if final:
+            record["finished_at"] = now
+        if not self.stream.append(record):
+            return False
+        self.checkpoints += 1
+        self.unstreamed = {}
+        self.series = []  # on disk now; write() reads them back
+        self.breaches_streamed = len(self.breaches)
+        self.stages_streamed = boundaries
+        if timeline:
+            self.timeline_streamed_upto = timeline[-1][0]
+        return True
+
+    def streamed_series(self) -> list[dict[str, Any]]:
+        """This master's series rows, read back from the segments it wrote, and those not streamed yet."""
+        rows: list[dict[str, Any]] = []
+        if self.stream is not None:
+            for checkpoint in figure_stream.StreamReader(self.stream.written):
+                if checkpoint.get("master") == self.master_id:
+                    rows.extend(checkpoint.get("series", []))
+        return rows + self.series
+
+    def _worker_count(self) -> int:
+        return len(self.environment.runner.clients) if isinstance(self.environment.runner, MasterRunner) else 0
 
     # -- output --------------------------------------------------------------
     def figures(self, now: float) -> dict[str, Any]:
@@ -338,21 +375,60 @@ class RunAggregator:
             self.stages[self.current_stage]["end"] = now
         self.fold(upto=int(now) + 60)
         self.finalize(before=int(now) + 60)
-        self.fill_series(now)
         for index, stage in enumerate(self.stages):
             # the steady part is what a stage's figures are judged on; a stage that never settled, its ramp
             lag = self.loop_lag.get(f"{index}/steady") or self.loop_lag.get(f"{index}/ramp")
             if lag is not None:
                 stage.update(loop_lag.summary(lag))
+        windows = self.watch.finish()  # the worst rolling window of every windowed threshold
+        self.checkpoint(now, final=True)  # the stream ends with everything too
+        if self.stream is not None:
+            self.stream.close()
         output = {
             **self.figures(now),
             "finished_at": now,
-            "series": self.series,
+            "series": figure_stream.fill_series(self.streamed_series(), self.stages, self.timeline, self.load_ended, now),
             "intervals": self.intervals.to_dict(),  # per long stage, per hour: for the drift analysis
-            "windows": self.watch.finish(),  # the worst rolling window of every windowed threshold
-            "worker_count": len(self.environment.runner.clients) if isinstance(self.environment.runner, MasterRunner) else 0,
+            "windows": windows,
+            "worker_count": self._worker_count(),
+            "figures_source": FIGURES_SOURCE_MASTER,
+            "checkpoints": self.checkpoints,
         }
         tmp = f"{path}.tmp"
         with open(tmp, "w") as handle:
             json.dump(output, handle)
         os.replace(tmp, path)
+
+
+def _stream_writer(environment) -> StreamWriter | None:
+    """The stream beside the master's output (``--stampede-out``): ``stream/`` of the run folder."""
+    options = environment.parsed_options
+    out = getattr(options, "stampede_out", "") if options else ""
+    if not out:
+        return None
+    return StreamWriter(Path(out).parent / Artifact.FIGURE_STREAM)
+
+
+LOCUST_PER_SECOND_KEEP_S = 60  # Locust reads the last 12 s of its per-second counts (current_rps)
+LOCUST_HISTORY_KEEP = 120  # its 5-second history rows (charts of --html, which Stampede does not write): 10 minutes
+
+
+def bound_locust_stats(stats, now: float) -> None:
+    """Drop what Locust's own statistics keep for ever and never read again.
+
+    Every ``StatsEntry`` (each endpoint and the total) counts requests and failures per
+    second in dicts that only grow, and ``RequestStats.history`` gains a row every 5 s:
+    over a day some 86,400 keys per endpoint and 17,280 rows, tens of MiB in the master.
+    Locust reads only the last 12 s of the counts; the history serves its HTML report.
+    """
+    if stats is None:
+        return
+    oldest = int(now) - LOCUST_PER_SECOND_KEEP_S
+    for entry in [*getattr(stats, "entries", {}).values(), getattr(stats, "total", None)]:
+        for counts in (getattr(entry, "num_reqs_per_sec", None), getattr(entry, "num_fail_per_sec", None)):
+            if counts and min(counts) < oldest:
+                for second in [t for t in counts if t < oldest]:
+                    del counts[second]
+    history = getattr(stats, "history", None)
+    if history is not None and len(history) > LOCUST_HISTORY_KEEP:
+        del history[:-LOCUST_HISTORY_KEEP]

@@ -220,6 +220,10 @@ class ThresholdWatch:
         last = max([*self.agg.timeline, *self.seconds], default=None)
         if last is not None:
             self.slide(upto=last)
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The worst windows so far, of the seconds slid so far (a checkpoint's copy; :meth:`finish` slides the rest)."""
         windows: dict[str, dict[str, dict[str, Any]]] = {}
         for index, rules in enumerate(self.tables):
             for position, rule in enumerate(rules):

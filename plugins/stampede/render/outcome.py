@@ -25,6 +25,8 @@ _STOP_DESCRIPTIONS: dict[StopKind, str] = {
                           "the load stopped itself and the figures end early for a reason of our own"),
     StopKind.STOPPED: ("the run was stopped on purpose (a signal, Airflow's \"Mark as failed\" or a time limit): "
                        "the figures end early for a reason of our own"),
+    StopKind.MASTER_DIED: ("the Locust master died mid-run: the figures are built from its stream up to its last "
+                           "checkpoint and end early for a reason of our own"),
 }
 
 

@@ -27,21 +27,30 @@ from stampede.figures.generator import generator_health
 from stampede.figures.stages import observe, parse_histograms, stage_results
 from stampede.plan.run_plan import PlannedStage, RunPlan
 from stampede.steps.folder import folder_of
+from stampede.steps.run_stages import recover_output
 
 
 def validate(plan: RunPlan) -> RunResult:
     folder = folder_of(plan)
     output = folder.read_json(Artifact.LOCUST_OUTPUT)
+    if output is None:  # the load step died with its master: what the master streamed, if anything
+        output = recover_output(folder, None)
     if output is None:
         raise FileNotFoundError(f"validate: no {Artifact.LOCUST_OUTPUT} in {folder.path}; the load step did not finish")
     samples = folder.read_json(Artifact.GENERATOR_SAMPLES, default=[])  # rows: judged as columns
+    result = judge(plan, output, samples, folder.read_json(Artifact.SERVER_METRICS))
+    folder.write_results(result)
+    return result
+
+
+def judge(plan: RunPlan, output: dict, samples: list[GeneratorSample] | list[dict], document: dict | None) -> RunResult:
+    """The run's results from the master's output (or the one rebuilt from its stream), judged."""
     parse_histograms(output)
     stages = stage_results(output, [s.__dict__ for s in plan.stages])
     health, saturated = generator_health(samples, output["stages"])
     for index in saturated:
         stages[index].valid = False
     judged = mark_judged_parts(stages, output, plan)
-    document = folder.read_json(Artifact.SERVER_METRICS)
     outcome = validate_stages(judged, observations_of(stages, judged, output, plan.stages, document))
     apply_outcome(judged, outcome)
     stop = from_dict(Stop, output["stopped"]) if output.get("stopped") else None
@@ -54,10 +63,10 @@ def validate(plan: RunPlan) -> RunResult:
         aborted=stop is not None, stopped=stop, breaches=[from_dict(Breach, b) for b in output.get("breaches", [])],
         series=[SeriesPoint(**row) for row in output.get("series", [])], workers=plan.workers, owner_grace_s=plan.owner_grace_s,
         validation=outcome.gx_result,
+        figures_source=output.get("figures_source") or "master", figures_note=output.get("figures_note") or "",
     )
     result.cleanup.created = sum(output.get("created", {}).values())
     result.capacity = capacity_of_stages(judged)  # three or more user levels: fit the USL
-    folder.write_results(result)
     return result
 
 

@@ -4,6 +4,7 @@
     stampede breaking-point --target URL --scenario NAME|PATH [--out DIR] [--workers N]
     stampede baseline pin|unpin|show RUN_ID [--by NAME]
     stampede lease show | release RUN_ID
+    stampede report --run-folder PATH    (a running or dead run's figures so far, from its last checkpoint)
 
 The exit codes are ``stampede.core.verdict.Exit`` (listed in docs/ci.md#exit-codes).
 ``--junit`` and ``--summary-json`` are written whatever the outcome, a refusal included, so
@@ -78,7 +79,11 @@ def _main(argv: list[str] | None) -> int:
     leases = commands.add_parser("lease", help="the target leases: show them, or release a gone run's")
     leases.add_argument("action", choices=["show", "release"])
     leases.add_argument("run_id", nargs="?", default=None, help="release: the run whose lease to give back")
+    progress = commands.add_parser("report", help="the figures so far of a running (or dead) run, from its last checkpoint")
+    progress.add_argument("--run-folder", required=True, help="the run's folder (reports/<run tag>)")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return report_main(args)
     if args.command == "baseline":
         return baseline_main(args)
     if args.command == "lease":
@@ -242,6 +247,24 @@ def breaking_point_main(args, run_id: str) -> int:
     if point is not None:
         print(f"breaking point: {point.users} users, {point.rps} req/s, p95 {point.p95_ms} ms — {point.reason}")
     return code
+
+
+def report_main(args) -> int:
+    """Print the run's figures so far and write ``progress/report.html`` (a finished run: its own results)."""
+    from stampede.steps.progress import progress_report
+
+    try:
+        found = progress_report(Path(args.run_folder))
+    except FileNotFoundError as exc:
+        print(f"stampede: {exc}", file=sys.stderr)
+        return Exit.ERROR
+    state = "FINISHED" if found.finished else "IN PROGRESS"
+    print(f"{state}: {found.result.scenario} against {found.result.target}, run {found.result.run_id}: {found.note}")
+    for line in summary_lines(found.result, Path(args.run_folder)):
+        print(line)
+    if found.report_path is not None:
+        print(f"report: {found.report_path}")
+    return Exit.PASS  # the report was written; the run's own verdict is its pipeline's
 
 
 def lease_main(args) -> int:
