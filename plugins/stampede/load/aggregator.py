@@ -309,7 +309,8 @@ class RunAggregator:
         oldest = min(self.timeline, default=0) if self.timeline_streamed_upto is None else self.timeline_streamed_upto
         timeline = [] if newest is None else [
             [sec, *self.timeline[sec]] for sec in range(oldest, max(newest, oldest) + 1) if sec in self.timeline]
-        boundaries = [[s["start"], s["end"], s["steady_from"]] for s in self.stages]
+        # what moves in a stage: its boundaries, and its loop lag (added as the master writes its output)
+        boundaries = [[s["start"], s["end"], s["steady_from"], s.get("loop_lag_p95_ms")] for s in self.stages]
         record: dict[str, Any] = {
             "format": figure_stream.FORMAT, "master": self.master_id, "checkpoint": self.checkpoints + 1,
             "at": now, "started_at": self.started_at, "final": final,

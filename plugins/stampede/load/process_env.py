@@ -31,7 +31,8 @@ RUN_TAG_ENV = "STAMPEDE_RUN_TAG"
 EGRESS_ENV = "STAMPEDE_EGRESS_POLICY"  # read by stampede.load.egress (not imported here: it guards the process importing it)
 # passed through when set: what a Python process and Locust need to run at all
 BASICS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
-STAMPEDE = ("STAMPEDE_KILL_SWITCH", "STAMPEDE_KILL_SWITCH_FILE", "STAMPEDE_REPORTS_DIR")
+STAMPEDE = ("STAMPEDE_KILL_SWITCH", "STAMPEDE_KILL_SWITCH_FILE", "STAMPEDE_REPORTS_DIR",
+            "STAMPEDE_CHECKPOINT_S")  # the master's checkpoint interval (stampede.figures.stream)
 PASSWORD_ENV_NAME = re.compile(r"^STAMPEDE_[A-Z0-9_]{1,60}$")
 # never handed to a load process, whatever a caller asks: cloud, Airflow and Slack credentials
 DENIED = re.compile(r"^(AWS_|AIRFLOW|SLACK|STAMPEDE_SLACK|GOOGLE_|AZURE_|LOCUST_)|SECRET_ACCESS_KEY|SESSION_TOKEN",
