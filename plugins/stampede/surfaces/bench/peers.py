@@ -196,17 +196,8 @@ def run_k6(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: int, set
     with open(run_dir / "k6.log", "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env={**os.environ, "K6_NO_USAGE_REPORT": "true"})
-        meter = _ProcessMeter(process.pid)
-        started = time.time()
-        try:
-            _wait_until(started + ramp_s + settle_s + measure_s + 2.5)
-            requests, seconds, cpu, window_start = _timed(target, meter, started, ramp_s, settle_s, measure_s)
-            process.wait(timeout=hold_s + ramp_s + 60)
-        finally:
-            meter.stop()
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        meter, started, (requests, seconds, cpu, window_start) = _measured(
+            process, target, ramp_s, settle_s, measure_s, wait_s=hold_s + ramp_s + 60)
     ended = time.time()
     metrics = json.loads(summary.read_text())["metrics"]
     duration = metrics.get("http_req_duration", {})
@@ -215,6 +206,23 @@ def run_k6(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: int, set
     return PeerRun("k6", users, requests, seconds, cpu, meter.peak_rss(), _round(duration.get("p(95)")),
                    truth["p95_ms"], failures=failed.get("passes"),
                    notes={"total_requests": metrics.get("http_reqs", {}).get("count"), "window_start": window_start})
+
+
+def _measured(process: subprocess.Popen, target: FastCrmTarget, ramp_s: int, settle_s: int, measure_s: int, *,
+              wait_s: float) -> tuple[_ProcessMeter, float, tuple]:
+    """A peer's process metered over its measured window, then waited for (killed if it overstays)."""
+    meter = _ProcessMeter(process.pid)
+    started = time.time()
+    try:
+        _wait_until(started + ramp_s + settle_s + measure_s + 2.5)
+        timed = _timed(target, meter, started, ramp_s, settle_s, measure_s)
+        process.wait(timeout=wait_s)
+    finally:
+        meter.stop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return meter, started, timed
 
 
 def run_bare(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: int, settle_s: int, measure_s: int) -> PeerRun:
@@ -227,17 +235,8 @@ def run_bare(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: int, s
                "--loglevel", "WARNING", "--stop-timeout", "0"]
     with open(run_dir / "locust.log", "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        meter = _ProcessMeter(process.pid)
-        started = time.time()
-        try:
-            _wait_until(started + ramp_s + settle_s + measure_s + 2.5)
-            requests, seconds, cpu, window_start = _timed(target, meter, started, ramp_s, settle_s, measure_s)
-            process.wait(timeout=total_s + 60)
-        finally:
-            meter.stop()
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        meter, started, (requests, seconds, cpu, window_start) = _measured(
+            process, target, ramp_s, settle_s, measure_s, wait_s=total_s + 60)
     ended = time.time()
     p95, failures = None, None
     with open(f"{prefix}_stats.csv") as handle:
