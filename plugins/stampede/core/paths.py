@@ -28,6 +28,7 @@ class Artifact(StrEnum):
     LOCUST_OUTPUT = "locust_output.json"  # the master's raw per-stage histograms and series
     STAGES_SO_FAR = "stages_so_far.json"  # the master's per-stage figures as each stage ends (live replies)
     FIGURE_STREAM = "stream"  # the master's checkpoints as it goes: segments of JSON lines (stampede.figures.stream)
+    MASTER_RESTARTS = "master_restarts.json"  # the masters that died mid-run and were started again (load.runner)
     RUN_PLAN = "run_plan.json"  # the run's plan, written as the load starts: a progress report needs its stages
     PROGRESS = "progress"  # a finished-so-far report of a running (or dead) run: report.html and charts/
     GENERATOR_SAMPLES = "generator_samples.json"

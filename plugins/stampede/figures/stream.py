@@ -265,7 +265,33 @@ def close_stages(stages: list[dict[str, Any]], current: int | None, now: float) 
 
 # -- rebuilding the master's output ----------------------------------------------------------------------------
 def rebuild_output(checkpoints: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
-    """The master's output (``locust_output.json``'s keys) from its checkpoints, in one pass; None without any.
+    """The run's output from its stream: each master's rebuilt (:func:`master_outputs`), merged; None without any.
+
+    A stream holds more than one master when the owner restarted a master that died
+    (``stampede.load.runner``): their figures add up exactly (:func:`merge_outputs`).
+    """
+    parts = master_outputs(checkpoints)
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else merge_outputs(parts)
+
+
+def master_outputs(checkpoints: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One rebuilt output per master of the stream, in the order they ran (each master's lines are contiguous)."""
+    outputs: list[dict[str, Any]] = []
+    group: list[dict[str, Any]] = []
+    for checkpoint in checkpoints:
+        if group and checkpoint.get("master") != group[-1].get("master"):
+            outputs.append(_rebuild_one(group))  # type: ignore[arg-type]
+            group = []
+        group.append(checkpoint)
+    if group:
+        outputs.append(_rebuild_one(group))  # type: ignore[arg-type]
+    return outputs
+
+
+def _rebuild_one(checkpoints: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """One master's output (``locust_output.json``'s keys) from its checkpoints, in one pass; None without any.
 
     Adds ``figures_source`` (``stream``) and ``figures_until`` (the last checkpoint's time): a
     master that died never wrote its stop, its last stage's end or its last interval's requests.
@@ -344,7 +370,101 @@ def rebuild_output(checkpoints: Iterable[dict[str, Any]]) -> dict[str, Any] | No
         "figures_until": float(last["at"]),
         "checkpoints": count,
         "final_checkpoint": final,
+        "master": last.get("master"),
     }
+
+
+def merge_outputs(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The outputs of the masters that played one run in turn (a restart), as one output, merged exactly.
+
+    Histograms, failures, errors, seconds and counts add up (percentiles come from the merged
+    counts, never averaged); a stage split across a restart starts with its first master and
+    ends with its last (the new master's re-spawn counts as the stage's ramp, not its steady
+    part); the series are the masters' seconds side by side (a second both hold, from a worker's
+    late report, adds its counts; its percentiles are the fuller row's). The seconds between a
+    dead master's last checkpoint and its successor's first are in no figure: ``restarts`` of
+    the output says when and how long. A rolling window never spans a restart: per threshold,
+    the worst window is the master's that judged most seconds of it. Intervals (hourly bins of
+    long stages) are the last master's: the stream carries none.
+    """
+    merged = dict(parts[-1])
+    merged["started_at"] = parts[0]["started_at"]
+    merged["stages"] = _merge_stages([p["stages"] for p in parts])
+    phases: dict[str, dict[str, dict[str, Any]]] = {}
+    for part in parts:
+        for key, endpoints in (part.get("phases") or {}).items():
+            for endpoint, figures in endpoints.items():
+                slot = phases.setdefault(key, {}).setdefault(
+                    endpoint, {"histogram": LatencyHistogram(), "failures": 0, "errors": {}})
+                slot["histogram"].merge({int(k): v for k, v in figures["histogram"].items()})
+                slot["failures"] += figures.get("failures", 0)
+                for message, n in (figures.get("errors") or {}).items():
+                    slot["errors"][message] = slot["errors"].get(message, 0) + n
+    merged["phases"] = {key: {ep: {**s, "histogram": s["histogram"].to_dict()} for ep, s in endpoints.items()}
+                        for key, endpoints in phases.items()}
+    merged["phase_seconds"] = _added([p.get("phase_seconds") or {} for p in parts])
+    merged["created"] = _added([p.get("created") or {} for p in parts])
+    merged["iterations"] = _added([p.get("iterations") or {} for p in parts])
+    merged["breaches"] = [b for p in parts for b in p.get("breaches") or []]
+    merged["series"] = _merge_series([p.get("series") or [] for p in parts])
+    merged["windows"] = _merge_windows([p.get("windows") or {} for p in parts])
+    merged["checkpoints"] = sum(int(p.get("checkpoints") or 0) for p in parts)
+    merged["masters"] = len(parts)
+    return merged
+
+
+def _merge_stages(played: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    stages = [dict(s) for s in played[-1]]
+    for index, stage in enumerate(stages):
+        starts = [p[index]["start"] for p in played if index < len(p) and p[index].get("start") is not None]
+        ends = [p[index]["end"] for p in played if index < len(p) and p[index].get("end") is not None]
+        steady = [p[index]["steady_from"] for p in played if index < len(p) and p[index].get("steady_from") is not None]
+        stage["start"] = min(starts) if starts else None
+        stage["end"] = max(ends) if ends else None
+        stage["steady_from"] = min(steady) if steady else None
+        for p in played:  # the loop lag of the master that played the stage last
+            if index < len(p) and p[index].get("start") is not None:
+                stage.update({k: v for k, v in p[index].items() if k.startswith("loop_lag")})
+    return stages
+
+
+def _added(dicts: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Numbers (and lists of numbers, element by element) of the same key, added."""
+    total: dict[str, Any] = {}
+    for d in dicts:
+        for key, value in d.items():
+            if key not in total:
+                total[key] = list(value) if isinstance(value, list) else value
+            elif isinstance(value, list):
+                total[key] = [a + b for a, b in zip(total[key], value)]
+            else:
+                total[key] = total[key] + value
+    return total
+
+
+def _merge_series(series: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows: dict[int, dict[str, Any]] = {}
+    for part in series:
+        for row in part:
+            seen = rows.get(row["t"])
+            if seen is None:
+                rows[row["t"]] = dict(row)
+                continue
+            fuller = row if row["requests"] > seen["requests"] else seen
+            rows[row["t"]] = {**fuller, "requests": seen["requests"] + row["requests"],
+                              "failures": seen["failures"] + row["failures"]}
+    return [rows[t] for t in sorted(rows)]
+
+
+def _merge_windows(windows: list[Mapping[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for part in windows:
+        for stage, rules in part.items():
+            for rule, entry in rules.items():
+                seen = merged.setdefault(stage, {}).get(rule)
+                if seen is None or sum((entry.get("seconds") or {}).values()) > sum((seen.get("seconds") or {}).values()):
+                    merged[stage][rule] = entry
+    return merged
 
 
 def mark_master_died(output: dict[str, Any], exit_code: int | None) -> dict[str, Any]:

@@ -164,7 +164,8 @@ class RunAggregator:
         self.current_stage = index
         stage = self.stages[index]
         stage["start"] = now
-        previous_users = self.stages[index - 1]["users"] if index > 0 else 0
+        # the users this master ran before (none for a master restarted into this stage: it spawns them again)
+        previous_users = self.stages[index - 1]["users"] if index > 0 and self.stages[index - 1]["start"] else 0
         if stage["users"] <= previous_users:
             stage["steady_from"] = int(now)
         # A second's requests belong to one stage. The ticker tags a second as it begins and the

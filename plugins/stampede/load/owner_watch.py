@@ -11,8 +11,12 @@ No supervisor is trusted to be alive (``stampede.load.owner``):
 - a worker reads the kill switch of its own host: it stops its users at once and tells
   its master, which stops the run with kind ``kill_switch`` (a worker that quit instead
   would leave a master whose last worker is gone, which ends the run as if complete);
-  it quits when its master has been silent for the plan's grace (a master that died or
-  was killed: across hosts the master is the only way a worker knows of its owner).
+  when its master has been silent for the plan's grace (or :data:`MASTER_SILENT_S`, if
+  shorter: a master that died or was killed) it stops its users and quits, with an exit
+  code that lets its agent start a fresh worker: an idle worker sends no load, and a
+  master the owner started again (``stampede.load.runner``) finds its workers that way.
+  A worker of a run that is over for good is ended by its agent (the owner's beat, its
+  time to live, teardown's stop file) or by the master's "run over".
 
 Loaded only through :mod:`stampede.load.plugin` (never imports Airflow).
 """
@@ -37,6 +41,8 @@ logger = logging.getLogger("stampede")
 
 RUN_OVER_MESSAGE = "stampede_run_over"  # master → workers: the run is over for good
 KILL_SWITCH_MESSAGE = "stampede_kill_switch"  # worker → master: the kill switch is on where the worker runs
+# Locust's master beats to its workers every second; silent this long, it is gone (its own timeout is 60 s)
+MASTER_SILENT_S = 10.0
 
 
 def grace_of(plan: dict[str, Any]) -> float:
@@ -82,9 +88,9 @@ def watch_worker(environment, plan_of) -> None:
     """On a worker: the kill switch of this host, a silent master, and the master's "run over"."""
     runner = environment.runner
 
-    def run_over(reason: str) -> None:
-        logger.warning("stampede: %s; this worker stops and does not come back", reason)
-        environment.process_exit_code = OWNER_LOST_EXIT
+    def run_over(reason: str, *, for_good: bool = True) -> None:
+        logger.warning("stampede: %s; this worker stops%s", reason, " and does not come back" if for_good else "")
+        environment.process_exit_code = OWNER_LOST_EXIT if for_good else 0
         end_every_user(runner)
 
     def on_run_over(msg: Any = None, **_kw: Any) -> None:
@@ -104,9 +110,9 @@ def watch_worker(environment, plan_of) -> None:
                     runner.send_message(KILL_SWITCH_MESSAGE, why)
                 end_every_user(runner)  # also any user the master spawned before it heard
             silent_s = time.time() - runner.last_heartbeat_timestamp if runner.last_heartbeat_timestamp else 0.0
-            grace_s = grace_of(plan_of(environment))
-            if silent_s > grace_s:
-                run_over(f"no heartbeat from the master for {silent_s:.0f} s (grace {grace_s:g} s)")
+            limit_s = min(grace_of(plan_of(environment)), MASTER_SILENT_S)
+            if silent_s > limit_s:
+                run_over(f"no heartbeat from the master for {silent_s:.0f} s (limit {limit_s:g} s)", for_good=False)
                 runner.quit()
                 return
 

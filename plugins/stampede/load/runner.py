@@ -13,6 +13,18 @@ anything loses none of it); the supervisor tails it. A second supervisor for
 the same folder (a retried task) takes a running master over from its
 checkpoint instead of starting the load again. Stopped by an exception (a
 signal, a timeout, Ctrl-C), the supervisor tells the master to stop at once.
+
+A master that dies before the plan's end while its owner still supervises (a
+SIGKILL, an out-of-memory kill) is started again, at most
+:data:`MAX_MASTER_RESTARTS` times: the new master resumes the plan where the
+clock is (the shape plays from the first stage's start, not from zero), the
+local workers rejoin it, and each restart is recorded in ``master_restarts.json``
+(when it died, up to when its stream holds figures). The run's figures are the
+masters' streams merged (``stampede.figures.stream.merge_outputs``). A master
+that died before its stream held a stage's start plays the plan from zero again
+(it measured nothing yet). A master that stopped the load itself (an abort, the
+kill switch, a lost owner), ended it, or streamed nothing is not restarted: the
+run ends as today.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ import psutil
 from stampede.core.stops import StopKind, StopProbe, never
 from stampede.plan.run_plan import RunPlan
 from stampede.core.records import GeneratorSample
+from stampede.figures.stream import master_outputs, stream_of
 from stampede.load import owner
 from stampede.load.process_env import plan_process_env
 from stampede.load.stage_health import StageHealthWatch
@@ -47,6 +60,8 @@ STOCK_JOURNEYS = {"agent": "AgentUser", "broker": "BrokerUser", "admin": "AdminU
 EXPECT_WORKERS_WAIT_S = 60
 GRACE_S = 90  # beyond the planned load time: spawn, worker wait, shutdown
 STOPPED_WAIT_S = 20.0  # a stopped owner waits this long for its master's graceful end (users stop within a second)
+MAX_MASTER_RESTARTS = 3  # a master that keeps dying is not a crash to ride out: the run ends as master_died
+MIN_RESUME_S = 5.0  # less of the plan left than this: a restart would measure nothing but its own spawn
 
 
 class WorkersDidNotRegister(RuntimeError):
@@ -63,6 +78,10 @@ class LocustRun:
     killed_by_timeout: bool = False
     log_path: Path | None = None
     adopted: bool = False  # a master an earlier owner started (a takeover, or one that had already ended)
+    stop_requested: bool = False  # the supervisor asked the master to stop (the stop probe, an unhealthy target)
+    owned: bool = True  # this process beat for the master (False: a takeover that came too late)
+    restarts: list[dict] = field(default_factory=list)  # the masters that died and were started again (whole run)
+    ended: str = "the load ended"  # why the last supervision ended, for the owner's final beat
 
     def output(self) -> dict:
         if not self.output_path.exists():
@@ -143,6 +162,18 @@ def run_master(
     previous = owner.read_checkpoint(checkpoint_path)
     if previous is not None and previous.run_tag != plan.run_tag:
         previous = None  # a folder another run used before (the bench reuses one): not this run's master
+
+    def start(resume_from: float | None) -> LocustRun:
+        return _start(plan, run, heartbeat, master_port=master_port, expect_workers=expect_workers,
+                      master_bind_host=master_bind_host, handover=handover, on_checkpoint=on_checkpoint,
+                      owner_file=owner_file, checkpoint_path=checkpoint_path, resume_from=resume_from,
+                      supervise=supervise)
+
+    def supervise(process, started: float, tail_from: int) -> LocustRun:
+        return _supervise(plan, run, process, heartbeat, started=started, stop_file=stop_file,
+                          stop_probe=stop_probe, on_line=on_line, stage_health=stage_health,
+                          worker_processes=worker_processes, expect_workers=expect_workers, tail_from=tail_from)
+
     if previous is not None:
         master = owner.master_process(previous)
         if master is None:  # it ran and ended (or runs on another host): the load is never sent again
@@ -153,22 +184,39 @@ def run_master(
         lost = owner.owner_gone(owner_file, plan.owner_grace_s, since=previous.started_at)
         if lost:  # too late: the master is stopping itself
             log.error("Too late to take over the load of pid %s: %s; waiting for it to end", previous.pid, lost)
+            run.owned = False
         else:
             heartbeat.start()
             log.warning("Took over the running Locust master (pid %s, started %.0f s ago): same run, same figures",
                         previous.pid, time.time() - previous.started_at)
         run.adopted = True
-        return _supervise(plan, run, _Adopted(master), heartbeat, started=previous.started_at,
-                          stop_file=stop_file, stop_probe=stop_probe, on_line=on_line, stage_health=stage_health,
-                          worker_processes=worker_processes, expect_workers=expect_workers,
-                          tail_from=log_path.stat().st_size if log_path.exists() else 0)
+        run.restarts = read_restarts(run_dir)
+        supervise(_Adopted(master), previous.started_at, log_path.stat().st_size if log_path.exists() else 0)
+    else:
+        output_path.unlink(missing_ok=True)
+        (run_dir / Artifact.MASTER_RESTARTS).unlink(missing_ok=True)
+        start(None)
+    while (restart := _restart_point(plan, run, run_dir, stop_probe)) is not None:
+        resume_from = restart[0]
+        _record_restart(run, run_dir, resume_from, worker_processes)
+        start(resume_from)
+    heartbeat.end(run.ended, master_ended=True)  # every master this process supervised has exited
+    return run
 
-    output_path.unlink(missing_ok=True)
+
+def _start(plan: RunPlan, run: LocustRun, heartbeat: owner.Heartbeat, *, master_port: int | None,
+           expect_workers: int, master_bind_host: str, handover: bool, on_checkpoint, owner_file: Path,
+           checkpoint_path: Path, resume_from: float | None, supervise) -> LocustRun:
+    """Start a master (``resume_from``: the epoch the plan's first stage started, for a restart) and supervise it."""
+    run_dir, output_path, log_path = run.output_path.parent, run.output_path, run.log_path
+    assert log_path is not None
+    stop_file = run_dir / "STOP"
     stop_file.unlink(missing_ok=True)
+    locust_plan = plan.locust_plan(resume_from=resume_from)
     command = [
         sys.executable, "-m", "locust", "-f", locustfiles_for(plan), "--headless",
         "--host", plan.target,
-        "--stampede-plan", json.dumps(plan.locust_plan()),
+        "--stampede-plan", json.dumps(locust_plan),
         "--stampede-out", str(output_path),
         "--stampede-stop-file", str(stop_file),
         "--stampede-owner-file", str(owner_file),
@@ -185,7 +233,8 @@ def run_master(
     # allow-listed: team locustfiles run in this process, so never the task's cloud, Airflow or Slack
     # credentials; the run tag, the password variable the plan names and the egress policy are in it
     env = plan_process_env(plan)
-    heartbeat.start()  # before the master: it reads the beat from its first second
+    if resume_from is None:
+        heartbeat.start()  # before the master: it reads the beat from its first second
     started = time.time()
     tail_from = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab", buffering=0) as log_file:  # the master writes it itself: nothing lost with us
@@ -202,9 +251,66 @@ def run_master(
             on_checkpoint(checkpoint)
         except Exception as exc:  # noqa: BLE001 - the folder's checkpoint is what this host needs
             log.warning("Could not record the master's checkpoint in the state database (%s)", type(exc).__name__)
-    return _supervise(plan, run, process, heartbeat, started=started, stop_file=stop_file, stop_probe=stop_probe,
-                      on_line=on_line, stage_health=stage_health, worker_processes=worker_processes,
-                      expect_workers=expect_workers, tail_from=tail_from)
+    return supervise(process, started, tail_from)
+
+
+def read_restarts(run_dir: Path) -> list[dict]:
+    """The run's master restarts so far (``master_restarts.json``); none when there were none."""
+    try:
+        return list(json.loads((run_dir / Artifact.MASTER_RESTARTS).read_text()))
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _restart_point(plan: RunPlan, run: LocustRun, run_dir: Path, stop_probe: StopProbe
+                   ) -> tuple[float | None] | None:
+    """When the master that just ended died mid-plan and may be started again: the epoch the plan's
+    first stage started (``(None,)``: no stage start was streamed yet, so the plan starts again from
+    zero); else None, and the run ends as it did (its output, or the stream's ``master_died``)."""
+    if run.output_path.exists() or run.stop_requested or run.killed_by_timeout or not run.owned:
+        return None
+    parts = master_outputs(stream_of(run_dir / Artifact.FIGURE_STREAM))
+    starts = [s["start"] for p in parts for s in p["stages"] if s.get("start") is not None]
+    last = parts[-1] if parts else {}
+    why = None
+    if not parts:
+        why = "it wrote no figures at all (it never ran: see its log)"
+    elif last.get("stopped") or last.get("load_ended"):
+        why = "it had stopped or ended the load already"
+    elif len(run.restarts) >= MAX_MASTER_RESTARTS:
+        why = f"it was restarted {len(run.restarts)} times already (at most {MAX_MASTER_RESTARTS})"
+    elif starts and min(starts) + plan.load_duration_s - time.time() < MIN_RESUME_S:
+        why = "the plan's time is all but over"
+    elif (request := stop_probe()) is not None:
+        why = f"a stop is requested ({request.reason})"
+    if why is not None:
+        log.error("The Locust master died (exit code %s) and is not started again: %s", run.exit_code, why)
+        return None
+    return (min(starts) if starts else None,)
+
+
+def _record_restart(run: LocustRun, run_dir: Path, resume_from: float | None,
+                    worker_processes: Callable[[], list[psutil.Process]]) -> None:
+    """Record the dead master, and make its local workers start again (their agents restart them)."""
+    parts = master_outputs(stream_of(run_dir / Artifact.FIGURE_STREAM))
+    died_at = time.time()
+    until = float(parts[-1]["figures_until"]) if parts else died_at
+    record = {"restart": len(run.restarts) + 1, "died_at": died_at, "exit_code": run.exit_code,
+              "figures_until": until, "lost_s": round(max(0.0, died_at - until), 1),
+              "plan_elapsed_s": round(died_at - resume_from, 1) if resume_from is not None else 0.0}
+    run.restarts.append(record)
+    tmp = run_dir / f".{Artifact.MASTER_RESTARTS}.tmp"
+    tmp.write_text(json.dumps(run.restarts))
+    os.replace(tmp, run_dir / Artifact.MASTER_RESTARTS)
+    log.error("The Locust master died (exit code %s) %.0f s into the plan; starting it again (restart %d of at "
+              "most %d): its figures end at its last checkpoint, %.1f s before it died",
+              run.exit_code, record["plan_elapsed_s"], record["restart"], MAX_MASTER_RESTARTS, record["lost_s"])
+    for process in worker_processes():  # a worker of a dead master waits for it; a fresh one joins the new master
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    run.exit_code = -1
 
 
 _supervised: list[tuple[object, Path, owner.Heartbeat]] = []  # the masters this process supervises now
@@ -292,11 +398,11 @@ def _supervise(plan: RunPlan, run: LocustRun, process, heartbeat: owner.Heartbea
                 request = stop_probe()
                 if request is not None:
                     stop_file.write_text(json.dumps(request.to_dict()))
-                    stop_written = True
+                    stop_written = run.stop_requested = True
                     log.warning("Stop requested: %s (the master stops the load within seconds)", request.reason)
                 elif watch is not None and watch.problem:
                     stop_file.write_text(json.dumps({"reason": watch.problem, "kind": StopKind.TARGET_UNHEALTHY}))
-                    stop_written = True
+                    stop_written = run.stop_requested = True
                     log.error("Stopping the run: %s", watch.problem)
             if time.time() - started > wall_limit_s:
                 log.error("Locust master exceeded its wall-clock limit of %.0f s; terminating it", wall_limit_s)
@@ -311,14 +417,17 @@ def _supervise(plan: RunPlan, run: LocustRun, process, heartbeat: owner.Heartbea
             stop_file.write_text(json.dumps({"reason": ended, "kind": StopKind.STOPPED}))
             heartbeat.end(ended)
             _wait_then_terminate(process, STOPPED_WAIT_S)
+        if process.poll() is None:
+            _terminate(process)
+        heartbeat.end(ended, master_ended=process.poll() is not None)
         raise
     finally:
         if process.poll() is None:
             _terminate(process)
         _supervised.remove(entry)
-        heartbeat.end(ended, master_ended=process.poll() is not None)
         done.set()
         relay.join(timeout=5)
+    run.ended = ended  # the beat goes on: the owner may start the master again (run_master ends it)
     run.exit_code = process.returncode if process.returncode is not None else -1
     return run
 

@@ -1,4 +1,8 @@
-"""The load shape: plays the plan's stages in order, and ends them all at once when the load is over."""
+"""The load shape: plays the plan's stages in order, and ends them all at once when the load is over.
+
+A master started again after one died (``stampede.load.runner``) is given the epoch the
+run's first stage started: it plays the stage the clock is in, for what is left of it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import time
 from locust import LoadTestShape
 
 from stampede.load.final_reports import end_every_user
+from stampede.plan.run_plan import RESUME_KEY
 
 
 class StageShape(LoadTestShape):
@@ -20,7 +25,8 @@ class StageShape(LoadTestShape):
         if aggregator is None:
             return None
         if aggregator.stop_reason is None:
-            run_time = self.get_run_time()
+            resumed = aggregator.plan.get(RESUME_KEY)  # a restarted master: the plan goes on where the clock is
+            run_time = time.time() - float(resumed) if resumed else self.get_run_time()
             elapsed = 0.0
             for index, stage in enumerate(aggregator.stages):
                 elapsed += stage["duration_s"]

@@ -35,6 +35,10 @@ from stampede.plan.cleanup_declaration import CleanupDeclaration, CreateRule, de
 from stampede.plan.scenario import DEFAULT_OWNER_GRACE_S, Scenario, judged_stages
 from stampede.plan.target import Target, parse_target
 
+# a master started again after one died (stampede.load.runner) plays the stages from this epoch (the run's
+# first stage's start), not from zero: the shape (stampede.load.shape) continues where the clock is
+RESUME_KEY = "resume_load_started_at"
+
 DEFAULT_ACCOUNTS = {
     "agent": "agent@demo.stampede.local",
     "broker": "broker@demo.stampede.local",
@@ -188,8 +192,9 @@ class RunPlan:
         """Journey weights; for several scenarios, the first one's mix (they share workers)."""
         return dict(self.scenarios[0].journeys)
 
-    def locust_plan(self) -> dict[str, Any]:
+    def locust_plan(self, *, resume_from: float | None = None) -> dict[str, Any]:
         """The JSON the Locust processes receive (no secrets: the password stays in the environment)."""
+        resumed = {} if resume_from is None else {RESUME_KEY: resume_from}
         return {
             "run_id": self.run_id,
             "run_tag": self.run_tag,
@@ -205,6 +210,7 @@ class RunPlan:
             "egress": self.egress_policy(),  # stampede.load.egress: the only addresses a load process may reach
             "creates": [rule.to_dict() for rule in self.creates],  # the workers' ledger rules
             "cleanup": self.cleanup.to_dict() if self.cleanup else None,  # the ledger's header, for the reaper
+            **resumed,
         }
 
     def to_dict(self) -> dict[str, Any]:

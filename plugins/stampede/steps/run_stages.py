@@ -11,9 +11,12 @@ Writes ``locust_output.json`` (the master's), ``generator_samples.json`` and
 ``server_metrics.json`` into the run folder (a level's into its own sub-folder).
 While the load runs the master appends its figure stream to ``stream/`` and the
 ledger to ``ledger.jsonl``; with an object store they are published every few
-seconds. When the master dies without its output, the output is rebuilt from
-the stream (``figures_source: stream``, stop kind ``master_died``) and the run
-goes on to be judged, reported, cleaned up and torn down.
+seconds. A master that dies mid-plan is started again by its owner (at most
+``MAX_MASTER_RESTARTS`` times, ``stampede.load.runner``): the run goes on, and its
+output is every master's figures merged, with ``restarts`` saying when and how long.
+When the last master dies without its output, the output is rebuilt from the
+stream (``figures_source: stream``, stop kind ``master_died``) and the run goes on
+to be judged, reported, cleaned up and torn down.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ from stampede.core.records import StageResult, Stop, from_dict
 from stampede.core.stops import StopProbe, StopRequest, never, stop_kind
 from stampede.figures.stages import stage_results
 from stampede.load import owner
-from stampede.figures.stream import interval_of, mark_master_died, rebuild_output, segments, stream_of
-from stampede.load.runner import EXPECT_WORKERS_WAIT_S, GRACE_S, LocustRun, run_master
+from stampede.figures.stream import (clock, interval_of, mark_master_died, master_outputs, merge_outputs, segments,
+                                     stream_of)
+from stampede.load.runner import EXPECT_WORKERS_WAIT_S, GRACE_S, LocustRun, read_restarts, run_master
 from stampede.load.stage_events import StageEvents
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import Stage
@@ -203,11 +207,49 @@ def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerS
 
 
 def output_of(run: LocustRun, out: RunFolder) -> dict:
-    """The master's output; when it died without writing one, rebuilt from its figure stream and marked so."""
+    """The master's output; when it died without writing one, rebuilt from its figure stream and marked so.
+
+    A run whose master was started again (``master_restarts.json``) has the figures of every master:
+    the dead ones' from the stream, merged exactly with the last one's output, and says so.
+    """
+    restarts = read_restarts(out.path)
     if run.output_path.exists():
-        return run.output()
+        output = run.output()
+        if restarts and not output.get("restarts"):  # not merged yet (a retry may read it again)
+            earlier = [p for p in master_outputs(stream_of(out.path / Artifact.FIGURE_STREAM))
+                       if not p.get("final_checkpoint")]
+            output = with_restarts(merge_outputs([*earlier, output]) if earlier else output, restarts,
+                                   [*earlier, output])
+            out.write_json(Artifact.LOCUST_OUTPUT, output, indent=None)
+        return output
     output = recover_output(out, run.exit_code)
     return output if output is not None else run.output()  # nothing streamed either: run.output() says why
+
+
+def with_restarts(output: dict, restarts: list[dict], masters: list[dict]) -> dict:
+    """The output, with when each restarted master died and how long the load had no figures (for people too).
+
+    ``lost_s``: from the dead master's last checkpoint to its death (the figures it had not
+    streamed yet: at most one checkpoint interval, and the workers' report due); ``gap_s``:
+    from that checkpoint to the next master's first stage start, the seconds no figure covers.
+
+    :param masters: each master's own output, in order (their first stage starts say when the load resumed).
+    """
+    resumes = sorted(min(starts) for m in masters
+                     if (starts := [s["start"] for s in m.get("stages", []) if s.get("start") is not None]))
+    records = []
+    for record in restarts:
+        resumed = next((t for t in resumes if t > record["died_at"]), None)
+        records.append({**record, "load_resumed_at": resumed,
+                        "gap_s": round(resumed - record["figures_until"], 1) if resumed else None})
+    output["restarts"] = records
+    said = "; ".join(
+        f"restarted at {clock(r['died_at'])} ({r['plan_elapsed_s']:.0f} s into the plan; {r['lost_s']:.1f} s of "
+        f"figures lost before it died" + (f", {r['gap_s']:.1f} s without figures" if r["gap_s"] is not None else "")
+        + ")" for r in records)
+    note = f"the Locust master died {len(records)} time{'s' if len(records) > 1 else ''} and was {said}"
+    output["figures_note"] = f"{output['figures_note']}; {note}" if output.get("figures_note") else note
+    return output
 
 
 def recover_output(out: RunFolder, exit_code: int | None) -> dict | None:
@@ -219,10 +261,13 @@ def recover_output(out: RunFolder, exit_code: int | None) -> dict | None:
     if not segments(stream):  # the master ran on another host: the store's copy (here, the local one is newer)
         out.fetch(Artifact.FIGURE_STREAM)
     reader = stream_of(stream)
-    output = rebuild_output(reader)
-    if output is None:
+    masters = master_outputs(reader)
+    if not masters:
         return None
+    output = masters[0] if len(masters) == 1 else merge_outputs(masters)
     mark_master_died(output, exit_code)
+    if restarts := read_restarts(out.path):
+        with_restarts(output, restarts, masters)
     log.error("The Locust master died (exit code %s): the figures are %s (%d checkpoints, %d torn lines skipped)",
               "unknown" if exit_code is None else exit_code, output["figures_note"], output["checkpoints"], reader.torn)
     out.write_json(Artifact.LOCUST_OUTPUT, output, indent=None)

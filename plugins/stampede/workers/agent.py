@@ -1,8 +1,9 @@
 """A worker agent: keeps one ``locust --worker`` connected to the run's master until it expires.
 
-A Locust worker exits when its master quits; the nightly run may start a
-master more than once (a retried task), so the agent starts a fresh worker
-each time, until the time-to-live passes or its stop file appears. Cloud
+A Locust worker exits when its master quits or goes silent; a run may start a
+master more than once (a master that died is started again by its owner), so
+the agent starts a fresh worker each time, which connects to the same master
+host and port, until the time-to-live passes or its stop file appears. Cloud
 workers run the same agent as their container command.
 
 It also ends, and starts no other worker, when the run is over for good

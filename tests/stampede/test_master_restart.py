@@ -1,0 +1,120 @@
+"""A Locust master SIGKILLed mid-run is started again by its owner: the run goes on, its figures add up.
+
+The owner is a process playing the stages as the Airflow task does (``owner_process.py``),
+with one local worker provisioned apart; a canary target counts each request with its time.
+What is checked: the run ends cleanly (no stop, both stages judged), the load resumed at
+the plan's clock (not from zero), every second the target counted up to the dead master's
+last checkpoint is in the results, and the merged stage figures are the series' requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+
+import psutil
+import pytest
+
+from stampede.infra.canary import Canary
+from stampede.load import owner
+from stampede.load.runner import MAX_MASTER_RESTARTS
+from stampede.steps.teardown import teardown_workers
+from stampede.steps.validate import validate
+from stampede.steps.provision import provision_workers
+
+from .test_owner import _load_times, _plan, _start_owner, _wait_for, kill_file  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.integration
+
+USERS = 4  # _scenario's users: a request each in flight at most
+
+
+def _master(run_dir) -> psutil.Process:
+    checkpoint = owner.read_checkpoint(run_dir / owner.CHECKPOINT_FILE)
+    assert checkpoint is not None
+    return psutil.Process(checkpoint.pid)
+
+
+def _per_second(times: list[float]) -> Counter:
+    return Counter(int(t) for t in times)
+
+
+def _kill_master_when(run_dir, ready, previous_pid: int | None = None) -> tuple[int, float]:
+    _wait_for(lambda: ready() and (owner.read_checkpoint(run_dir / owner.CHECKPOINT_FILE) or
+                                   owner.Checkpoint("", -1, 0, None, 0)).pid not in (-1, previous_pid), 60,
+              "a (new) master")
+    master = _master(run_dir)
+    os.killpg(master.pid, signal.SIGKILL)  # the master's own group: nothing of it survives, as an OOM kill
+    return master.pid, time.time()
+
+
+def test_a_killed_master_is_restarted_and_the_run_goes_on(tmp_path, kill_file, monkeypatch, record_property):
+    monkeypatch.setenv("STAMPEDE_CHECKPOINT_S", "2")
+    with Canary() as canary:
+        plan = _plan(tmp_path, canary, [("first", 16), ("second", 14)], run_id=f"restarted-{os.getpid()}",
+                     grace_s=15)
+        provision_workers(plan)
+        run_dir = tmp_path / "run"
+        try:
+            process, log_path = _start_owner(plan, tmp_path, "owner")
+            started = time.time()
+            _, killed_at = _kill_master_when(run_dir, lambda: len(_load_times(canary)) >= 150)
+            assert process.wait(120) == 0, log_path.read_text()[-4000:]
+            ran = json.loads(log_path.read_text().split("LOADRAN ", 1)[1].splitlines()[0])
+            result = validate(plan)
+            output = json.loads((run_dir / "locust_output.json").read_text())
+            times = _load_times(canary)
+        finally:
+            teardown_workers(plan)
+    restart = output["restarts"][0]
+    print(f"master killed {killed_at - started:.1f} s in: figures lost {restart['lost_s']} s, "
+          f"{restart['gap_s']} s without figures; load span {times[-1] - times[0]:.1f} s for 30 s planned")
+    record_property("master_restart_gap_s", restart["gap_s"])
+    assert ran["stopped"] is None and result.stopped is None and result.verdict != "invalid"
+    assert "was restarted at" in result.figures_note, result.figures_note
+    assert len(output["restarts"]) == 1 and output["masters"] == 2
+    assert restart["lost_s"] <= 2.0 + 3.0 + 1.0  # a checkpoint interval, a worker report, the supervisor's poll
+    assert [s.name for s in result.stages] == ["first", "second"]
+    assert all(s.requests > 0 for s in result.stages)
+    # resumed at the plan's clock: the load ends with the plan (plus the restart's spawn), not 30 s after the kill
+    assert times[-1] - times[0] < 30 + 12
+    # exact merge: the stage parts' histograms hold every tagged second's requests of the series
+    series = {row["t"]: row for row in output["series"]}
+    tagged = sum(row["requests"] for row in output["series"] if row["stage"] is not None)
+    in_parts = sum(sum(e["histogram"].values()) for part in output["phases"].values() for e in part.values())
+    assert in_parts == tagged
+    assert set(output["phases"]) >= {"0/ramp", "0/steady", "1/steady"}
+    # every second the target counted up to the dead master's last checkpoint is in the figures
+    target = _per_second(times)
+    first = min(target)
+    upto = int(restart["figures_until"]) - 1
+    seen = sum(target[s] for s in range(first, upto + 1))
+    counted = sum(series[s]["requests"] for s in range(first, upto + 1) if s in series)
+    assert abs(seen - counted) <= 2 * USERS, (seen, counted)
+    missing = [s for s in range(first + 1, upto) if target[s] and not series.get(s, {}).get("requests")]
+    assert missing == []
+
+
+def test_a_master_that_keeps_dying_ends_the_run_as_master_died(tmp_path, kill_file, monkeypatch):
+    monkeypatch.setenv("STAMPEDE_CHECKPOINT_S", "2")
+    with Canary() as canary:
+        plan = _plan(tmp_path, canary, [("hold", 90)], run_id=f"keeps-dying-{os.getpid()}", grace_s=15)
+        provision_workers(plan)
+        run_dir = tmp_path / "run"
+        try:
+            process, log_path = _start_owner(plan, tmp_path, "owner")
+            pid = None
+            for _ in range(MAX_MASTER_RESTARTS + 1):
+                before = len(_load_times(canary))
+                pid, _ = _kill_master_when(run_dir, lambda: len(_load_times(canary)) >= before + 20, pid)
+            assert process.wait(60) == 0, log_path.read_text()[-4000:]
+            result = validate(plan)
+        finally:
+            teardown_workers(plan)
+    assert result.stopped is not None and result.stopped.kind == "master_died"
+    assert result.verdict == "invalid"
+    assert f"restarted {MAX_MASTER_RESTARTS} times already" in log_path.read_text()
+    assert f"died {MAX_MASTER_RESTARTS} times" in result.figures_note
