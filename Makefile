@@ -1,6 +1,8 @@
 # Stampede: two commands on a fresh machine.
 #   make demo   set everything up and run the nightly DAG once against the bundled demo target
 #   make test   set everything up and run the whole test suite
+#   make soak   a ~20-minute endurance run on a local CeleryExecutor deployment, crashed three ways
+#               (SOAK_DURATION_S, SOAK_USERS); writes reports/soak.json
 #   make airflow  a local Airflow (API server, scheduler, dag-processor, triggerer) on
 #                 127.0.0.1:$(AIRFLOW_PORT) with the demo target beside it; the login is printed
 SHELL := /bin/bash
@@ -25,7 +27,7 @@ AIRFLOW_PORT ?= 8080
 export DOCKER_COMPOSE_CONFIG := $(CURDIR)/$(BUILD)/docker
 COMPOSE := $(DOCKER_COMPOSE_CONFIG)/cli-plugins/docker-compose
 
-.PHONY: demo test bench airflow setup lock clean FORCE
+.PHONY: demo test bench soak airflow setup lock clean FORCE
 
 # runtime lock + test lock, exactly (sync removes what neither lists), then the project itself
 $(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml $(VENV)/.python
@@ -74,6 +76,10 @@ $(BENCH_TOOLS)/.k6-$(K6_VERSION):
 
 bench: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db $(BENCH_TOOLS)/.k6-$(K6_VERSION)
 	STAMPEDE_BENCH_TOOLS=$(BENCH_TOOLS) $(PY) -m stampede.surfaces.bench
+
+# the soak's deployment needs PostgreSQL and Redis on loopback (both run on this project's machines and CI's)
+soak: $(VENV)/.installed
+	$(PY) -m stampede.surfaces.soak --out $(STAMPEDE_REPORTS_DIR)/soak.json
 
 # PATH first: Airflow starts its components as `airflow ...` looked up on PATH
 airflow: setup

@@ -109,6 +109,7 @@ def _master_of(run_dir: Path, deadline_s: float = 30.0) -> psutil.Process:
 @pytest.mark.integration
 def test_a_sigkilled_master_loses_only_its_last_interval(fixed_target, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("STAMPEDE_CHECKPOINT_S", "2")
+    monkeypatch.setenv("STAMPEDE_MASTER_RESTARTS", "0")  # not started again (test_master_restart.py): the run ends
     plan = _plan(tmp_path, fixed_target.base_url, "stream-kill", [
         {"name": "ramp", "users": 6, "spawn_rate": 6, "duration_s": 4},
         {"name": "hold", "users": 6, "spawn_rate": 6, "duration_s": 40},

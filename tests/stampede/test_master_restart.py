@@ -116,5 +116,35 @@ def test_a_master_that_keeps_dying_ends_the_run_as_master_died(tmp_path, kill_fi
             teardown_workers(plan)
     assert result.stopped is not None and result.stopped.kind == "master_died"
     assert result.verdict == "invalid"
-    assert f"restarted {MAX_MASTER_RESTARTS} times already" in log_path.read_text()
+    assert f"restarted {MAX_MASTER_RESTARTS} times already (at most {MAX_MASTER_RESTARTS}" in log_path.read_text()
     assert f"died {MAX_MASTER_RESTARTS} times" in result.figures_note
+
+
+# -- the merge itself ---------------------------------------------------------------------------------------
+def _part(start: float, end: float, counts: dict, series: list[tuple[int, int]], *, steady_from=None, final=False):
+    return {"started_at": start, "finished_at": end, "final_checkpoint": final, "checkpoints": 3,
+            "stages": [{"name": "hold", "start": start, "end": end, "steady_from": steady_from}],
+            "phases": {key: {"GET /x": {"histogram": h, "failures": 1, "errors": {"boom": 1}}} for key, h in counts.items()},
+            "phase_seconds": {key: 4.0 for key in counts}, "created": {"showing": 2}, "iterations": {},
+            "breaches": [], "windows": {}, "stopped": None, "load_ended": None if not final else end,
+            "series": [{"t": t, "stage": "hold", "phase": "steady", "requests": n, "failures": 0,
+                        "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0} for t, n in series]}
+
+
+def test_merged_masters_add_up_exactly_and_keep_the_stage_whole():
+    from stampede.core.histogram import LatencyHistogram
+    from stampede.figures.stream import merge_outputs
+
+    dead = _part(100.0, 110.0, {"0/ramp": {"1000": 2}, "0/steady": {"1000": 5, "9000": 1}}, [(101, 3), (109, 4)],
+                 steady_from=103)
+    last = _part(113.5, 130.0, {"0/ramp": {"1000": 1}, "0/steady": {"9000": 3, "50000": 1}}, [(109, 1), (114, 2)],
+                 steady_from=116, final=True)
+    merged = merge_outputs([dead, last])
+    steady = merged["phases"]["0/steady"]["GET /x"]
+    assert LatencyHistogram({int(k): v for k, v in steady["histogram"].items()}).total == 10
+    assert steady["histogram"] == LatencyHistogram.merged([{1000: 5, 9000: 1}, {9000: 3, 50000: 1}]).to_dict()
+    assert steady["failures"] == 2 and steady["errors"] == {"boom": 2}
+    assert merged["phase_seconds"] == {"0/ramp": 8.0, "0/steady": 8.0} and merged["created"] == {"showing": 4}
+    assert merged["stages"][0] | {} == {"name": "hold", "start": 100.0, "end": 130.0, "steady_from": 103}
+    assert [(r["t"], r["requests"]) for r in merged["series"]] == [(101, 3), (109, 5), (114, 2)]
+    assert merged["started_at"] == 100.0 and merged["finished_at"] == 130.0 and merged["masters"] == 2

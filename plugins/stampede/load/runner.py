@@ -61,6 +61,7 @@ EXPECT_WORKERS_WAIT_S = 60
 GRACE_S = 90  # beyond the planned load time: spawn, worker wait, shutdown
 STOPPED_WAIT_S = 20.0  # a stopped owner waits this long for its master's graceful end (users stop within a second)
 MAX_MASTER_RESTARTS = 3  # a master that keeps dying is not a crash to ride out: the run ends as master_died
+RESTARTS_ENV = "STAMPEDE_MASTER_RESTARTS"  # 0-10, default MAX_MASTER_RESTARTS; 0: a dead master ends the run
 MIN_RESUME_S = 5.0  # less of the plan left than this: a restart would measure nothing but its own spawn
 
 
@@ -254,6 +255,14 @@ def _start(plan: RunPlan, run: LocustRun, heartbeat: owner.Heartbeat, *, master_
     return supervise(process, started, tail_from)
 
 
+def max_master_restarts() -> int:
+    """How often a run's master may die and be started again (``$STAMPEDE_MASTER_RESTARTS``, 0-10, default 3)."""
+    try:
+        return min(10, max(0, int(os.environ.get(RESTARTS_ENV, MAX_MASTER_RESTARTS))))
+    except ValueError:
+        return MAX_MASTER_RESTARTS
+
+
 def read_restarts(run_dir: Path) -> list[dict]:
     """The run's master restarts so far (``master_restarts.json``); none when there were none."""
     try:
@@ -277,8 +286,8 @@ def _restart_point(plan: RunPlan, run: LocustRun, run_dir: Path, stop_probe: Sto
         why = "it wrote no figures at all (it never ran: see its log)"
     elif last.get("stopped") or last.get("load_ended"):
         why = "it had stopped or ended the load already"
-    elif len(run.restarts) >= MAX_MASTER_RESTARTS:
-        why = f"it was restarted {len(run.restarts)} times already (at most {MAX_MASTER_RESTARTS})"
+    elif len(run.restarts) >= (most := max_master_restarts()):
+        why = f"it was restarted {len(run.restarts)} times already (at most {most}, ${RESTARTS_ENV})"
     elif starts and min(starts) + plan.load_duration_s - time.time() < MIN_RESUME_S:
         why = "the plan's time is all but over"
     elif (request := stop_probe()) is not None:
@@ -304,7 +313,7 @@ def _record_restart(run: LocustRun, run_dir: Path, resume_from: float | None,
     os.replace(tmp, run_dir / Artifact.MASTER_RESTARTS)
     log.error("The Locust master died (exit code %s) %.0f s into the plan; starting it again (restart %d of at "
               "most %d): its figures end at its last checkpoint, %.1f s before it died",
-              run.exit_code, record["plan_elapsed_s"], record["restart"], MAX_MASTER_RESTARTS, record["lost_s"])
+              run.exit_code, record["plan_elapsed_s"], record["restart"], max_master_restarts(), record["lost_s"])
     for process in worker_processes():  # a worker of a dead master waits for it; a fresh one joins the new master
         try:
             process.terminate()
