@@ -200,6 +200,7 @@ def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerS
             on_checkpoint=(lambda c: owners.record_master(plan.run_tag, c.to_dict())) if shared else None,
         )
     out.publish(Artifact.LOCUST_OUTPUT)  # written by the master itself
+    out.publish(Artifact.MASTER_RESTARTS)  # by the supervisor, when a master died and was started again
     out.publish(Artifact.LOGS)
     out.write_json(Artifact.SERVER_METRICS, server.document, indent=None)
     out.write_json(Artifact.GENERATOR_SAMPLES, [asdict(s) for s in run.samples], indent=None)
@@ -244,10 +245,10 @@ def with_restarts(output: dict, restarts: list[dict], masters: list[dict]) -> di
                         "gap_s": round(resumed - record["figures_until"], 1) if resumed else None})
     output["restarts"] = records
     said = "; ".join(
-        f"restarted at {clock(r['died_at'])} ({r['plan_elapsed_s']:.0f} s into the plan; {r['lost_s']:.1f} s of "
-        f"figures lost before it died" + (f", {r['gap_s']:.1f} s without figures" if r["gap_s"] is not None else "")
-        + ")" for r in records)
-    note = f"the Locust master died {len(records)} time{'s' if len(records) > 1 else ''} and was {said}"
+        f"died at {clock(r['died_at'])} ({r['plan_elapsed_s']:.0f} s into the plan) and was restarted, "
+        f"{r['lost_s']:.1f} s of figures lost before it died"
+        + (f", {r['gap_s']:.1f} s without figures" if r["gap_s"] is not None else "") for r in records)
+    note = f"merged from {len(records) + 1} Locust masters: the master {said}"  # the report: "Figures merged from …"
     output["figures_note"] = f"{output['figures_note']}; {note}" if output.get("figures_note") else note
     return output
 
@@ -260,6 +261,7 @@ def recover_output(out: RunFolder, exit_code: int | None) -> dict | None:
     stream = out.path / Artifact.FIGURE_STREAM
     if not segments(stream):  # the master ran on another host: the store's copy (here, the local one is newer)
         out.fetch(Artifact.FIGURE_STREAM)
+        out.fetch(Artifact.MASTER_RESTARTS)
     reader = stream_of(stream)
     masters = master_outputs(reader)
     if not masters:

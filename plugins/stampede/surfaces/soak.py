@@ -355,6 +355,8 @@ def judge(config: SoakConfig, run_dir: Path, *, run: dict, tasks: dict, times: l
         if target[sec] > config.users // 4 and series.get(sec, 0) == 0 and first < sec < last:
             missing.append(sec)
     counted = sum(n for s, n in target.items() if not in_gap(s))
+    gap_counted = sum(n for s, n in target.items() if in_gap(s))
+    gap_in_results = sum(n for s, n in series.items() if in_gap(s))
     in_results = sum(n for s, n in series.items() if not in_gap(s))
 
     # load while the owner's beat was older than its grace
@@ -399,6 +401,7 @@ def judge(config: SoakConfig, run_dir: Path, *, run: dict, tasks: dict, times: l
         "kills": kills, "restarts": restarts,
         "seconds": {"target_counted": counted, "in_results": in_results, "worst_running_difference": worst,
                     "missing_seconds": missing[:20], "gap_seconds": sum(b - a for a, b in gaps),
+                    "gap_target_counted": gap_counted, "gap_in_results": gap_in_results,
                     "load_span_s": round(times[-1] - times[0], 1) if times else 0},
         "owner": {"longest_beat_age_s": round(max((a for _, a in beat_age), default=0.0), 1),
                   "grace_s": config.grace_s, "load_while_unowned": len(unowned),
