@@ -165,7 +165,7 @@ def run_master(
         previous = None  # a folder another run used before (the bench reuses one): not this run's master
 
     def start(resume_from: float | None) -> LocustRun:
-        return _start(plan, run, heartbeat, master_port=master_port, expect_workers=expect_workers,
+        return _start(plan, run, master_port=master_port, expect_workers=expect_workers,
                       master_bind_host=master_bind_host, handover=handover, on_checkpoint=on_checkpoint,
                       owner_file=owner_file, checkpoint_path=checkpoint_path, resume_from=resume_from,
                       supervise=supervise)
@@ -175,6 +175,18 @@ def run_master(
                           stop_probe=stop_probe, on_line=on_line, stage_health=stage_health,
                           worker_processes=worker_processes, expect_workers=expect_workers, tail_from=tail_from)
 
+    try:
+        return _own(plan, run, heartbeat, previous, start=start, supervise=supervise, stop_probe=stop_probe,
+                    worker_processes=worker_processes)
+    finally:  # every master this process supervised has exited (a supervisor stopped by an exception ended it)
+        heartbeat.end(run.ended, master_ended=True)
+
+
+def _own(plan: RunPlan, run: LocustRun, heartbeat: owner.Heartbeat, previous: owner.Checkpoint | None, *,
+         start, supervise, stop_probe: StopProbe, worker_processes) -> LocustRun:
+    """Take the running master over, or start one; then start it again each time it dies mid-plan."""
+    run_dir, log_path, owner_file = run.output_path.parent, run.log_path, heartbeat.path
+    assert log_path is not None
     if previous is not None:
         master = owner.master_process(previous)
         if master is None:  # it ran and ended (or runs on another host): the load is never sent again
@@ -194,18 +206,18 @@ def run_master(
         run.restarts = read_restarts(run_dir)
         supervise(_Adopted(master), previous.started_at, log_path.stat().st_size if log_path.exists() else 0)
     else:
-        output_path.unlink(missing_ok=True)
+        run.output_path.unlink(missing_ok=True)
         (run_dir / Artifact.MASTER_RESTARTS).unlink(missing_ok=True)
+        heartbeat.start()  # before the master: it reads the beat from its first second
         start(None)
     while (restart := _restart_point(plan, run, run_dir, stop_probe)) is not None:
         resume_from = restart[0]
         _record_restart(run, run_dir, resume_from, worker_processes)
         start(resume_from)
-    heartbeat.end(run.ended, master_ended=True)  # every master this process supervised has exited
     return run
 
 
-def _start(plan: RunPlan, run: LocustRun, heartbeat: owner.Heartbeat, *, master_port: int | None,
+def _start(plan: RunPlan, run: LocustRun, *, master_port: int | None,
            expect_workers: int, master_bind_host: str, handover: bool, on_checkpoint, owner_file: Path,
            checkpoint_path: Path, resume_from: float | None, supervise) -> LocustRun:
     """Start a master (``resume_from``: the epoch the plan's first stage started, for a restart) and supervise it."""
@@ -234,8 +246,6 @@ def _start(plan: RunPlan, run: LocustRun, heartbeat: owner.Heartbeat, *, master_
     # allow-listed: team locustfiles run in this process, so never the task's cloud, Airflow or Slack
     # credentials; the run tag, the password variable the plan names and the egress policy are in it
     env = plan_process_env(plan)
-    if resume_from is None:
-        heartbeat.start()  # before the master: it reads the beat from its first second
     started = time.time()
     tail_from = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab", buffering=0) as log_file:  # the master writes it itself: nothing lost with us
