@@ -337,7 +337,7 @@ def judge(config: SoakConfig, run_dir: Path, *, run: dict, tasks: dict, times: l
     restarts = output.get("restarts") or []
     series = {row["t"]: row["requests"] for row in output.get("series", [])}
     target = Counter(int(t) for t in times)
-    gaps = [(int(r["figures_until"] - REPORT_EVERY_S) - 1, int(r["load_resumed_at"] or r["died_at"]) + 1)
+    gaps = [(int(r["figures_until"] - REPORT_EVERY_S) - 2, int(r["load_resumed_at"] or r["died_at"]) + 1)
             for r in restarts]  # seconds a restart may have lost: its last report, to the new master's load
 
     def in_gap(sec: int) -> bool:
