@@ -9,7 +9,7 @@ workers run the same agent as their container command.
 It also ends, and starts no other worker, when the run is over for good
 (``stampede.load.owner``): its worker exits with ``OWNER_LOST_EXIT`` (the master
 said so, or went silent for the run's grace), or, on the owner's host, the run's
-heartbeat file (``--owner-file``) is older than its grace. Its Locust worker dies
+heartbeat file (``--owner-file``) is older than its grace (plus ``BACKSTOP_MARGIN_S``). Its Locust worker dies
 with it (``PR_SET_PDEATHSIG``): a SIGKILLed agent leaves no worker behind.
 
     python -m stampede.workers.agent --master-host H --master-port P \
@@ -31,6 +31,10 @@ from stampede.core.netutil import raise_open_file_limit
 from stampede.load.owner import OWNER_LOST_EXIT, die_with_parent, read_beat
 
 RESTART_PAUSE_S = 1.0
+# The master stops the run on a stale beat and records why (owner_lost); the agent is the
+# backstop for a master that cannot, so it waits a little longer: were it first, the
+# master would see its last worker leave and write the run as if it had ended normally.
+BACKSTOP_MARGIN_S = 1.5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stop_file and os.path.exists(args.stop_file):
             return "its stop file appeared"
         beat = read_beat(owner_file) if owner_file is not None else None
-        if beat is not None and not beat.ended and time.time() - beat.beat_at > beat.grace_s:
+        if beat is not None and not beat.ended and time.time() - beat.beat_at > beat.grace_s + BACKSTOP_MARGIN_S:
             return f"the run's owner ({beat.owner}) stopped beating over {beat.grace_s:g} s ago"
         return None
 
