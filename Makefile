@@ -1,7 +1,7 @@
 # Stampede: two commands on a fresh machine.
 #   make demo   set everything up and run the nightly DAG once against the bundled demo target
 #   make test   set everything up and run the whole test suite
-#   make soak   a ~20-minute endurance run on a local CeleryExecutor deployment, crashed three ways
+#   make soak   a ~23-minute endurance run on a local CeleryExecutor deployment, crashed three ways
 #               (SOAK_DURATION_S, SOAK_USERS); writes reports/soak.json
 #   make airflow  a local Airflow (API server, scheduler, dag-processor, triggerer) on
 #                 127.0.0.1:$(AIRFLOW_PORT) with the demo target beside it; the login is printed
