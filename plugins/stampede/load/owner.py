@@ -8,8 +8,10 @@ older than the plan's ``owner_grace_s``:
 
 - the Locust master (``stampede.load.plugin``) stops the load with kind
   ``owner_lost`` and tells its workers to stop and not come back;
-- a worker whose master has gone silent for the grace quits (it cannot reach
-  any owner but through its master: that holds across hosts too);
+- a worker whose master has gone silent for the grace (or 10 s, if shorter) stops
+  its users and quits (it cannot reach any owner but through its master: that holds
+  across hosts too); its agent starts a fresh, idle worker for a master the owner
+  starts again (``stampede.load.runner``);
 - a local worker agent (``stampede.workers.agent``) reads the same file.
 
 So a SIGKILLed owner (no ``finally`` runs) leaves load for at most the grace and
