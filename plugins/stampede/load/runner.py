@@ -112,6 +112,7 @@ def run_master(
     handover: bool = False,
     mirror: Callable[[owner.Beat], None] | None = None,
     on_checkpoint: Callable[[owner.Checkpoint], None] | None = None,
+    samples: list[GeneratorSample] | None = None,
 ) -> LocustRun:
     """Start the master (or a standalone process when ``expect_workers`` is 0) and own it until it ends.
 
@@ -127,6 +128,8 @@ def run_master(
     :param owner_file: the run's heartbeat (``stampede.load.owner``); default ``run_dir/owner.json``.
     :param handover: the master may outlive this process for the grace (a retry may take it over);
         else it dies with this thread at once (``PR_SET_PDEATHSIG``) as well.
+    :param samples: the list the generator samples go into as they are taken (a live search judges
+        each step's generator health while the master runs on); default a new one.
     :param mirror: also records each beat elsewhere (the shared state database);
         ``on_checkpoint`` the master's checkpoint.
     """
@@ -137,7 +140,8 @@ def run_master(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     owner_file = owner_file or run_dir / owner.OWNER_FILE
     checkpoint_path = run_dir / owner.CHECKPOINT_FILE
-    run = LocustRun(output_path=output_path, exit_code=-1, log_path=log_path)
+    run = LocustRun(output_path=output_path, exit_code=-1, log_path=log_path,
+                    samples=samples if samples is not None else [])
     heartbeat = owner.Heartbeat(owner_file, plan.owner_grace_s, mirror=mirror)
 
     previous = owner.read_checkpoint(checkpoint_path)
