@@ -290,7 +290,7 @@ def _supervise(plan: RunPlan, run: LocustRun, process, heartbeat: owner.Heartbea
     _supervised.append(entry)
     try:
         while process.poll() is None:
-            time.sleep(0.5)
+            _wait(process, 0.5)  # returns as the master exits: no half-second lost at the end
             run.samples.extend(sampler.sample())
             if not stop_written:
                 request = stop_probe()
@@ -346,6 +346,13 @@ def _tail(log_path: Path, offset: int, done: threading.Event, on_line: Callable[
             partial = b""
             if line.startswith("[stampede]") or "WARNING" in line or "ERROR" in line:
                 on_line(line)
+
+
+def _wait(process, timeout_s: float) -> None:
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _wait_then_terminate(process, wait_s: float) -> None:

@@ -55,7 +55,12 @@ class StageShape(LoadTestShape):
         if aggregator.final_reports.pending(now):
             # every user stops at once (gracefully) while the workers' final reports come in
             self.end_rate = self.end_rate or max(1.0, float(self.runner.user_count))
-            return 0, self.end_rate
+            # the reports come within a fraction of a second of the flush: waited for here, not a tick later
+            deadline = time.time() + WORD_POLL_S
+            while aggregator.final_reports.pending(time.time()) and time.time() < deadline:
+                gevent.sleep(0.02)
+            if aggregator.final_reports.pending(time.time()):
+                return 0, self.end_rate
         return None
 
     def _live_step(self, aggregator) -> tuple[int, float] | None:

@@ -149,7 +149,7 @@ def scheduler_overhead(workdir: Path, *, quick: bool = False) -> Figure:
     """
     from stampede.infra.airflow_processes import AirflowProcesses, ApiClient, base_env
     from stampede.core.netutil import free_port
-    from stampede.surfaces.local_airflow import environments_with_local_target
+    from stampede.surfaces.local_airflow import LOCAL_SCHEDULER, environments_with_local_target
 
     load_s = load_scenario(SCENARIO).duration_s
     checkout = PACKAGE_DIR.parents[1]
@@ -161,6 +161,7 @@ def scheduler_overhead(workdir: Path, *, quick: bool = False) -> Figure:
         environments.write_text(environments_with_local_target(target.base_url))
         env = base_env(home=home, port=free_port(), dags_folder=checkout / "dags", plugins_folder=checkout / "plugins")
         env |= {
+            **LOCAL_SCHEDULER,  # as `make airflow` runs it
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
@@ -211,7 +212,8 @@ def scheduler_overhead(workdir: Path, *, quick: bool = False) -> Figure:
             "dag_run_s": round(run_s, 1), "load_s": load_s, "scenario": SCENARIO, "dag": SCHEDULER_DAG,
             "state": run.get("state"), "no_task_running_s": round(idle, 1), "tasks": task_s,
             "components_ready_s": round(ready_s, 1), "left_running": left,
-            "how": "api-server, scheduler (LocalExecutor, parallelism 4) and dag-processor on loopback with a fresh "
+            "how": "api-server, scheduler (LocalExecutor, parallelism 4, idle sleep 0.2 s as make airflow sets them) "
+                   "and dag-processor on loopback with a fresh "
                    "SQLite home; the DAG run's start_date to end_date from the REST API minus the scenario's load time",
         },
     )
