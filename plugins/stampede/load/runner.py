@@ -36,6 +36,7 @@ from stampede.plan.run_plan import RunPlan
 from stampede.core.records import GeneratorSample
 from stampede.load import owner
 from stampede.load.process_env import plan_process_env
+from stampede.load.stage_events import LIVE_PAUSE_MAX_S
 from stampede.load.stage_health import StageHealthWatch
 from stampede.core.paths import Artifact, data_dir
 
@@ -269,10 +270,16 @@ class _Adopted:
         return 0
 
 
+def wall_limit_for(plan: RunPlan, *, with_workers: bool) -> float:
+    """How long a master of ``plan`` may run: its load, the grace, the workers' wait, a live search's pauses."""
+    pauses = LIVE_PAUSE_MAX_S * sum(1 for stage in plan.stages if stage.live)
+    return plan.load_duration_s + GRACE_S + (EXPECT_WORKERS_WAIT_S if with_workers else 0) + pauses
+
+
 def _supervise(plan: RunPlan, run: LocustRun, process, heartbeat: owner.Heartbeat, *, started: float,
                stop_file: Path, stop_probe: StopProbe, on_line, stage_health, worker_processes,
                expect_workers: int, tail_from: int) -> LocustRun:
-    wall_limit_s = plan.load_duration_s + GRACE_S + (EXPECT_WORKERS_WAIT_S if expect_workers else 0)
+    wall_limit_s = wall_limit_for(plan, with_workers=expect_workers > 0)
     watch = StageHealthWatch(stage_health) if stage_health else None
 
     def relay_line(line: str) -> None:

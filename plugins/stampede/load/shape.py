@@ -16,9 +16,9 @@ from locust import LoadTestShape
 
 from stampede.core.stops import StopKind
 from stampede.load.final_reports import GRACEFUL_STOP_S, end_every_user
+from stampede.load.stage_events import OWNER_WORD_WAIT_S  # a paused search whose owner says nothing ends
 
 SEARCH_CONTROL = "search_control.json"  # stampede.core.paths.Artifact.SEARCH_CONTROL: the owner's word on the next step
-OWNER_WORD_WAIT_S = 60.0  # a paused search whose owner says nothing for this long ends its load
 WORD_POLL_S = 0.9  # within one of Locust's 1-second shape ticks, the control file is read every 50 ms
 
 

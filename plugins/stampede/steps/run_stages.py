@@ -35,7 +35,7 @@ from stampede.core.stops import StopProbe, StopRequest, never, stop_kind
 from stampede.figures.stages import stage_results
 from stampede.load import owner
 from stampede.figures.stream import interval_of, mark_master_died, rebuild_output, segments, stream_of
-from stampede.load.runner import EXPECT_WORKERS_WAIT_S, GRACE_S, LocustRun, run_master
+from stampede.load.runner import LocustRun, run_master, wall_limit_for
 from stampede.load.stage_events import StageEvents
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import Stage
@@ -181,7 +181,7 @@ def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerS
     """One master's load into ``out``; ``shared``: its beat and checkpoint also go to the state database."""
     from stampede.figures.server import LIVE_FILE_NAME, sampling
 
-    max_s = plan.load_duration_s + GRACE_S + EXPECT_WORKERS_WAIT_S
+    max_s = wall_limit_for(plan, with_workers=True)
     out.write_json(Artifact.RUN_PLAN, plan.to_dict())  # a progress report of this run reads its stages here
     # the target's own metrics; the newest beside the master's output, for its mid-run server thresholds
     with sampling(environment=plan.environment, target=plan.target, max_s=max_s,
