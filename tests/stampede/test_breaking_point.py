@@ -124,3 +124,9 @@ def test_one_master_serves_every_step_of_a_search(tmp_path):
     durations = [s["duration_s"] for s in results["steps"]]
     assert all(abs(d - 15) <= 1.0 for d in durations), durations  # no pause counted in a step
     assert len({s["requests"] for s in results["steps"]}) == len(results["steps"])  # each step's own figures
+    # judged the moment each step was complete: the master's final merge of the step holds nothing more
+    from stampede.figures.stages import stage_results
+
+    output = json.loads((tmp_path / "out" / "steps" / "locust_output.json").read_text())
+    final = stage_results(output, [{"name": s["name"], "users": s["users"]} for s in output["stages"]])
+    assert [s["requests"] for s in results["steps"]] == [f.requests for f in final[:len(results["steps"])]]

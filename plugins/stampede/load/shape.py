@@ -13,6 +13,7 @@ import time
 
 import gevent
 from locust import LoadTestShape
+from locust.runners import STATE_MISSING
 
 from stampede.core.stops import StopKind
 from stampede.load.final_reports import GRACEFUL_STOP_S, end_every_user
@@ -28,6 +29,7 @@ class StageShape(LoadTestShape):
     use_common_options = False
     end_rate: float | None = None
     paused_at: float | None = None  # live stages: when the last step ended and the wait for the next began
+    idle_reports: dict[str, float] | None = None  # live stages with workers: worker -> its last report with no user
 
     def tick(self):
         aggregator = getattr(self.runner.environment, "_stampede_aggregator", None)
@@ -83,13 +85,16 @@ class StageShape(LoadTestShape):
             self.end_rate = max(1.0, float(self.runner.user_count))
             if aggregator.final_reports is None:
                 self._complete_in_process(aggregator)
-            # with workers the step is announced when its last second is final (their reports lag)
+            else:
+                self._listen_for_idle_workers()
         following = self._last_played(aggregator) + 1
         if following >= len(aggregator.stages) or not aggregator.stages[following].get("live"):
             return None
         word = _owner_word(self.runner.environment, following)
         deadline = time.time() + WORD_POLL_S
         while word is None and time.time() < deadline:  # the owner answers within a fraction of a second
+            if aggregator.final_reports is not None:
+                self._complete_from_workers(aggregator)
             gevent.sleep(0.05)
             word = _owner_word(self.runner.environment, following)
         now = time.time()
@@ -128,6 +133,26 @@ class StageShape(LoadTestShape):
         if recorder is not None:
             aggregator.add_report(recorder.drain())
         aggregator.complete_paused_stage(time.time())
+
+    def _listen_for_idle_workers(self) -> None:
+        if self.idle_reports is None:
+            self.idle_reports = {}
+            # registered after the plugin's own listener: a report is merged before it is counted here
+            self.runner.environment.events.worker_report.add_listener(self._on_worker_report)
+
+    def _on_worker_report(self, client_id, data) -> None:
+        if data.get("user_count") == 0 and self.idle_reports is not None:
+            self.idle_reports[client_id] = time.time()
+
+    def _complete_from_workers(self, aggregator) -> None:
+        """With workers: a worker's report says how many users it ran when it was made, and its recorder is
+        drained after that count (the plugin's listener runs after Locust's). Once every live worker has
+        reported no user since the pause began, every request of the step has been merged: it is
+        complete then, not when its last second is 8 s old."""
+        live = [client.id for client in self.runner.clients.all if client.state != STATE_MISSING]
+        if live and self.paused_at is not None and self.idle_reports is not None and all(
+                self.idle_reports.get(worker, 0.0) > self.paused_at for worker in live):
+            aggregator.complete_paused_stage(time.time())
 
     @staticmethod
     def _last_played(aggregator) -> int:
