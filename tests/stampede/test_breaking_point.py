@@ -103,3 +103,30 @@ def test_search_finds_a_known_capacity_within_ten_percent(tmp_path):
     assert [p["users"] for p in model["predictions"]] == [1000, 5000, 10000, 20000]
     assert all(p["extrapolated"] for p in model["predictions"])  # 1,000 users is far beyond 32
     assert "breaking point:" in completed.stdout
+
+
+@pytest.mark.integration
+def test_one_master_serves_every_step_of_a_search(tmp_path):
+    """The search's steps run on one Locust master: its wall time (master start and end included)
+    is within 1.15x of the steps' planned durations, and each step is judged on its own figures."""
+    from stampede.surfaces.bench.overhead import measured_search
+
+    measured = measured_search(tmp_path)
+    print(f"search: {measured['steps']} steps, wall {measured['wall_s']} s for {measured['planned_step_sum_s']} s of "
+          f"steps ({measured['ratio']}x; measured step durations {measured['step_sum_s']} s); masters "
+          f"{measured['masters']}; levels {measured['levels']}")
+    assert len(measured["masters"]) == 1, measured  # one Locust master process, seen running
+    assert len(measured["run_dirs"]) == 1 and measured["run_dirs"][0].endswith("/steps"), measured
+    assert measured["steps"] >= 4 and measured["levels"][:3] == [4, 8, 16], measured
+    assert measured["verdict"] == "pass" and measured["breaking_point"].found, measured
+    assert measured["ratio"] <= 1.15, measured
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    durations = [s["duration_s"] for s in results["steps"]]
+    assert all(abs(d - 15) <= 1.0 for d in durations), durations  # no pause counted in a step
+    assert len({s["requests"] for s in results["steps"]}) == len(results["steps"])  # each step's own figures
+    # judged the moment each step was complete: the master's final merge of the step holds nothing more
+    from stampede.figures.stages import stage_results
+
+    output = json.loads((tmp_path / "out" / "steps" / "locust_output.json").read_text())
+    final = stage_results(output, [{"name": s["name"], "users": s["users"]} for s in output["stages"]])
+    assert [s["requests"] for s in results["steps"]] == [f.requests for f in final[:len(results["steps"])]]

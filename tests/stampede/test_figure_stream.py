@@ -336,3 +336,22 @@ def test_locusts_own_per_second_counts_stay_bounded_and_its_current_rps_is_uncha
     assert found["fails"] <= keep_s // 10 + 1
     assert found["history"] == keep_rows and found["last"] == {"t": 3599}
     assert found["after"] == found["before"] == [2.0, 2.0, 7200]
+
+
+def test_a_pause_between_stages_counts_for_neither():
+    """A live search pauses between steps: each step has the seconds it ran, not the pause's."""
+    from stampede.figures.stream import phase_durations
+
+    # step 0 runs 1000.25-1005.75, a pause (untagged), step 1 runs 1008.5-1012.5, then the load ends at 1013.2
+    stages = [{"index": 0, "start": 1000.25, "end": 1005.75}, {"index": 1, "start": 1008.5, "end": 1012.5},
+              {"index": 2, "start": None, "end": None}]
+    timeline = {s: (0, "steady", 4) for s in range(1000, 1006)} | {s: (1, "steady", 8) for s in range(1008, 1013)}
+    seconds = {"0/steady": 6, "1/steady": 5}
+    assert phase_durations(seconds, stages, timeline, 1013.2, 1014.0) == {"0/steady": 5.5, "1/steady": 4.0}
+    # while paused (the load not ended), the step that ended is already complete
+    assert phase_durations({"0/steady": 6}, stages[:1], timeline, None, 1007.0) == {"0/steady": 5.5}
+    # contiguous stages (a staged run) share their boundary second as before
+    staged = [{"index": 0, "start": 1000.25, "end": 1003.5}, {"index": 1, "start": 1003.5, "end": 1006.75}]
+    tagged = {s: (0, "steady", 4) for s in range(1000, 1004)} | {s: (1, "steady", 8) for s in range(1004, 1007)}
+    assert phase_durations({"0/steady": 4, "1/steady": 3}, staged, tagged, 1006.75, 1007.0) == {
+        "0/steady": 3.75, "1/steady": 2.75}

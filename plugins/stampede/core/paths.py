@@ -49,7 +49,8 @@ class Artifact(StrEnum):
     MASTER_LOG = "logs/master.log"
     LOGS = "logs"
     CHARTS = "charts"
-    STEPS = "steps"  # breaking-point search: one sub-folder per level
+    STEPS = "steps"  # breaking-point search: one sub-folder per level (or the one master's folder of a live search)
+    SEARCH_CONTROL = "search_control.json"  # live search: the owner's word on the next step (stampede.load.shape)
     STANDIN = "standin"  # cloud workers' local stand-ins (tests, trying without AWS)
 
 

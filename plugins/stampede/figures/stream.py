@@ -210,15 +210,27 @@ def phase_durations(phase_seconds: Mapping[str, int], stages: list[Mapping[str, 
     """Seconds per stage/phase: whole tagged seconds, but the run's first and last second only
     as far as load ran in them (a 6 s stage that starts at x.9 and stops at x+6.9 has 6 s, not 7)."""
     durations = {key: float(n) for key, n in phase_seconds.items()}
-    starts = [s["start"] for s in stages if s.get("start") is not None]
-    end = load_ended if load_ended is not None else now
-    if starts:
-        first = timeline.get(int(min(starts)))
-        if first is not None:
-            durations[f"{first[0]}/{first[1]}"] -= min(starts) % 1.0
-        last = timeline.get(int(end))
-        if last is not None:
-            durations[f"{last[0]}/{last[1]}"] -= 1.0 - end % 1.0
+
+    def only_the_part_played(at: float, index: int, part: float) -> None:
+        tag = timeline.get(int(at))
+        if tag is not None and tag[0] == index:
+            durations[f"{tag[0]}/{tag[1]}"] -= part
+
+    played = [(i, s) for i, s in enumerate(stages) if s.get("start") is not None]
+    if played:
+        first_index, first = min(played, key=lambda p: p[1]["start"])
+        only_the_part_played(first["start"], first_index, first["start"] % 1.0)
+    # a stage's last second counts only as far as it ran, unless the next stage ran the rest of it;
+    # after a pause (a live search waits for its next step) the next stage's first second likewise
+    for (index, stage), following in zip(played, [*played[1:], None]):
+        end = stage.get("end")
+        if end is None:  # the stage running now
+            end = load_ended if load_ended is not None else now
+        if following is not None and following[1]["start"] == end:
+            continue
+        only_the_part_played(end, index, 1.0 - end % 1.0)
+        if following is not None:
+            only_the_part_played(following[1]["start"], following[0], following[1]["start"] % 1.0)
     return {key: round(max(0.0, value), 3) for key, value in durations.items()}
 
 

@@ -144,9 +144,18 @@ class RunAggregator:
         The supervisor reads them on the line and posts the stage's reply while the run goes on. The last
         stage usually ends with the run; its reply comes from the final output.
         """
-        out = getattr(self.environment.parsed_options, "stampede_out", "") if self.environment.parsed_options else ""
         ended = [s["index"] for s in self.stages if s["end"] is not None and s["index"] not in self.announced
                  and second - FINALIZE_AFTER_S > s["end"]]
+        self._announce(ended)
+
+    def complete_paused_stage(self, now: float) -> None:
+        """Standalone, paused, no user running and every request drained: the stage that just ended is
+        complete now (no worker report can still come), so its figures are announced without the wait."""
+        self.fold(upto=int(now))
+        self._announce([s["index"] for s in self.stages if s["end"] is not None and s["index"] not in self.announced])
+
+    def _announce(self, ended: list[int]) -> None:
+        out = getattr(self.environment.parsed_options, "stampede_out", "") if self.environment.parsed_options else ""
         if not ended or not out:
             return
         self.announced.update(ended)
@@ -158,7 +167,14 @@ class RunAggregator:
         for index in ended:
             print(f"{STAGE_END_MARK} index={index} name={self.stages[index]['name']}", flush=True)
 
-    def enter_stage(self, index: int, now: float) -> None:
+    def pause(self, now: float) -> None:
+        """The running stage ends and no stage runs (a live search waits for its owner's next step):
+        the seconds until the next stage starts belong to none."""
+        if self.current_stage is not None:
+            self.stages[self.current_stage]["end"] = now
+        self.current_stage = None
+
+    def enter_stage(self, index: int, now: float, *, from_users: int | None = None) -> None:
         if self.current_stage is not None:
             self.stages[self.current_stage]["end"] = now
         self.current_stage = index
@@ -166,6 +182,8 @@ class RunAggregator:
         stage["start"] = now
         # the users this master ran before (none for a master restarted into this stage: it spawns them again)
         previous_users = self.stages[index - 1]["users"] if index > 0 and self.stages[index - 1]["start"] else 0
+        if from_users is not None:  # after a pause with no users: the stage ramps from there
+            previous_users = from_users
         if stage["users"] <= previous_users:
             stage["steady_from"] = int(now)
         # A second's requests belong to one stage. The ticker tags a second as it begins and the

@@ -49,6 +49,7 @@ from stampede.core.records import GeneratorSample
 from stampede.figures.stream import master_outputs, stream_of
 from stampede.load import owner
 from stampede.load.process_env import plan_process_env
+from stampede.load.stage_events import LIVE_PAUSE_MAX_S
 from stampede.load.stage_health import StageHealthWatch
 from stampede.core.paths import Artifact, data_dir
 
@@ -132,6 +133,7 @@ def run_master(
     handover: bool = False,
     mirror: Callable[[owner.Beat], None] | None = None,
     on_checkpoint: Callable[[owner.Checkpoint], None] | None = None,
+    samples: list[GeneratorSample] | None = None,
 ) -> LocustRun:
     """Start the master (or a standalone process when ``expect_workers`` is 0) and own it until it ends.
 
@@ -147,6 +149,8 @@ def run_master(
     :param owner_file: the run's heartbeat (``stampede.load.owner``); default ``run_dir/owner.json``.
     :param handover: the master may outlive this process for the grace (a retry may take it over);
         else it dies with this thread at once (``PR_SET_PDEATHSIG``) as well.
+    :param samples: the list the generator samples go into as they are taken (a live search judges
+        each step's generator health while the master runs on); default a new one.
     :param mirror: also records each beat elsewhere (the shared state database);
         ``on_checkpoint`` the master's checkpoint.
     """
@@ -157,7 +161,8 @@ def run_master(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     owner_file = owner_file or run_dir / owner.OWNER_FILE
     checkpoint_path = run_dir / owner.CHECKPOINT_FILE
-    run = LocustRun(output_path=output_path, exit_code=-1, log_path=log_path)
+    run = LocustRun(output_path=output_path, exit_code=-1, log_path=log_path,
+                    samples=samples if samples is not None else [])
     heartbeat = owner.Heartbeat(owner_file, plan.owner_grace_s, mirror=mirror)
 
     previous = owner.read_checkpoint(checkpoint_path)
@@ -390,10 +395,16 @@ class _Adopted:
         return 0
 
 
+def wall_limit_for(plan: RunPlan, *, with_workers: bool) -> float:
+    """How long a master of ``plan`` may run: its load, the grace, the workers' wait, a live search's pauses."""
+    pauses = LIVE_PAUSE_MAX_S * sum(1 for stage in plan.stages if stage.live)
+    return plan.load_duration_s + GRACE_S + (EXPECT_WORKERS_WAIT_S if with_workers else 0) + pauses
+
+
 def _supervise(plan: RunPlan, run: LocustRun, process, heartbeat: owner.Heartbeat, *, started: float,
                stop_file: Path, stop_probe: StopProbe, on_line, stage_health, worker_processes,
                expect_workers: int, tail_from: int) -> LocustRun:
-    wall_limit_s = plan.load_duration_s + GRACE_S + (EXPECT_WORKERS_WAIT_S if expect_workers else 0)
+    wall_limit_s = wall_limit_for(plan, with_workers=expect_workers > 0)
     watch = StageHealthWatch(stage_health) if stage_health else None
 
     def relay_line(line: str) -> None:
@@ -411,7 +422,7 @@ def _supervise(plan: RunPlan, run: LocustRun, process, heartbeat: owner.Heartbea
     _supervised.append(entry)
     try:
         while process.poll() is None:
-            time.sleep(0.5)
+            _wait(process, 0.5)  # returns as the master exits: no half-second lost at the end
             run.samples.extend(sampler.sample())
             if not stop_written:
                 request = stop_probe()
@@ -470,6 +481,13 @@ def _tail(log_path: Path, offset: int, done: threading.Event, on_line: Callable[
             partial = b""
             if line.startswith("[stampede]") or "WARNING" in line or "ERROR" in line:
                 on_line(line)
+
+
+def _wait(process, timeout_s: float) -> None:
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _wait_then_terminate(process, wait_s: float) -> None:

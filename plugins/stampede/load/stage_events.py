@@ -14,13 +14,19 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["STAGES_SO_FAR", "STAGE_END_MARK", "STOP_MARK", "StageEvents"]
+__all__ = ["LIVE_PAUSE_MAX_S", "OWNER_WORD_WAIT_S", "STAGES_SO_FAR", "STAGE_END_MARK", "STOP_MARK", "StageEvents"]
 
 log = logging.getLogger(__name__)
 
 STAGE_END_MARK = "[stampede] stage-end"
 STOP_MARK = "[stampede] stop"
 STAGES_SO_FAR = "stages_so_far.json"  # stampede.core.paths.Artifact.STAGES_SO_FAR
+# A live search (stampede.load.shape) pauses before each of its next steps: the last step's users stop
+# (at most the graceful stop), its figures complete (with workers, its last second final: ~9 s), then
+# the owner's word, which the master waits for OWNER_WORD_WAIT_S at most. The master's wall-clock
+# limit allows each live step this much on top of its duration.
+OWNER_WORD_WAIT_S = 60.0
+LIVE_PAUSE_MAX_S = OWNER_WORD_WAIT_S + 30.0
 
 _END = re.compile(re.escape(STAGE_END_MARK) + r" index=(\d+)\b")
 

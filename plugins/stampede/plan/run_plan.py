@@ -77,6 +77,7 @@ class PlannedStage:
     rate: float | None = None  # open model: iterations/s at the stage's end (users = pre-allocated users)
     start_rate: float | None = None  # open model: iterations/s at its start (None: constant rate)
     threshold_table: tuple[Threshold, ...] = ()  # every threshold judged on this stage, abort settings resolved
+    live: bool = False  # a live search's next step: the master waits for its level (stampede.load.shape)
 
 
 def stage_table(scenario: Scenario, stage_name: str, *, judged: bool, at_peak: bool) -> tuple[Threshold, ...]:
@@ -154,6 +155,7 @@ class RunPlan:
                     rate=stage.rate,
                     start_rate=stage.start_rate,
                     threshold_table=table,
+                    live=stage.live,
                 ))
         return planned
 

@@ -104,6 +104,8 @@ class Stage:
     duration_s: int
     rate: float | None = None  # open model: iterations/s at the stage's end
     start_rate: float | None = None  # open model: iterations/s at its start (None: = rate, constant)
+    # the breaking-point search's next step: its level is the owner's word, sent when the step before is judged
+    live: bool = False
 
     def to_dict(self, model: str = "closed") -> dict[str, Any]:
         if model != "open":

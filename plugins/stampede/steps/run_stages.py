@@ -39,7 +39,7 @@ from stampede.figures.stages import stage_results
 from stampede.load import owner
 from stampede.figures.stream import (clock, interval_of, mark_master_died, master_outputs, merge_outputs, segments,
                                      stream_of)
-from stampede.load.runner import EXPECT_WORKERS_WAIT_S, GRACE_S, LocustRun, read_restarts, run_master
+from stampede.load.runner import LocustRun, read_restarts, run_master, wall_limit_for
 from stampede.load.stage_events import StageEvents
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import Stage
@@ -125,19 +125,24 @@ def _mirror(plan: RunPlan) -> Callable[[owner.Beat], None]:
     return mirror
 
 
-def run_level(plan: RunPlan, stage: Stage, level_folder: RunFolder, *, stop_probe: StopProbe = never
-              ) -> tuple[RunPlan, dict, list]:
-    """One level of the breaking-point search: ``stage`` alone, on the run's workers, into ``level_folder``.
+def run_level(plan: RunPlan, stage: Stage | tuple[Stage, ...], level_folder: RunFolder, *,
+              stop_probe: StopProbe = never, on_line: Callable[[str], None] | None = None,
+              samples: list | None = None) -> tuple[RunPlan, dict, list]:
+    """Levels of the breaking-point search: ``stage`` (or the steps of a live search, on one master),
+    on the run's workers, into ``level_folder``.
 
-    :returns: the level's plan (one stage), the master's output and the generator samples.
+    :param on_line: each line the master relays (a live search hears each step end on it).
+    :param samples: the list the generator samples go into as the master runs.
+    :returns: the level's plan, the master's output and the generator samples.
     """
     scenario = plan.scenarios[0]
-    level_plan = replace(plan, scenarios=(replace(scenario, stages=(stage,), search=None),),
+    stages = stage if isinstance(stage, tuple) else (stage,)
+    level_plan = replace(plan, scenarios=(replace(scenario, stages=stages, search=None),),
                          out_dir=str(level_folder.path))
     run_folder = folder_of(plan)
     run_folder.fetch(Artifact.WORKERS)
     workers = load_worker_set(run_folder.path) if plan.workers else None
-    run, output = _play(level_plan, level_folder, run_folder, workers, stop_probe)
+    run, output = _play(level_plan, level_folder, run_folder, workers, stop_probe, on_line=on_line, samples=samples)
     return level_plan, output, run.samples
 
 
@@ -176,11 +181,11 @@ def _follow(plan: RunPlan, folder: RunFolder, on_stage_end: Callable[[StageResul
 
 def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerSet | None,
           stop_probe: StopProbe, *, on_line: Callable[[str], None] | None = None, handover: bool = False,
-          shared: bool = False) -> tuple[LocustRun, dict]:
+          shared: bool = False, samples: list | None = None) -> tuple[LocustRun, dict]:
     """One master's load into ``out``; ``shared``: its beat and checkpoint also go to the state database."""
     from stampede.figures.server import LIVE_FILE_NAME, sampling
 
-    max_s = plan.load_duration_s + GRACE_S + EXPECT_WORKERS_WAIT_S
+    max_s = wall_limit_for(plan, with_workers=True)
     out.write_json(Artifact.RUN_PLAN, plan.to_dict())  # a progress report of this run reads its stages here
     # the target's own metrics; the newest beside the master's output, for its mid-run server thresholds
     with sampling(environment=plan.environment, target=plan.target, max_s=max_s,
@@ -198,6 +203,7 @@ def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerS
             owner_file=run_folder.path / owner.OWNER_FILE, handover=handover,
             mirror=_mirror(plan) if shared else None,
             on_checkpoint=(lambda c: owners.record_master(plan.run_tag, c.to_dict())) if shared else None,
+            samples=samples,
         )
     out.publish(Artifact.LOCUST_OUTPUT)  # written by the master itself
     out.publish(Artifact.MASTER_RESTARTS)  # by the supervisor, when a master died and was started again

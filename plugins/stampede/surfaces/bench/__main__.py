@@ -22,7 +22,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "journey_rps": ("journey_rps_ratio",),
     "users": ("users_held", "mib_per_1000_users", "cpu_pct_per_1000_users", "p95_error_ms", "p95_error_ms_1000",
               "p95_error_ms_30000"),
-    "overhead": ("pipeline_overhead_s", "pipeline_overhead_scheduler_s"),
+    "overhead": ("pipeline_overhead_s", "pipeline_overhead_scheduler_s", "search_wall_per_step_s"),
     "analysis": ("analysis_s_24h", "analysis_peak_mib_24h", "analysis_report_mib_24h", "drift_leak_start_hour"),
     "cleanup": ("cleanup_per_s_demo", "cleanup_per_s_20ms", "cleanup_normal_s"),
 }
@@ -45,11 +45,13 @@ def _runner(part: str) -> Callable[[Path, bool], list[Figure]]:
     if part == "overhead":
         from stampede.surfaces.bench.overhead import pipeline_overhead
 
-        from stampede.surfaces.bench.overhead import scheduler_overhead
+        from stampede.surfaces.bench.overhead import scheduler_overhead, search_overhead
 
         def both(workdir: Path, quick: bool) -> list[Figure]:
-            (workdir / "scheduler").mkdir()
-            return [pipeline_overhead(workdir, quick=quick), scheduler_overhead(workdir / "scheduler", quick=quick)]
+            for name in ("scheduler", "search"):
+                (workdir / name).mkdir()
+            return [pipeline_overhead(workdir, quick=quick), scheduler_overhead(workdir / "scheduler", quick=quick),
+                    search_overhead(workdir / "search", quick=quick)]
 
         return both
     if part == "cleanup":

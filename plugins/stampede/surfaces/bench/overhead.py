@@ -149,7 +149,7 @@ def scheduler_overhead(workdir: Path, *, quick: bool = False) -> Figure:
     """
     from stampede.infra.airflow_processes import AirflowProcesses, ApiClient, base_env
     from stampede.core.netutil import free_port
-    from stampede.surfaces.local_airflow import environments_with_local_target
+    from stampede.surfaces.local_airflow import LOCAL_SCHEDULER, environments_with_local_target
 
     load_s = load_scenario(SCENARIO).duration_s
     checkout = PACKAGE_DIR.parents[1]
@@ -161,6 +161,7 @@ def scheduler_overhead(workdir: Path, *, quick: bool = False) -> Figure:
         environments.write_text(environments_with_local_target(target.base_url))
         env = base_env(home=home, port=free_port(), dags_folder=checkout / "dags", plugins_folder=checkout / "plugins")
         env |= {
+            **LOCAL_SCHEDULER,  # as `make airflow` runs it
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
@@ -211,7 +212,92 @@ def scheduler_overhead(workdir: Path, *, quick: bool = False) -> Figure:
             "dag_run_s": round(run_s, 1), "load_s": load_s, "scenario": SCENARIO, "dag": SCHEDULER_DAG,
             "state": run.get("state"), "no_task_running_s": round(idle, 1), "tasks": task_s,
             "components_ready_s": round(ready_s, 1), "left_running": left,
-            "how": "api-server, scheduler (LocalExecutor, parallelism 4) and dag-processor on loopback with a fresh "
+            "how": "api-server, scheduler (LocalExecutor, parallelism 4, idle sleep 0.2 s as make airflow sets them) "
+                   "and dag-processor on loopback with a fresh "
                    "SQLite home; the DAG run's start_date to end_date from the REST API minus the scenario's load time",
         },
+    )
+
+
+# -- the breaking-point search on one master -------------------------------------------------
+SEARCH_STEP_S = 15
+SEARCH_LOCUSTFILE = PACKAGE_DIR.parents[1] / "tests" / "stampede" / "polling_locustfile.py"  # PollingUser
+
+
+def measured_search(workdir: Path, *, step_s: int = SEARCH_STEP_S) -> dict:
+    """A real breaking-point search (closed model, one local process) on a loopback target that
+    holds 200 req/s: its wall time from the call to its results, the steps' durations, and every
+    Locust master process that ran during it (seen by polling this process's children)."""
+    import threading
+
+    import psutil
+    import yaml
+
+    from stampede.infra.fixed_latency_target import FixedLatencyTarget
+    from stampede.safety import lease
+    from stampede.steps.breaking_point import search_breaking_point
+    from stampede.steps.preflight import RunRequest, preflight
+
+    scenario = workdir / "search.yaml"
+    scenario.write_text(yaml.safe_dump({
+        "name": "bench-search", "journeys": {"PollingUser": 1}, "think_time_s": [0.02, 0.05],
+        "locustfile": str(SEARCH_LOCUSTFILE),
+        "stages": [{"name": "warm", "users": 4, "spawn_rate": 4, "duration_s": 5}],
+        "thresholds": {"p95_ms": 500, "error_rate": 0.01},
+        "search": {"start_users": 4, "max_users": 32, "step_factor": 2, "step_duration_s": step_s, "refine_steps": 2},
+        "cleanup": "none",  # it only polls
+    }))
+    masters: set[int] = set()
+    watching = threading.Event()
+
+    def watch() -> None:
+        me = psutil.Process()
+        while not watching.is_set():
+            for child in me.children(recursive=True):
+                try:
+                    command = child.cmdline()
+                except psutil.Error:
+                    continue
+                if "locust" in command and "--stampede-out" in command:
+                    masters.add(child.pid)
+            watching.wait(0.1)
+
+    run_id = f"bench-search-{int(time.time())}"
+    with FixedLatencyTarget(20.0, workdir, capacity_rps=200) as target:
+        plan = preflight(RunRequest(scenarios=(str(scenario),), target=target.base_url, run_id=run_id, workers=0,
+                                    out_dir=str(workdir / "out")))
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            started = time.time()
+            result = search_breaking_point(plan)
+            wall_s = time.time() - started
+        finally:
+            watching.set()
+            watcher.join(timeout=5)
+            lease.release(run_id=run_id, target=plan.target)
+    step_sum_s = float(sum(s.duration_s for s in result.steps))
+    planned_sum_s = float(step_s * len(result.steps))
+    return {
+        "wall_s": round(wall_s, 2), "steps": len(result.steps), "step_sum_s": round(step_sum_s, 2),
+        "planned_step_sum_s": planned_sum_s, "ratio": round(wall_s / planned_sum_s, 3),
+        "masters": sorted(masters), "levels": [s.level for s in result.steps],
+        "run_dirs": sorted({s.run_dir for s in result.steps}), "verdict": result.verdict,
+        "breaking_point": result.breaking_point,
+    }
+
+
+def search_overhead(workdir: Path, *, quick: bool = False) -> Figure:
+    """search_wall_per_step_s: a breaking-point search's wall time over the sum of its steps' planned durations."""
+    measured = measured_search(workdir)
+    print(f"  breaking-point search: {measured['steps']} steps of {SEARCH_STEP_S} s on "
+          f"{len(measured['masters'])} Locust master(s): {measured['wall_s']:.1f} s wall for "
+          f"{measured['planned_step_sum_s']:.0f} s of steps ({measured['ratio']:.3f}x); levels "
+          f"{', '.join(f'{x:g}' for x in measured['levels'])}", flush=True)
+    return Figure(
+        name="search_wall_per_step_s", value=measured["ratio"],
+        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        details={**{k: v for k, v in measured.items() if k != "breaking_point"}, "masters": len(measured["masters"]),
+                 "how": "search_breaking_point in-process (workers 0) on a loopback target holding 200 req/s; wall "
+                        "from the call to its results (master start and end included) over steps x step_duration_s"},
     )
