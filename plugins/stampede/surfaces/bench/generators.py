@@ -31,8 +31,8 @@ from stampede.steps.run_stages import run_stages
 from stampede.steps.teardown import release_target
 from stampede.surfaces.sequence import run_load
 from stampede.surfaces.bench.figures import Figure
+from stampede.surfaces.bench.meter import ProcessMeter, wait_until, whole_seconds
 from stampede.core.records import GeneratorSample
-from stampede.load.runner import _Sampler
 from stampede.plan.scenario import load_scenario
 
 log = logging.getLogger(__name__)
@@ -81,16 +81,6 @@ def _write_scenario(path: Path, name: str, think: tuple[float, float], stages: l
         "abort_on_breach": False,
     }, sort_keys=False))
     return path
-
-
-def _cpu_seconds(samples: list[GeneratorSample], pid: int, start: float, end: float) -> float:
-    """CPU-seconds a process used in ``(start, end]``, from the sampler's per-interval percentages."""
-    own = sorted((s for s in samples if s.pid == pid), key=lambda s: s.t)
-    total = 0.0
-    for before, sample in zip(own, own[1:]):
-        if start < sample.t <= end:
-            total += sample.cpu_pct / 100 * (sample.t - before.t)
-    return total
 
 
 def _window_mean(samples: list[GeneratorSample], pid: int, start: float, end: float, attr: str) -> float | None:
@@ -160,70 +150,74 @@ def journey_rps_ratio(workdir: Path, *, quick: bool = False) -> Figure:
             "pair_ratios": pair_ratios, "worst_pair_ratio": min(pair_ratios) if pair_ratios else None,
             "users": users, "measure_s": measure_s, "bare_url": BARE_URL,
             "how": "one standalone Locust process each, no think time, fast_crm_target with 0 ms delay; "
-                   "requests in the measured window / generator CPU-seconds in it (psutil)",
+                   "requests the target counted in the same whole seconds / the generator's CPU-seconds in "
+                   "them (stampede.surfaces.bench.meter: read every 0.1 s, interpolated at the window's edges)",
             "runs": [r.to_dict() for r in runs],
         },
     )
 
 
+def _first_requests(target: FastCrmTarget, process: subprocess.Popen, timeout_s: float) -> float:
+    """The first whole second in which the target counted requests (the generator has started)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and process.poll() is None:
+        now = int(time.time())
+        if target.stats(now - 1, now + 1)["requests"]:
+            return float(now - 1)
+        time.sleep(0.2)
+    raise RuntimeError("bench: the bare Locust process sent nothing; see its locust.log")
+
+
 def _bare_rate(target: FastCrmTarget, run_dir: Path, *, users: int, warm_s: int, measure_s: int) -> RateRun:
     locustfile = run_dir / "bare_locustfile.py"
     locustfile.write_text(BARE_LOCUSTFILE)
-    prefix = run_dir / "bare"
     command = [
         sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", target.base_url,
-        "-u", str(users), "-r", str(users), "-t", f"{warm_s + measure_s + 2}s", "--only-summary",
-        "--csv", str(prefix), "--csv-full-history", "--loglevel", "WARNING", "--stop-timeout", "0",
+        "-u", str(users), "-r", str(users), "-t", f"{warm_s + measure_s + 4}s", "--only-summary",
+        "--csv", str(run_dir / "bare"), "--loglevel", "WARNING", "--stop-timeout", "0",
     ]
-    samples: list[GeneratorSample] = []
     with open(run_dir / "locust.log", "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        sampler = _Sampler(process.pid, list)
-        deadline = time.time() + warm_s + measure_s + 60
-        while process.poll() is None and time.time() < deadline:
-            samples.extend(sampler.sample())
-            time.sleep(0.1)
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-    history = []
-    with open(f"{prefix}_stats_history.csv") as handle:
-        for row in csv.DictReader(handle):
-            if row["Name"] == "Aggregated":
-                history.append((float(row["Timestamp"]), int(row["Total Request Count"]), int(row["Total Failure Count"])))
-    started = next(t for t, requests, _f in history if requests > 0)
-    start, end = started + warm_s, started + warm_s + measure_s
-    at_start = max((h for h in history if h[0] <= start), key=lambda h: h[0])
-    at_end = max((h for h in history if h[0] <= end), key=lambda h: h[0])
-    # the history's timestamps are whole seconds; count CPU over exactly the same span
-    return RateRun(
-        label="bare", requests=at_end[1] - at_start[1], failures=at_end[2] - at_start[2],
-        seconds=at_end[0] - at_start[0], cpu_seconds=_cpu_seconds(samples, process.pid, at_start[0], at_end[0]),
-    )
+        meter = ProcessMeter.tree(process.pid)
+        try:
+            start, end = whole_seconds(_first_requests(target, process, 60) + warm_s, measure_s)
+            wait_until(end + 0.5)
+            cpu = meter.cpu_between(start, end)
+            process.wait(timeout=warm_s + measure_s + 60)
+        finally:
+            meter.stop()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    counted = target.stats(start, end)
+    with open(run_dir / "bare_stats.csv") as handle:  # failures of the whole run: bare's are not judged
+        failures = next(int(r["Failure Count"]) for r in csv.DictReader(handle) if r["Name"] == "Aggregated")
+    return RateRun(label="bare", requests=counted["requests"], failures=failures, seconds=end - start, cpu_seconds=cpu)
 
 
 def _journey_rate(target: FastCrmTarget, run_dir: Path, *, users: int, warm_s: int, measure_s: int) -> RateRun:
     scenario = _write_scenario(run_dir / "journeys.yaml", "bench-journeys", (0.0, 0.0), [
         {"name": "warm", "users": users, "spawn_rate": users, "duration_s": warm_s},
-        {"name": "measure", "users": users, "spawn_rate": users, "duration_s": measure_s},
+        {"name": "measure", "users": users, "spawn_rate": users, "duration_s": measure_s + 2},
     ])
     plan = preflight(RunRequest(
         scenarios=(str(scenario),), target=target.base_url, run_id=f"bench-rps-{time.time_ns()}",
         workers=0, out_dir=str(run_dir), progress_interval_s=60,
     ))
+    meter = ProcessMeter.locust_below(os.getpid())  # the Locust process the pipeline starts, as bare's meter
     try:
         run_stages(plan)
     finally:
+        meter.stop()
         release_target(plan)  # the next run of this part uses the same target
     output = json.loads((run_dir / "locust_output.json").read_text())
-    samples = [GeneratorSample(**s) for s in json.loads((run_dir / "generator_samples.json").read_text())]
-    pid = next(s.pid for s in samples if s.role == "master")
-    seconds = [s for s in output["series"] if s["stage"] == "measure"]
-    seconds = sorted(seconds, key=lambda s: s["t"])[1:-1]  # partial first and last seconds
-    start, end = seconds[0]["t"], seconds[-1]["t"] + 1
+    stage = next(s for s in output["stages"] if s.get("name") == "measure")
+    start, end = whole_seconds(stage["start"], measure_s)
+    seconds = [s for s in output["series"] if start <= s["t"] < end]
+    counted = target.stats(start, end)
     return RateRun(
-        label="journeys", requests=sum(s["requests"] for s in seconds), failures=sum(s["failures"] for s in seconds),
-        seconds=end - start, cpu_seconds=_cpu_seconds(samples, pid, start, end),
+        label="journeys", requests=counted["requests"], failures=sum(s["failures"] for s in seconds),
+        seconds=end - start, cpu_seconds=meter.cpu_between(start, end),
     )
 
 
