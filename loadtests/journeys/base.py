@@ -70,7 +70,6 @@ class CrmUser(User):
             connection_timeout=self.connection_timeout, network_timeout=self.network_timeout,
         )
         self.token: str | None = None
-        self.auth_headers: dict[str, str] = {}  # built once per login, not once per request
 
     # -- the plan ------------------------------------------------------------
     @property
@@ -113,7 +112,6 @@ class CrmUser(User):
         body = self._judge_and_report(response, "/auth/login", 200, _has_token)
         if body is not None:
             self.token = body["token"]
-            self.auth_headers = {"Authorization": f"Bearer {self.token}"}
         return self.token is not None
 
     # -- requests ------------------------------------------------------------
@@ -142,7 +140,7 @@ class CrmUser(User):
             raise RescheduleTask()
         for attempt in (1, 2):
             response = self.client.send(method, path, params=params, json=json,
-                                        headers=self.auth_headers)
+                                        headers={"Authorization": f"Bearer {self.token}"})
             if response.status_code == 401 and attempt == 1:
                 self.client.report(response, name, CatchResponseError("HTTP 401: token refused, logging in again"),
                                    self.context())
