@@ -42,14 +42,20 @@ RATE_TOLERANCE = 0.05  # users_held: request rate within 5 % of the expected one
 MAX_ERROR_RATE = 0.01
 P95_TOLERANCE_MS = 5.0  # users_held: the stage's p95 within this of the target's own p95 over the same seconds
 BARE_URL = "/escrows?limit=20"  # the journeys' most frequent request (the dashboard list)
+# journey_rps: both sides wait the same between requests, so they run at about the same rate. With no
+# wait each ran as fast as the target answered it, and the target answers the journeys' mix (creates,
+# pages of JSON) more slowly than one URL: the journeys then ran at ~half the rate, their process idle
+# more of the time, and an idle process pays more per request (an event-loop wake-up for each one
+# instead of one for many); the ratio moved with how busy the target happened to be (0.75-1.09).
+RATE_THINK_S = (0.02, 0.04)
 
 BARE_LOCUSTFILE = '''
-"""Bare Locust: FastHttpUser requesting one URL, no think time, no plugin, no checks."""
+"""Bare Locust: FastHttpUser requesting one URL, the journeys' think time, no plugin, no checks."""
 import os
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, between, task
 
 class BareUser(FastHttpUser):
-    wait_time = constant(0)
+    wait_time = between(%r, %r)
 
     def on_start(self):
         response = self.client.post("/auth/login", json={
@@ -59,7 +65,7 @@ class BareUser(FastHttpUser):
     @task
     def one_url(self):
         self.client.get(%r, headers=self.headers, name="bare")
-''' % BARE_URL
+''' % (*RATE_THINK_S, BARE_URL)
 
 
 def _now_iso() -> str:
@@ -116,7 +122,7 @@ def journey_rps_ratio(workdir: Path, *, quick: bool = False) -> Figure:
     Runs bare, journeys, bare (journeys, bare again in a full run), so slow drift
     in the machine's load cancels out of the ratio.
     """
-    users, warm_s, measure_s = (24, 5, 10) if quick else (32, 5, 15)
+    users, warm_s, measure_s = (32, 5, 10) if quick else (48, 5, 15)
     order = ["bare", "journeys", "bare"] if quick else ["bare", "journeys", "bare", "journeys", "bare"]
     runs: list[RateRun] = []
     with FastCrmTarget(delay_ms=0, workdir=workdir) as target:
@@ -149,7 +155,9 @@ def journey_rps_ratio(workdir: Path, *, quick: bool = False) -> Figure:
             "journey_error_rate": round(failures / max(1, sum(r.requests for r in journeys)), 5),
             "pair_ratios": pair_ratios, "worst_pair_ratio": min(pair_ratios) if pair_ratios else None,
             "users": users, "measure_s": measure_s, "bare_url": BARE_URL,
-            "how": "one standalone Locust process each, no think time, fast_crm_target with 0 ms delay; "
+            "think_time_s": list(RATE_THINK_S),
+            "how": "one standalone Locust process each, the same users and think time on both sides (so about "
+                   "the same request rate), fast_crm_target with 0 ms delay; "
                    "requests the target counted in the same whole seconds / the generator's CPU-seconds in "
                    "them (stampede.surfaces.bench.meter: read every 0.1 s, interpolated at the window's edges)",
             "runs": [r.to_dict() for r in runs],
@@ -196,7 +204,7 @@ def _bare_rate(target: FastCrmTarget, run_dir: Path, *, users: int, warm_s: int,
 
 
 def _journey_rate(target: FastCrmTarget, run_dir: Path, *, users: int, warm_s: int, measure_s: int) -> RateRun:
-    scenario = _write_scenario(run_dir / "journeys.yaml", "bench-journeys", (0.0, 0.0), [
+    scenario = _write_scenario(run_dir / "journeys.yaml", "bench-journeys", RATE_THINK_S, [
         {"name": "warm", "users": users, "spawn_rate": users, "duration_s": warm_s},
         {"name": "measure", "users": users, "spawn_rate": users, "duration_s": measure_s + 2},
     ])
