@@ -3,8 +3,10 @@
 Both parts run against ``stampede.infra.fast_crm_target`` (an asyncio target far faster
 than the generators) and drive the product's own pipeline functions
 (``preflight`` → ``provision_workers`` → ``run_stages`` → ``validate``), so the
-figures are the product's, not a special harness's. Generator CPU and memory
-come from the pipeline's own sampler (psutil, from outside the processes).
+figures are the product's, not a special harness's. In ``users_held`` generator CPU
+and memory come from the pipeline's own sampler (psutil, from outside the processes);
+``journey_rps_ratio`` meters both sides with ``stampede.surfaces.bench.meter`` and counts
+requests at the target, so neither side is measured differently from the other.
 """
 
 from __future__ import annotations
