@@ -30,8 +30,9 @@ processes share no memory: a bearer token is signed (any process accepts it), th
 seeded entities are the same in each, and the entities created later carry ids
 that do not collide (process k of N hands out k, k + N, ...). An entity created
 through one process is seen by connections to that process only, which the stock
-journeys respect (each user keeps its connection) except the admin's delete of an
-escrow another user created: with N processes, (N - 1) / N of those answer 404.
+journeys respect (each user keeps its connection), except the admin's delete of an
+escrow another user created: a delete of an id another process handed out is
+forwarded to that process's own port, and answered with what it said.
 Each process also listens on a port of its own for ``/stats``; ``FastCrmTarget.stats``
 merges their histograms, so the service time is still the whole target's.
 
@@ -94,9 +95,17 @@ class Collection:
         # term -> [matching ids in id order (may hold deleted ids), highest id scanned, deleted among them]
         self.searches: dict[str, list] = {}
         self.next_id, self.id_step = 1, 1  # after the seed, process k of N hands out ids k, k + N, ...
+        self.first_spread_id = 0
 
     def spread_ids(self, processes: int, index: int) -> None:
+        self.first_spread_id = self.last_id + 1
         self.next_id, self.id_step = self.last_id + 1 + index, processes
+
+    def creator(self, item_id: int) -> int | None:
+        """The process that created ``item_id`` (None: a seeded one, which every process holds)."""
+        if self.id_step <= 1 or item_id < self.first_spread_id:
+            return None
+        return (item_id - self.first_spread_id) % self.id_step
 
     def validate(self, body: Any, *, partial: bool) -> dict[str, Any] | None:
         if not isinstance(body, dict) or any(k not in self.fields for k in body):
@@ -310,8 +319,10 @@ def handle(store: Store, stats: Stats, method: str, target: str, headers: dict[s
 class HttpProtocol(asyncio.Protocol):
     """HTTP/1.1 keep-alive, one request at a time per connection, each answer in one write."""
 
-    def __init__(self, store: Store, stats: Stats, delay_s: float) -> None:
-        self.store, self.stats, self.delay_s = store, stats, delay_s
+    def __init__(self, store: Store, stats: Stats, delay_s: float, *, record: bool = True) -> None:
+        self.store, self.stats, self.delay_s, self.record = store, stats, delay_s, record
+        self.peers: dict[int, str] = {}  # --processes: index -> the port file of that process's own port
+        self.index = 0
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.busy = False
@@ -352,6 +363,12 @@ class HttpProtocol(asyncio.Protocol):
                 return
             body = self.buffer[end + 4:end + 4 + length]
             self.buffer = self.buffer[end + 4 + length:]
+            owner = self._creator_elsewhere(method, target)
+            if owner is not None:  # a delete of an entity another process holds: that process deletes it
+                self.busy = True
+                self.loop.create_task(self._forward(owner, method, target, headers, arrived,
+                                                    headers.get("connection", "").lower() == "close"))
+                return
             status, payload = handle(self.store, self.stats, method, target, headers, body)
             close = headers.get("connection", "").lower() == "close"
             if self.delay_s > 0 and target.startswith("/v1/") and not target.startswith("/v1/health"):
@@ -360,6 +377,35 @@ class HttpProtocol(asyncio.Protocol):
                                   self._delayed, status, payload, arrived, close)
                 return
             self._write(status, payload, arrived, close=close)
+
+    def _creator_elsewhere(self, method: str, target: str) -> int | None:
+        if not self.peers or method != "DELETE" or not target.startswith("/v1/"):
+            return None
+        parts = target.partition("?")[0][4:].split("/")
+        kind = self.store.kinds.get(parts[0])
+        if kind is None or len(parts) != 2 or not parts[1].isdigit():
+            return None
+        owner = kind.creator(int(parts[1]))
+        return owner if owner is not None and owner != self.index else None
+
+    async def _forward(self, owner: int, method: str, target: str, headers: dict[str, str], arrived: float,
+                       close: bool) -> None:
+        """Ask process ``owner`` (on its own port) and answer with what it said, at the usual service time."""
+        try:
+            port = int(Path(self.peers[owner]).read_text())
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                         f"{headers.get('authorization', '')}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+            answer = await reader.read()
+            writer.close()
+            status = int(answer.split(b" ", 2)[1])
+            payload = answer.partition(b"\r\n\r\n")[2]
+        except (OSError, ValueError, IndexError, KeyError):
+            status, payload = 502, b'{"error":"the process holding it did not answer"}'
+        delay = self.delay_s - (time.time() - arrived)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._delayed(status, payload, arrived, close)
 
     def _delayed(self, status: int, payload: bytes, arrived: float, close: bool) -> None:
         self.busy = False
@@ -378,21 +424,28 @@ class HttpProtocol(asyncio.Protocol):
         else:
             head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(payload)
         self.transport.write(head + payload)
-        self.stats.record(arrived, time.time())
+        if self.record:
+            self.stats.record(arrived, time.time())
         if close:
             self.transport.close()
 
 
 async def serve(sock: socket.socket, delay_ms: float, seed: int, *, max_rps: int = 0,
                 tagged: tuple[str, int] = ("", 0), processes: int = 1, index: int = 0,
-                own: socket.socket | None = None) -> None:
+                own: socket.socket | None = None, peers: dict[int, str] | None = None) -> None:
     store, stats = Store(seed=seed, max_rps=max_rps, tagged=tagged), Stats()
     for kind in store.kinds.values():
         kind.spread_ids(processes, index)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: HttpProtocol(store, stats, delay_ms / 1000), sock=sock, backlog=8192)
-    if own is not None:  # this process's own port: its /stats
-        await loop.create_server(lambda: HttpProtocol(store, stats, 0.0), sock=own, backlog=64)
+    def public() -> HttpProtocol:
+        protocol = HttpProtocol(store, stats, delay_ms / 1000)
+        protocol.peers, protocol.index = peers or {}, index
+        return protocol
+
+    server = await loop.create_server(public, sock=sock, backlog=8192)
+    if own is not None:  # this process's own port: its /stats, and the deletes the others forward to it
+        # what it serves there is not counted: a forwarded delete was counted where it arrived
+        await loop.create_server(lambda: HttpProtocol(store, stats, 0.0, record=False), sock=own, backlog=1024)
     async with server:
         await server.serve_forever()
 
@@ -462,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         tag, _, count = args.seed_tagged.partition(":")
         run(serve(sock, args.delay_ms, args.seed, max_rps=args.max_rps, tagged=(tag, int(count or 0)),
-                  processes=max(1, args.processes), index=index, own=own))
+                  processes=max(1, args.processes), index=index, own=own,
+                  peers={k: f"{args.port_file}.stats-{k}" for k in range(args.processes)} if own else None))
     return 0
 
 

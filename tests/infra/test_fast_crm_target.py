@@ -202,9 +202,13 @@ def test_several_processes_serve_one_port_accept_each_others_tokens_and_count_as
                 created.add(body["id"])
                 assert client.get(f"{target.base_url}/escrows", params={"limit": 5}).status_code == 200
         assert len(created) == 30  # ids never collide across processes
+        with httpx.Client(headers=headers) as client:  # one connection: one process, whoever created each
+            deleted = [client.delete(f"{target.base_url}/escrows/{i}").status_code for i in sorted(created)]
+            again = client.delete(f"{target.base_url}/escrows/{min(created)}").status_code
+        assert deleted == [204] * 30 and again == 404  # a delete reaches the process holding the entity
         assert {i % 3 for i in created} == {0, 1, 2}  # every process created some: the port is shared
         assert httpx.get(f"{target.base_url}/escrows", headers={"Authorization": "Bearer x.y.z"}).status_code == 401
         time.sleep(1.1)
-        assert target.stats(int(started), time.time() + 1)["requests"] == 1 + 30 * 3 + 1
+        assert target.stats(int(started), time.time() + 1)["requests"] == 1 + 30 * 3 + 31 + 1  # forwarded: once
     with pytest.raises(OSError):  # all gone: nothing listens on the port
         socket.create_connection(("127.0.0.1", int(target.root_url.rsplit(":", 1)[1])), timeout=0.5)

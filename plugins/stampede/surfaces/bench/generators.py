@@ -358,8 +358,7 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
     p95_errors = {lv.users: lv.p95_error_ms for lv in levels_measured}
     if target_processes > 1:
         print(f"  the target served the port from {target_processes} processes (each under the open-file hard "
-              f"limit of {nofile_hard:,}); an admin's delete of an escrow created through another process is a 404",
-              flush=True)
+              f"limit of {nofile_hard:,})", flush=True)
     common = {"nofile_hard_limit": nofile_hard, "target_processes": target_processes, "levels": [lv.to_dict() for lv in levels_measured], "workers": max(len(lv.worker_cpu_pct) for lv in levels_measured), "delay_ms": delay_ms,
               "spawn_rate": spawn_rate, "settle_s": settle_s, "per_user_rps": round(per_user, 5),
               "cpu_limit_pct": CPU_LIMIT_PCT, "rate_tolerance": RATE_TOLERANCE}
