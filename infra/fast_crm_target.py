@@ -23,6 +23,19 @@ returns its percentiles over that window, the truth a generator's report is
 compared with. Storage is in memory; pages are positional, so an entity
 deleted since the last compaction can leave one item short in a page.
 
+``--processes N`` serves one port from N processes (``SO_REUSEPORT``: the kernel
+spreads the connections), for more keep-alive connections than one process may
+open (this sandbox's open-file hard limit is 20,000) and more than one core. The
+processes share no memory: a bearer token is signed (any process accepts it), the
+seeded entities are the same in each, and the entities created later carry ids
+that do not collide (process k of N hands out k, k + N, ...). An entity created
+through one process is seen by connections to that process only, which the stock
+journeys respect (each user keeps its connection), except the admin's delete of an
+escrow another user created: a delete of an id another process handed out is
+forwarded to that process's own port, and answered with what it said.
+Each process also listens on a port of its own for ``/stats``; ``FastCrmTarget.stats``
+merges their histograms, so the service time is still the whole target's.
+
     python -m stampede.infra.fast_crm_target --delay-ms 20 --port-file F [--seed 500] [--max-rps N] [--seed-tagged TAG:N]
 """
 
@@ -31,6 +44,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import glob
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -55,6 +71,8 @@ ACCOUNTS = {
     "admin@demo.stampede.local": "admin",
     "readonly@demo.stampede.local": "readonly",
 }
+ACCOUNT_LIST = list(ACCOUNTS)
+TOKEN_SECRET_ENV = "STAMPEDE_FAST_CRM_SECRET"  # set by the first process for the others (--processes)
 MAX_LIMIT = 100
 STATS_KEEP_S = 3600
 _REASONS = {200: b"OK", 201: b"Created", 204: b"No Content", 400: b"Bad Request", 401: b"Unauthorized",
@@ -76,6 +94,18 @@ class Collection:
         self.last_id = 0
         # term -> [matching ids in id order (may hold deleted ids), highest id scanned, deleted among them]
         self.searches: dict[str, list] = {}
+        self.next_id, self.id_step = 1, 1  # after the seed, process k of N hands out ids k, k + N, ...
+        self.first_spread_id = 0
+
+    def spread_ids(self, processes: int, index: int) -> None:
+        self.first_spread_id = self.last_id + 1
+        self.next_id, self.id_step = self.last_id + 1 + index, processes
+
+    def creator(self, item_id: int) -> int | None:
+        """The process that created ``item_id`` (None: a seeded one, which every process holds)."""
+        if self.id_step <= 1 or item_id < self.first_spread_id:
+            return None
+        return (item_id - self.first_spread_id) % self.id_step
 
     def validate(self, body: Any, *, partial: bool) -> dict[str, Any] | None:
         if not isinstance(body, dict) or any(k not in self.fields for k in body):
@@ -88,7 +118,7 @@ class Collection:
         return body
 
     def create(self, values: dict[str, Any], owner: str) -> bytes:
-        self.last_id += 1
+        self.last_id, self.next_id = self.next_id, self.next_id + self.id_step
         item = {"id": self.last_id, **values, "created_by": owner, "created_at": _now()}
         return self._store(item)
 
@@ -143,7 +173,8 @@ class Store:
                  tagged: tuple[str, int] = ("", 0)) -> None:
         self.max_rps = max_rps  # 0: no limit
         self.second, self.in_second = 0, 0
-        self.tokens: dict[str, str] = {}  # token -> email
+        # tokens are signed, not stored: every process of a --processes target accepts every other's
+        self.secret = os.environ.get(TOKEN_SECRET_ENV, "").encode() or secrets.token_bytes(16)
         self.kinds = {
             "escrows": Collection("escrows", "property_address", {
                 "property_address": str, "closing_date": str, "purchase_price": (int, float)}),
@@ -163,6 +194,20 @@ class Store:
             self.kinds["escrows"].create(
                 {"property_address": address, "closing_date": "2026-06-30", "purchase_price": 500000}, "seed")
             self.kinds["listings"].create({"address": address, "list_price": 500000, "status": "active"}, "seed")
+
+    def issue_token(self, email: str) -> str:
+        payload = f"{ACCOUNT_LIST.index(email)}.{secrets.token_urlsafe(12)}"
+        return f"{payload}.{self._signature(payload)}"
+
+    def caller(self, token: str) -> str | None:
+        """The email a token was issued to; ``None`` for one this target did not sign."""
+        payload, _, signature = token.rpartition(".")
+        if not payload or not hmac.compare_digest(signature, self._signature(payload)):
+            return None
+        return ACCOUNT_LIST[int(payload.partition(".")[0])]
+
+    def _signature(self, payload: str) -> str:
+        return hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest()[:24]
 
     def over_limit(self) -> bool:
         """One more ``/v1`` request this second would pass ``max_rps``."""
@@ -190,12 +235,18 @@ class Stats:
                 del self.seconds[old]
         histogram.record_us(int((done - arrived) * 1e6))
 
+    def histogram(self, since: float, until: float) -> LatencyHistogram:
+        return LatencyHistogram.merged(h for s, h in self.seconds.items() if since <= s < until)
+
     def summary(self, since: float, until: float) -> dict[str, Any]:
-        merged = LatencyHistogram.merged(h for s, h in self.seconds.items() if since <= s < until)
-        return {
+        return summary_of(self.histogram(since, until))
+
+
+def summary_of(merged: LatencyHistogram) -> dict[str, Any]:
+    return {
             "requests": merged.total, "p50_ms": merged.percentile_ms(0.50), "p95_ms": merged.percentile_ms(0.95),
             "p99_ms": merged.percentile_ms(0.99), "max_ms": merged.max_ms(),
-        }
+    }
 
 
 def handle(store: Store, stats: Stats, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
@@ -208,6 +259,8 @@ def handle(store: Store, stats: Stats, method: str, target: str, headers: dict[s
     if path == "/stats":
         params = dict(parse_qsl(query))
         since, until = float(params.get("since", 0)), float(params.get("until", time.time() + 1))
+        if params.get("histogram"):  # one process's share of a --processes target, merged by FastCrmTarget.stats
+            return 200, json.dumps(stats.histogram(since, until).to_dict()).encode()
         return 200, json.dumps(stats.summary(since, until)).encode()
     if not path.startswith("/v1/"):
         return 404, b'{"error":"not found"}'
@@ -220,11 +273,10 @@ def handle(store: Store, stats: Stats, method: str, target: str, headers: dict[s
         password = data.get("password") if isinstance(data, dict) else None
         if email not in ACCOUNTS or password != os.environ.get(PASSWORD_ENV, DEFAULT_PASSWORD):
             return 401, b'{"error":"invalid email or password"}'
-        token = secrets.token_urlsafe(24)
-        store.tokens[token] = email
+        token = store.issue_token(email)
         return 200, b'{"token":"' + token.encode() + b'"}'
     auth = headers.get("authorization", "")
-    caller = store.tokens.get(auth[7:]) if auth[:7].lower() == "bearer " else None
+    caller = store.caller(auth[7:]) if auth[:7].lower() == "bearer " else None
     if caller is None:
         return 401, b'{"error":"missing or invalid bearer token"}'
     kind = store.kinds.get(parts[0])
@@ -267,8 +319,10 @@ def handle(store: Store, stats: Stats, method: str, target: str, headers: dict[s
 class HttpProtocol(asyncio.Protocol):
     """HTTP/1.1 keep-alive, one request at a time per connection, each answer in one write."""
 
-    def __init__(self, store: Store, stats: Stats, delay_s: float) -> None:
-        self.store, self.stats, self.delay_s = store, stats, delay_s
+    def __init__(self, store: Store, stats: Stats, delay_s: float, *, record: bool = True) -> None:
+        self.store, self.stats, self.delay_s, self.record = store, stats, delay_s, record
+        self.peers: dict[int, str] = {}  # --processes: index -> the port file of that process's own port
+        self.index = 0
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.busy = False
@@ -309,6 +363,12 @@ class HttpProtocol(asyncio.Protocol):
                 return
             body = self.buffer[end + 4:end + 4 + length]
             self.buffer = self.buffer[end + 4 + length:]
+            owner = self._creator_elsewhere(method, target)
+            if owner is not None:  # a delete of an entity another process holds: that process deletes it
+                self.busy = True
+                self.loop.create_task(self._forward(owner, method, target, headers, arrived,
+                                                    headers.get("connection", "").lower() == "close"))
+                return
             status, payload = handle(self.store, self.stats, method, target, headers, body)
             close = headers.get("connection", "").lower() == "close"
             if self.delay_s > 0 and target.startswith("/v1/") and not target.startswith("/v1/health"):
@@ -317,6 +377,35 @@ class HttpProtocol(asyncio.Protocol):
                                   self._delayed, status, payload, arrived, close)
                 return
             self._write(status, payload, arrived, close=close)
+
+    def _creator_elsewhere(self, method: str, target: str) -> int | None:
+        if not self.peers or method != "DELETE" or not target.startswith("/v1/"):
+            return None
+        parts = target.partition("?")[0][4:].split("/")
+        kind = self.store.kinds.get(parts[0])
+        if kind is None or len(parts) != 2 or not parts[1].isdigit():
+            return None
+        owner = kind.creator(int(parts[1]))
+        return owner if owner is not None and owner != self.index else None
+
+    async def _forward(self, owner: int, method: str, target: str, headers: dict[str, str], arrived: float,
+                       close: bool) -> None:
+        """Ask process ``owner`` (on its own port) and answer with what it said, at the usual service time."""
+        try:
+            port = int(Path(self.peers[owner]).read_text())
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                         f"{headers.get('authorization', '')}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+            answer = await reader.read()
+            writer.close()
+            status = int(answer.split(b" ", 2)[1])
+            payload = answer.partition(b"\r\n\r\n")[2]
+        except (OSError, ValueError, IndexError, KeyError):
+            status, payload = 502, b'{"error":"the process holding it did not answer"}'
+        delay = self.delay_s - (time.time() - arrived)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._delayed(status, payload, arrived, close)
 
     def _delayed(self, status: int, payload: bytes, arrived: float, close: bool) -> None:
         self.busy = False
@@ -335,18 +424,49 @@ class HttpProtocol(asyncio.Protocol):
         else:
             head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(payload)
         self.transport.write(head + payload)
-        self.stats.record(arrived, time.time())
+        if self.record:
+            self.stats.record(arrived, time.time())
         if close:
             self.transport.close()
 
 
 async def serve(sock: socket.socket, delay_ms: float, seed: int, *, max_rps: int = 0,
-                tagged: tuple[str, int] = ("", 0)) -> None:
+                tagged: tuple[str, int] = ("", 0), processes: int = 1, index: int = 0,
+                own: socket.socket | None = None, peers: dict[int, str] | None = None) -> None:
     store, stats = Store(seed=seed, max_rps=max_rps, tagged=tagged), Stats()
+    for kind in store.kinds.values():
+        kind.spread_ids(processes, index)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: HttpProtocol(store, stats, delay_ms / 1000), sock=sock, backlog=8192)
+    def public() -> HttpProtocol:
+        protocol = HttpProtocol(store, stats, delay_ms / 1000)
+        protocol.peers, protocol.index = peers or {}, index
+        return protocol
+
+    server = await loop.create_server(public, sock=sock, backlog=8192)
+    if own is not None:  # this process's own port: its /stats, and the deletes the others forward to it
+        # what it serves there is not counted: a forwarded delete was counted where it arrived
+        await loop.create_server(lambda: HttpProtocol(store, stats, 0.0, record=False), sock=own, backlog=1024)
     async with server:
         await server.serve_forever()
+
+
+def _shared_port_sockets(processes: int) -> list[socket.socket]:
+    """``processes`` listening sockets on one free loopback port (SO_REUSEPORT), all bound before any serves."""
+    first = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    first.bind(("127.0.0.1", 0))
+    sockets = [first]
+    for _ in range(processes - 1):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(first.getsockname())
+        sockets.append(sock)
+    return sockets
+
+
+def _write_port(path: str, port: int) -> None:
+    Path(f"{path}.tmp").write_text(str(port))
+    os.replace(f"{path}.tmp", path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,11 +477,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-uvloop", action="store_true")
     parser.add_argument("--max-rps", type=int, default=0, help="429 beyond this many /v1 requests a second")
     parser.add_argument("--seed-tagged", default="", metavar="TAG:N", help="N escrows and N listings carrying TAG")
+    parser.add_argument("--processes", type=int, default=1, help="serve the port from this many processes")
     add_exit_with_parent(parser)
     args = parser.parse_args(argv)
     exit_when_orphaned(args.exit_with_parent)
     raise_open_file_limit()
-    sock = bind_free_loopback(args.port_file)
+    index, own = 0, None
+    if args.processes <= 1:
+        sock = bind_free_loopback(args.port_file)
+    else:
+        os.environ.setdefault(TOKEN_SECRET_ENV, secrets.token_hex(16))  # before the fork: one key for all
+        sockets = _shared_port_sockets(args.processes)
+        first_pid = os.getpid()
+        for child in range(1, args.processes):
+            if os.fork() == 0:
+                index = child
+                exit_when_orphaned(first_pid)  # the watcher thread does not survive the fork: a new one
+                break
+        sock = sockets[index]
+        for other in sockets:
+            if other is not sock:
+                other.close()
+        own = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        own.bind(("127.0.0.1", 0))
+        _write_port(f"{args.port_file}.stats-{index}", own.getsockname()[1])
+        if index == 0:
+            deadline = time.time() + 30  # the target is up once every process has its own port
+            while len(glob.glob(f"{glob.escape(args.port_file)}.stats-*[0-9]")) < args.processes and time.time() < deadline:
+                time.sleep(0.05)
+            _write_port(args.port_file, sock.getsockname()[1])
     run = asyncio.run
     if not args.no_uvloop:
         with contextlib.suppress(ImportError):
@@ -370,7 +514,9 @@ def main(argv: list[str] | None = None) -> int:
             run = uvloop.run
     with contextlib.suppress(KeyboardInterrupt):
         tag, _, count = args.seed_tagged.partition(":")
-        run(serve(sock, args.delay_ms, args.seed, max_rps=args.max_rps, tagged=(tag, int(count or 0))))
+        run(serve(sock, args.delay_ms, args.seed, max_rps=args.max_rps, tagged=(tag, int(count or 0)),
+                  processes=max(1, args.processes), index=index, own=own,
+                  peers={k: f"{args.port_file}.stats-{k}" for k in range(args.processes)} if own else None))
     return 0
 
 
@@ -382,13 +528,16 @@ class FastCrmTarget:
     :param seed: escrows and listings the store starts with.
     :param max_rps: answer 429 (``Retry-After: 1``) beyond this many ``/v1`` requests a second; 0: never.
     :param seed_tagged: ``(tag, n)``: n escrows and n listings carrying ``tag``, ids ``seed + 1 … seed + n``.
+    :param processes: serve the port from this many processes (see the module's docstring).
     """
 
     def __init__(self, *, delay_ms: float = 0.0, workdir: Path, seed: int = 500, max_rps: int = 0,
-                 seed_tagged: tuple[str, int] = ("", 0)) -> None:
+                 seed_tagged: tuple[str, int] = ("", 0), processes: int = 1) -> None:
         self.delay_ms = delay_ms
         self.seed = seed
-        args = ["--delay-ms", str(delay_ms), "--seed", str(seed), "--max-rps", str(max_rps)]
+        self.processes = processes
+        args = ["--delay-ms", str(delay_ms), "--seed", str(seed), "--max-rps", str(max_rps),
+                "--processes", str(processes)]
         if seed_tagged[1]:
             args += ["--seed-tagged", f"{seed_tagged[0]}:{seed_tagged[1]}"]
         self._process = LoopbackProcess("stampede.infra.fast_crm_target", args, workdir=Path(workdir),
@@ -409,12 +558,38 @@ class FastCrmTarget:
         """The target's own service-time percentiles over ``[since, until)`` (epoch seconds)."""
         import httpx
 
-        response = httpx.get(f"{self.root_url}/stats", params={"since": since, "until": until}, timeout=10)
-        response.raise_for_status()
-        return response.json()
+        if self.processes <= 1:
+            response = httpx.get(f"{self.root_url}/stats", params={"since": since, "until": until}, timeout=10)
+            response.raise_for_status()
+            return response.json()
+        histograms = []
+        for index in range(self.processes):  # each process's own share, merged: percentiles are never averaged
+            port = Path(f"{self._process.port_file}.stats-{index}").read_text()
+            response = httpx.get(f"http://127.0.0.1:{port}/stats",
+                                 params={"since": since, "until": until, "histogram": 1}, timeout=10)
+            response.raise_for_status()
+            histograms.append(response.json())
+        return summary_of(LatencyHistogram.merged(histograms))
+
+    @property
+    def pids(self) -> list[int]:
+        """Every process serving the port (the first and the ones it forked)."""
+        import psutil
+
+        first = psutil.Process(self.pid)
+        return [first.pid, *(p.pid for p in first.children())]
 
     def __exit__(self, *_exc: object) -> None:
+        import psutil
+
+        children = []
+        with contextlib.suppress(psutil.Error):
+            children = psutil.Process(self.pid).children() if self.processes > 1 and self.pid else []
         self._process.stop()
+        for child in children:  # they would leave within a second of the first anyway (exit_when_orphaned)
+            with contextlib.suppress(psutil.Error):
+                child.terminate()
+        psutil.wait_procs(children, timeout=5)
 
 
 def _prometheus(stats: Stats) -> bytes:

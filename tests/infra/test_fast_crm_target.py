@@ -181,3 +181,34 @@ def test_seeded_lists_and_the_fixed_service_time(target: FastCrmTarget, client: 
 def test_metrics_are_prometheus_text(target: FastCrmTarget) -> None:
     text = httpx.get(f"{target.root_url}/metrics", timeout=5).text
     assert "process_cpu_seconds_total" in text and "process_resident_memory_bytes" in text
+
+
+def test_several_processes_serve_one_port_accept_each_others_tokens_and_count_as_one(tmp_path) -> None:
+    """``--processes 3``: connections spread over the processes; a token from one works on all; /stats merges."""
+    import socket
+
+    with FastCrmTarget(workdir=tmp_path, seed=5, processes=3) as target:
+        assert len(target.pids) == 3
+        started = time.time()
+        token = httpx.post(f"{target.base_url}/auth/login",
+                           json={"email": "agent@demo.stampede.local", "password": "LoadTest123!"}).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        created = set()
+        for _ in range(30):  # a fresh connection each: the kernel hashes them over the processes
+            with httpx.Client(headers=headers) as client:
+                body = client.post(f"{target.base_url}/escrows", json={
+                    "property_address": "1 Main St", "closing_date": "2026-01-01", "purchase_price": 1}).json()
+                assert client.get(f"{target.base_url}/escrows/{body['id']}").status_code == 200  # same connection
+                created.add(body["id"])
+                assert client.get(f"{target.base_url}/escrows", params={"limit": 5}).status_code == 200
+        assert len(created) == 30  # ids never collide across processes
+        with httpx.Client(headers=headers) as client:  # one connection: one process, whoever created each
+            deleted = [client.delete(f"{target.base_url}/escrows/{i}").status_code for i in sorted(created)]
+            again = client.delete(f"{target.base_url}/escrows/{min(created)}").status_code
+        assert deleted == [204] * 30 and again == 404  # a delete reaches the process holding the entity
+        assert {i % 3 for i in created} == {0, 1, 2}  # every process created some: the port is shared
+        assert httpx.get(f"{target.base_url}/escrows", headers={"Authorization": "Bearer x.y.z"}).status_code == 401
+        time.sleep(1.1)
+        assert target.stats(int(started), time.time() + 1)["requests"] == 1 + 30 * 3 + 31 + 1  # forwarded: once
+    with pytest.raises(OSError):  # all gone: nothing listens on the port
+        socket.create_connection(("127.0.0.1", int(target.root_url.rsplit(":", 1)[1])), timeout=0.5)

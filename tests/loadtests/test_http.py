@@ -48,6 +48,14 @@ SERVER_AND_CLIENT = textwrap.dedent('''
             body, buffer = buffer[:length], buffer[length:]
             if path.startswith("/v1/redirect"):
                 sock.sendall(b"HTTP/1.1 307 Temporary Redirect\\r\\nLocation: http://198.51.100.7/\\r\\nContent-Length: 0\\r\\n\\r\\n")
+            elif path.startswith("/v1/echo-head"):
+                payload = json.dumps({"head": head.decode("latin-1"), "sent": body.decode()}).encode()
+                sock.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(payload) + payload)
+            elif path.startswith("/v1/then-close"):  # a keep-alive answer, then the server drops the connection
+                sock.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\n{}")
+                gevent.sleep(0.01)
+                sock.close()
+                return
             elif path.startswith("/v1/slow-body"):
                 sock.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\n")
                 gevent.sleep(0.05)
@@ -96,6 +104,17 @@ SERVER_AND_CLIENT = textwrap.dedent('''
                                     connection_timeout=2, network_timeout=2)
         response = refused.send("GET", "/anything")
         out["refused"] = {"status": response.status_code, "error": type(response.error).__name__}
+    elif scenario == "head":
+        out["get"] = client.send("GET", "/echo-head", params={"limit": 20, "search": "a b"},
+                                 headers={"Authorization": "Bearer t0k"}).json()
+        out["post"] = client.send("POST", "/echo-head", json={"n": 1}, headers={"Authorization": "Bearer t0k"}).json()
+        out["empty_post"] = client.send("POST", "/echo-head").json()
+        seen = len(connections)
+        injected = client.send("GET", "/echo-head", headers={"Authorization": "Bearer x\\r\\nX-Evil: 1"})
+        spaced = client.send("GET", "/echo head")
+        out["refused"] = [repr(injected.error), injected.status_code, repr(spaced.error), spaced.status_code]
+        out["then_close"] = [client.send("GET", "/then-close").status_code, client.send("GET", "/echo-head").status_code]
+        out["connections_before_refusals"] = seen
     out["connections"] = len(connections)
     out["events"] = events.fired
     for s in held:
@@ -189,3 +208,19 @@ def test_select_cannot_check_descriptors_past_1024_which_is_why_poll_is_used() -
         for s in held:
             s.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_request_head_carries_the_same_fields_refuses_injection_and_retries_a_dropped_connection() -> None:
+    out = _run("head")
+    port = out["get"]["head"].split("Host: 127.0.0.1:")[1].split("\r\n")[0]
+    assert out["get"]["head"] == ("GET /v1/echo-head?limit=20&search=a+b HTTP/1.1\r\nUser-Agent: stampede-journeys\r\n"
+                                  "Accept: application/json\r\nAuthorization: Bearer t0k\r\nHost: 127.0.0.1:" + port)
+    assert out["post"]["head"].endswith("Authorization: Bearer t0k\r\nContent-Type: application/json\r\n"
+                                        f"Host: 127.0.0.1:{port}\r\nContent-Length: 8")
+    assert out["post"]["sent"] == '{"n": 1}'
+    assert out["empty_post"]["head"].endswith("Content-Length: 0")  # RFC 9112 6.3, as HTTPClient sends it
+    injected, injected_status, spaced, spaced_status = out["refused"]
+    assert "invalid value for header field 'Authorization'" in injected and injected_status == 0
+    assert "invalid request URI" in spaced and spaced_status == 0
+    assert out["then_close"] == [200, 200]  # the kept-alive socket the server dropped: a fresh one, no error
+    assert out["connections"] == out["connections_before_refusals"] + 1  # nothing was sent for the refused two

@@ -37,9 +37,9 @@ def test_the_shipped_price_table_is_dated_and_covers_the_common_regions():
 
 
 @pytest.mark.parametrize(("provider", "spot", "expected"), [
-    # 2 workers × (1 vCPU × 0.04048 + 2 GB × 0.004445) × 70 min + 10,000 × 1 h × 0.003 GB × 0.02 USD
-    pytest.param("ecs", False, 2 * (0.04048 + 2 * 0.004445) * 70 / 60 + 0.6, id="ecs-on-demand"),
-    pytest.param("ecs", True, 2 * (0.012144 + 2 * 0.0013335) * 70 / 60 + 0.6, id="ecs-spot"),
+    # 2 workers × (0.5 vCPU × 0.04048 + 1 GB × 0.004445) × 70 min + 10,000 × 1 h × 0.003 GB × 0.02 USD
+    pytest.param("ecs", False, 2 * (0.5 * 0.04048 + 0.004445) * 70 / 60 + 0.6, id="ecs-on-demand"),
+    pytest.param("ecs", True, 2 * (0.5 * 0.012144 + 0.0013335) * 70 / 60 + 0.6, id="ecs-spot"),
     pytest.param("ec2", False, 2 * 0.085 * 70 / 60 + 0.6, id="ec2-on-demand"),
     pytest.param("ec2", True, 2 * 0.034 * 70 / 60 + 0.6, id="ec2-spot"),
 ])

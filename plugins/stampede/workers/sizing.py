@@ -1,15 +1,19 @@
 """How many cloud workers, and how big, a run needs: derived from its peak users.
 
 The capacity comes from the project's own benchmark (`make bench`, stock journeys,
-3–8 s think time, 2026-11-28): each of 2 local worker processes held 7,500 users
-(15,000 in all, the bench's top level) at about 0.59 of a core, with 16.9 MiB per
-1,000 users, while the target and the master shared the same 2 cores. A worker
-runs one Locust process (the agent) and is planned at 5,000 users, two thirds of
-what was measured, since other journeys cost more per user than the stock mix;
-its size holds them with a 40 % head-room (5,000 / 12,800 per vCPU / 0.6 → 1 vCPU;
-16.9 MiB per 1,000 users × 5 / 0.6 + base → 2 GiB on Fargate, the smallest task
-with 1 vCPU). Heavier journeys or shorter think times need more: pass
-``workers`` to override the count, ``worker_size`` the size.
+3–8 s think time, 2026-12-02, after the journeys began writing their own request
+head): each of 2 local worker processes drove 7,500 users (15,000 in all) at 0.254
+of a core (25.7 % and 25.1 %), with 17.8 MiB per 1,000 users (levels 1,000–15,000),
+while the target (2 processes), the master and other work shared the same 2 cores
+(load average 5–7; the workers waited for a core 40 % of the time, so that level
+failed the bench's p95 rule, not its CPU rule). On 2026-11-28, before that change
+and on a quieter machine, the same 7,500 users took 0.59 of a core. A worker runs
+one Locust process (the agent) and is planned at 5,000 users, two thirds of what
+was measured, since other journeys cost more per user than the stock mix; its size
+holds them with a 40 % head-room (5,000 / 29,500 per vCPU / 0.6 → 0.28 vCPU;
+17.8 MiB per 1,000 users × 5 / 0.6 + base → 0.4 GiB: Fargate's 0.5 vCPU / 1 GB).
+Heavier journeys or shorter think times need more: pass ``workers`` to override
+the count, ``worker_size`` the size.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from dataclasses import asdict, dataclass
 
 # Measured by `make bench` (reports/bench.json: users_held, cpu/mib_per_1000_users), stock journeys.
 MEASURED_USERS_PER_PROCESS = 7_500
-MEASURED_CORES = 0.585
-MIB_PER_1000_USERS = 16.9
-USERS_PER_VCPU = MEASURED_USERS_PER_PROCESS / MEASURED_CORES  # ~12,800
+MEASURED_CORES = 0.254
+MIB_PER_1000_USERS = 17.8
+USERS_PER_VCPU = MEASURED_USERS_PER_PROCESS / MEASURED_CORES  # ~29,500
 SAFETY_MARGIN = 0.6  # size each worker with 40 % head-room over what the benchmark measured
 BASE_MEMORY_MIB = 256  # Python, Locust and the agent before any user
 

@@ -13,8 +13,8 @@ def test_a_worker_is_planned_at_the_margin_of_the_measured_capacity():
     assert SAFETY_MARGIN == 0.6
     assert USERS_PER_WORKER == 5000  # two thirds of what one worker process held in `make bench`
     vcpu, memory_mib = needed_per_worker()
-    assert vcpu == pytest.approx(5000 / (7500 / 0.585) / 0.6)  # 0.65 vCPU: 5,000 users with head-room
-    assert memory_mib == pytest.approx(256 + 5 * 16.9 / 0.6)
+    assert vcpu == pytest.approx(5000 / (7500 / 0.254) / 0.6)  # 0.28 vCPU: 5,000 users with head-room
+    assert memory_mib == pytest.approx(256 + 5 * 17.8 / 0.6)
 
 
 @pytest.mark.parametrize(("users", "count"), [
@@ -30,14 +30,14 @@ def test_worker_count_from_peak_users(users, count):
 
 def test_ecs_plan_picks_the_smallest_fargate_size_that_fits():
     plan = plan_workers(10_000, provider="ecs")
-    assert (plan.count, plan.vcpu, plan.memory_gib, plan.size) == (2, 1, 2, "fargate-1vcpu-2gb")
+    assert (plan.count, plan.vcpu, plan.memory_gib, plan.size) == (2, 0.5, 1, "fargate-0.5vcpu-1gb")
     assert plan.users_per_worker == 5000
 
 
 def test_fewer_workers_than_derived_get_bigger_tasks():
     plan = plan_workers(20_000, provider="ecs", count=2)
     assert plan.users_per_worker == 10_000
-    assert (plan.vcpu, plan.memory_gib) == (2, 4)
+    assert (plan.vcpu, plan.memory_gib) == (1, 2)
 
 
 def test_explicit_overrides_win():

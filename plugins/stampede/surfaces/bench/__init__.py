@@ -6,7 +6,8 @@ measures side by side in one run, so its figures are ratios that survive a
 noisy machine:
 
 - ``journey_rps``: the stock journeys' requests per generator CPU-second as a
-  fraction of bare Locust ``FastHttpUser`` requesting one URL, same fast target;
+  fraction of bare Locust ``FastHttpUser`` requesting one URL, same fast target, same
+  users and think time (so about the same rate), metered alike (``bench.meter``);
 - ``users``: a stepped run of the stock mix (3–8 s think time) through the
   pipeline → ``users_held``, ``mib_per_1000_users``, ``cpu_pct_per_1000_users``,
   ``p95_error_ms``;

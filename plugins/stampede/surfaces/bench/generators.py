@@ -3,8 +3,10 @@
 Both parts run against ``stampede.infra.fast_crm_target`` (an asyncio target far faster
 than the generators) and drive the product's own pipeline functions
 (``preflight`` → ``provision_workers`` → ``run_stages`` → ``validate``), so the
-figures are the product's, not a special harness's. Generator CPU and memory
-come from the pipeline's own sampler (psutil, from outside the processes).
+figures are the product's, not a special harness's. In ``users_held`` generator CPU
+and memory come from the pipeline's own sampler (psutil, from outside the processes);
+``journey_rps_ratio`` meters both sides with ``stampede.surfaces.bench.meter`` and counts
+requests at the target, so neither side is measured differently from the other.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from stampede.steps.run_stages import run_stages
 from stampede.steps.teardown import release_target
 from stampede.surfaces.sequence import run_load
 from stampede.surfaces.bench.figures import Figure
+from stampede.surfaces.bench.meter import ProcessMeter, wait_until, whole_seconds
 from stampede.core.records import GeneratorSample
-from stampede.load.runner import _Sampler
 from stampede.plan.scenario import load_scenario
 
 log = logging.getLogger(__name__)
@@ -42,14 +44,20 @@ RATE_TOLERANCE = 0.05  # users_held: request rate within 5 % of the expected one
 MAX_ERROR_RATE = 0.01
 P95_TOLERANCE_MS = 5.0  # users_held: the stage's p95 within this of the target's own p95 over the same seconds
 BARE_URL = "/escrows?limit=20"  # the journeys' most frequent request (the dashboard list)
+# journey_rps: both sides wait the same between requests, so they run at about the same rate. With no
+# wait each ran as fast as the target answered it, and the target answers the journeys' mix (creates,
+# pages of JSON) more slowly than one URL: the journeys then ran at ~half the rate, their process idle
+# more of the time, and an idle process pays more per request (an event-loop wake-up for each one
+# instead of one for many); the ratio moved with how busy the target happened to be (0.75-1.09).
+RATE_THINK_S = (0.02, 0.04)
 
 BARE_LOCUSTFILE = '''
-"""Bare Locust: FastHttpUser requesting one URL, no think time, no plugin, no checks."""
+"""Bare Locust: FastHttpUser requesting one URL, the journeys' think time, no plugin, no checks."""
 import os
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, between, task
 
 class BareUser(FastHttpUser):
-    wait_time = constant(0)
+    wait_time = between(%r, %r)
 
     def on_start(self):
         response = self.client.post("/auth/login", json={
@@ -59,7 +67,7 @@ class BareUser(FastHttpUser):
     @task
     def one_url(self):
         self.client.get(%r, headers=self.headers, name="bare")
-''' % BARE_URL
+''' % (*RATE_THINK_S, BARE_URL)
 
 
 def _now_iso() -> str:
@@ -81,16 +89,6 @@ def _write_scenario(path: Path, name: str, think: tuple[float, float], stages: l
         "abort_on_breach": False,
     }, sort_keys=False))
     return path
-
-
-def _cpu_seconds(samples: list[GeneratorSample], pid: int, start: float, end: float) -> float:
-    """CPU-seconds a process used in ``(start, end]``, from the sampler's per-interval percentages."""
-    own = sorted((s for s in samples if s.pid == pid), key=lambda s: s.t)
-    total = 0.0
-    for before, sample in zip(own, own[1:]):
-        if start < sample.t <= end:
-            total += sample.cpu_pct / 100 * (sample.t - before.t)
-    return total
 
 
 def _window_mean(samples: list[GeneratorSample], pid: int, start: float, end: float, attr: str) -> float | None:
@@ -126,7 +124,7 @@ def journey_rps_ratio(workdir: Path, *, quick: bool = False) -> Figure:
     Runs bare, journeys, bare (journeys, bare again in a full run), so slow drift
     in the machine's load cancels out of the ratio.
     """
-    users, warm_s, measure_s = (24, 5, 10) if quick else (32, 5, 15)
+    users, warm_s, measure_s = (32, 5, 10) if quick else (48, 5, 15)
     order = ["bare", "journeys", "bare"] if quick else ["bare", "journeys", "bare", "journeys", "bare"]
     runs: list[RateRun] = []
     with FastCrmTarget(delay_ms=0, workdir=workdir) as target:
@@ -159,71 +157,77 @@ def journey_rps_ratio(workdir: Path, *, quick: bool = False) -> Figure:
             "journey_error_rate": round(failures / max(1, sum(r.requests for r in journeys)), 5),
             "pair_ratios": pair_ratios, "worst_pair_ratio": min(pair_ratios) if pair_ratios else None,
             "users": users, "measure_s": measure_s, "bare_url": BARE_URL,
-            "how": "one standalone Locust process each, no think time, fast_crm_target with 0 ms delay; "
-                   "requests in the measured window / generator CPU-seconds in it (psutil)",
+            "think_time_s": list(RATE_THINK_S),
+            "how": "one standalone Locust process each, the same users and think time on both sides (so about "
+                   "the same request rate), fast_crm_target with 0 ms delay; "
+                   "requests the target counted in the same whole seconds / the generator's CPU-seconds in "
+                   "them (stampede.surfaces.bench.meter: read every 0.1 s, interpolated at the window's edges)",
             "runs": [r.to_dict() for r in runs],
         },
     )
 
 
+def _first_requests(target: FastCrmTarget, process: subprocess.Popen, timeout_s: float) -> float:
+    """The first whole second in which the target counted requests (the generator has started)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and process.poll() is None:
+        now = int(time.time())
+        if target.stats(now - 1, now + 1)["requests"]:
+            return float(now - 1)
+        time.sleep(0.2)
+    raise RuntimeError("bench: the bare Locust process sent nothing; see its locust.log")
+
+
 def _bare_rate(target: FastCrmTarget, run_dir: Path, *, users: int, warm_s: int, measure_s: int) -> RateRun:
     locustfile = run_dir / "bare_locustfile.py"
     locustfile.write_text(BARE_LOCUSTFILE)
-    prefix = run_dir / "bare"
     command = [
         sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", target.base_url,
-        "-u", str(users), "-r", str(users), "-t", f"{warm_s + measure_s + 2}s", "--only-summary",
-        "--csv", str(prefix), "--csv-full-history", "--loglevel", "WARNING", "--stop-timeout", "0",
+        "-u", str(users), "-r", str(users), "-t", f"{warm_s + measure_s + 4}s", "--only-summary",
+        "--csv", str(run_dir / "bare"), "--loglevel", "WARNING", "--stop-timeout", "0",
     ]
-    samples: list[GeneratorSample] = []
     with open(run_dir / "locust.log", "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        sampler = _Sampler(process.pid, list)
-        deadline = time.time() + warm_s + measure_s + 60
-        while process.poll() is None and time.time() < deadline:
-            samples.extend(sampler.sample())
-            time.sleep(0.1)
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-    history = []
-    with open(f"{prefix}_stats_history.csv") as handle:
-        for row in csv.DictReader(handle):
-            if row["Name"] == "Aggregated":
-                history.append((float(row["Timestamp"]), int(row["Total Request Count"]), int(row["Total Failure Count"])))
-    started = next(t for t, requests, _f in history if requests > 0)
-    start, end = started + warm_s, started + warm_s + measure_s
-    at_start = max((h for h in history if h[0] <= start), key=lambda h: h[0])
-    at_end = max((h for h in history if h[0] <= end), key=lambda h: h[0])
-    # the history's timestamps are whole seconds; count CPU over exactly the same span
-    return RateRun(
-        label="bare", requests=at_end[1] - at_start[1], failures=at_end[2] - at_start[2],
-        seconds=at_end[0] - at_start[0], cpu_seconds=_cpu_seconds(samples, process.pid, at_start[0], at_end[0]),
-    )
+        meter = ProcessMeter.tree(process.pid)
+        try:
+            start, end = whole_seconds(_first_requests(target, process, 60) + warm_s, measure_s)
+            wait_until(end + 0.5)
+            cpu = meter.cpu_between(start, end)
+            process.wait(timeout=warm_s + measure_s + 60)
+        finally:
+            meter.stop()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    counted = target.stats(start, end)
+    with open(run_dir / "bare_stats.csv") as handle:  # failures of the whole run: bare's are not judged
+        failures = next(int(r["Failure Count"]) for r in csv.DictReader(handle) if r["Name"] == "Aggregated")
+    return RateRun(label="bare", requests=counted["requests"], failures=failures, seconds=end - start, cpu_seconds=cpu)
 
 
 def _journey_rate(target: FastCrmTarget, run_dir: Path, *, users: int, warm_s: int, measure_s: int) -> RateRun:
-    scenario = _write_scenario(run_dir / "journeys.yaml", "bench-journeys", (0.0, 0.0), [
+    scenario = _write_scenario(run_dir / "journeys.yaml", "bench-journeys", RATE_THINK_S, [
         {"name": "warm", "users": users, "spawn_rate": users, "duration_s": warm_s},
-        {"name": "measure", "users": users, "spawn_rate": users, "duration_s": measure_s},
+        {"name": "measure", "users": users, "spawn_rate": users, "duration_s": measure_s + 2},
     ])
     plan = preflight(RunRequest(
         scenarios=(str(scenario),), target=target.base_url, run_id=f"bench-rps-{time.time_ns()}",
         workers=0, out_dir=str(run_dir), progress_interval_s=60,
     ))
+    meter = ProcessMeter.locust_below(os.getpid())  # the Locust process the pipeline starts, as bare's meter
     try:
         run_stages(plan)
     finally:
+        meter.stop()
         release_target(plan)  # the next run of this part uses the same target
     output = json.loads((run_dir / "locust_output.json").read_text())
-    samples = [GeneratorSample(**s) for s in json.loads((run_dir / "generator_samples.json").read_text())]
-    pid = next(s.pid for s in samples if s.role == "master")
-    seconds = [s for s in output["series"] if s["stage"] == "measure"]
-    seconds = sorted(seconds, key=lambda s: s["t"])[1:-1]  # partial first and last seconds
-    start, end = seconds[0]["t"], seconds[-1]["t"] + 1
+    stage = next(s for s in output["stages"] if s.get("name") == "measure")
+    start, end = whole_seconds(stage["start"], measure_s)
+    seconds = [s for s in output["series"] if start <= s["t"] < end]
+    counted = target.stats(start, end)
     return RateRun(
-        label="journeys", requests=sum(s["requests"] for s in seconds), failures=sum(s["failures"] for s in seconds),
-        seconds=end - start, cpu_seconds=_cpu_seconds(samples, pid, start, end),
+        label="journeys", requests=counted["requests"], failures=sum(s["failures"] for s in seconds),
+        seconds=end - start, cpu_seconds=meter.cpu_between(start, end),
     )
 
 
@@ -286,7 +290,14 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
     run_dir = workdir / "users"
     run_dir.mkdir(parents=True, exist_ok=True)
     scenario = _write_scenario(run_dir / "stepped.yaml", "bench-stepped", (3.0, 8.0), stages)
-    with _local_cap(workdir, levels[-1]), FastCrmTarget(delay_ms=delay_ms, workdir=workdir, seed=500) as target:
+    # one keep-alive connection per user ends at the target: past one process's open-file limit (20,000
+    # in this sandbox, which cannot raise it) the port is served by several processes (SO_REUSEPORT)
+    import resource
+
+    nofile_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    target_processes = max(1, math.ceil(levels[-1] / (0.75 * nofile_hard)))
+    with _local_cap(workdir, levels[-1]), FastCrmTarget(delay_ms=delay_ms, workdir=workdir, seed=500,
+                                                        processes=target_processes) as target:
         plan = preflight(RunRequest(
             scenarios=(str(scenario),), target=target.base_url, run_id=f"bench-users-{time.time_ns()}",
             out_dir=str(run_dir), progress_interval_s=10,
@@ -345,15 +356,10 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
     at = next((lv for lv in levels_measured if lv.users == 10_000), levels_measured[-1])
     target_p95 = at.target.get("p95_ms")
     p95_errors = {lv.users: lv.p95_error_ms for lv in levels_measured}
-    import resource
-
-    # one keep-alive connection per user ends at the target: past its process's open-file limit
-    # (20,000 in this sandbox, which cannot raise it) the target refuses connections, whatever the generators do
-    nofile_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if levels[-1] > nofile_hard:
-        print(f"  note: one target process holds at most {nofile_hard:,} connections here (open-file hard limit); "
-              f"levels above it measure the target's limit, not the generators'", flush=True)
-    common = {"nofile_hard_limit": nofile_hard, "levels": [lv.to_dict() for lv in levels_measured], "workers": max(len(lv.worker_cpu_pct) for lv in levels_measured), "delay_ms": delay_ms,
+    if target_processes > 1:
+        print(f"  the target served the port from {target_processes} processes (each under the open-file hard "
+              f"limit of {nofile_hard:,})", flush=True)
+    common = {"nofile_hard_limit": nofile_hard, "target_processes": target_processes, "levels": [lv.to_dict() for lv in levels_measured], "workers": max(len(lv.worker_cpu_pct) for lv in levels_measured), "delay_ms": delay_ms,
               "spawn_rate": spawn_rate, "settle_s": settle_s, "per_user_rps": round(per_user, 5),
               "cpu_limit_pct": CPU_LIMIT_PCT, "rate_tolerance": RATE_TOLERANCE}
     stamp = _now_iso()

