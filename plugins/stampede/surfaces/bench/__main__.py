@@ -25,6 +25,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "overhead": ("pipeline_overhead_s", "pipeline_overhead_scheduler_s"),
     "analysis": ("analysis_s_24h", "analysis_peak_mib_24h", "analysis_report_mib_24h", "drift_leak_start_hour"),
     "cleanup": ("cleanup_per_s_demo", "cleanup_per_s_20ms", "cleanup_normal_s"),
+    "memory": ("master_rss_mib_per_h", "worker_rss_mib_per_h"),
 }
 TIME_BUDGET_S = 15 * 60
 
@@ -56,6 +57,10 @@ def _runner(part: str) -> Callable[[Path, bool], list[Figure]]:
         from stampede.surfaces.bench.cleanup import cleanup_figures
 
         return lambda workdir, quick: cleanup_figures(workdir, quick=quick)
+    if part == "memory":
+        from stampede.surfaces.bench.memory import memory_figures
+
+        return lambda workdir, quick: memory_figures(workdir, quick=quick)
     from stampede.surfaces.bench.analysis import analysis_24h
 
     return lambda workdir, quick: analysis_24h(workdir, quick=quick)
