@@ -114,6 +114,16 @@ def planted_leak_check(seconds: float = PLANTED_S) -> dict[str, object]:
             "seconds": seconds, "leak_detected": detected}
 
 
+def _per_minute(samples: list[tuple[float, float]]) -> list[float]:
+    """The mean RSS of each minute of the run: the shape of the curve, warm-up included."""
+    if not samples:
+        return []
+    t0, minutes = samples[0][0], {}
+    for t, mib in samples:
+        minutes.setdefault(int((t - t0) // 60), []).append(mib)
+    return [round(sum(v) / len(v), 2) for _, v in sorted(minutes.items())]
+
+
 def _role(process: psutil.Process) -> str | None:
     command = process.cmdline()  # this run's Locust processes (only this process's descendants are asked)
     if "--master" in command:
@@ -124,7 +134,7 @@ def _role(process: psutil.Process) -> str | None:
 
 
 def memory_figures(workdir: Path, *, quick: bool = False, duration_s: int | None = None) -> list[Figure]:
-    duration = duration_s or (150 if quick else 720)
+    duration = duration_s or (150 if quick else 1200)
     check = planted_leak_check(30.0 if quick else PLANTED_S)
     print(f"  the measure itself: a planted leak of {check['planted_mib_per_h']:.0f} MiB/h found as "
           f"{check['found_mib_per_h']} MiB/h, a flat process {check['flat_mib_per_h']} MiB/h: "
@@ -156,9 +166,13 @@ def memory_figures(workdir: Path, *, quick: bool = False, duration_s: int | None
     (workdir / "rss_samples.json").write_text(json.dumps(samples))
     figures = []
     for role in ("master", "worker"):
-        fit = rss_slope(samples.get(role, []), warm_s=duration * WARM_FRACTION)
+        own = samples.get(role, [])
+        fit = rss_slope(own, warm_s=duration * WARM_FRACTION)
+        fit["last_half_mib_per_h"] = rss_slope(own, warm_s=duration / 2)["slope_mib_per_h"]
+        fit["per_minute_mib"] = _per_minute(own)
         print(f"  {role}: {fit['first_mib']} MiB at the start, {fit['start_mib']} -> {fit['end_mib']} MiB over the fit "
-              f"({fit['samples']} samples, {fit['fit_s']} s): {fit['slope_mib_per_h']} MiB/h", flush=True)
+              f"({fit['samples']} samples, {fit['fit_s']} s): {fit['slope_mib_per_h']} MiB/h "
+              f"(last half {fit['last_half_mib_per_h']} MiB/h); per minute {fit['per_minute_mib']}", flush=True)
         figures.append(Figure(
             name=f"{role}_rss_mib_per_h", value=fit["slope_mib_per_h"], measured_at=measured_at,
             details={**fit, "duration_s": duration, "users": USERS, "requests": requests,
