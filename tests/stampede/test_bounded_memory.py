@@ -101,3 +101,14 @@ def test_a_long_run_keeps_a_flat_memory_and_exact_figures(tmp_path):
     assert found["early_users"] == 4 and found["early_stage"] == "soak"  # a tag forgotten long ago, read back
     # the master's own output and the one rebuilt from its stream (what a crash leaves) still agree exactly
     assert all(found["same_as_stream"].values()), found["same_as_stream"]
+
+
+def test_the_rss_slope_finds_a_planted_leak_and_not_a_flat_process():
+    """The bench's measure on itself: real processes, one leaking on purpose, sampled from outside with psutil."""
+    from stampede.surfaces.bench.memory import planted_leak_check
+
+    planted = 1200.0  # 4 MiB in the 12 s: ten times the bench's, so a shared machine's noise cannot hide it
+    found = planted_leak_check(12.0, planted)
+    assert found["leak_detected"], found
+    assert abs(found["found_mib_per_h"] - planted) <= planted / 2, found
+    assert abs(found["flat_mib_per_h"]) < planted / 10, found

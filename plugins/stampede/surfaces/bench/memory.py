@@ -95,12 +95,13 @@ class RssSampler(threading.Thread):
         return self.samples
 
 
-def planted_leak_check(seconds: float = PLANTED_S) -> dict[str, object]:
-    """The slope measure on a process leaking :data:`PLANTED_MIB_PER_H` and on one that does not."""
-    leaking = subprocess.Popen([sys.executable, "-c", _LEAKER, str(PLANTED_MIB_PER_H), str(seconds)])
+def planted_leak_check(seconds: float = PLANTED_S, rate_mib_per_h: float = PLANTED_MIB_PER_H) -> dict[str, object]:
+    """The slope measure on a process leaking ``rate_mib_per_h`` and on one that does not."""
+    leaking = subprocess.Popen([sys.executable, "-c", _LEAKER, str(rate_mib_per_h), str(seconds)])
     flat = subprocess.Popen([sys.executable, "-c", _LEAKER, "0", str(seconds)])
     roles = {leaking.pid: "leaking", flat.pid: "flat"}
-    sampler = RssSampler(lambda p: roles.get(p.pid), every_s=1.0)
+    # only once exec'd: a child sampled between fork and exec has its parent's RSS
+    sampler = RssSampler(lambda p: roles.get(p.pid) if _LEAKER in p.cmdline() else None, every_s=1.0)
     sampler.start()
     for process in (leaking, flat):
         process.wait(timeout=seconds + 30)
@@ -108,9 +109,9 @@ def planted_leak_check(seconds: float = PLANTED_S) -> dict[str, object]:
     leak = rss_slope(samples.get("leaking", []), warm_s=2.0)
     still = rss_slope(samples.get("flat", []), warm_s=2.0)
     found, quiet = leak["slope_mib_per_h"], still["slope_mib_per_h"]
-    detected = (found is not None and quiet is not None and abs(found - PLANTED_MIB_PER_H) <= PLANTED_MIB_PER_H / 2
-                and abs(quiet) < PLANTED_MIB_PER_H / 10)
-    return {"planted_mib_per_h": PLANTED_MIB_PER_H, "found_mib_per_h": found, "flat_mib_per_h": quiet,
+    detected = (found is not None and quiet is not None and abs(found - rate_mib_per_h) <= rate_mib_per_h / 2
+                and abs(quiet) < rate_mib_per_h / 10)
+    return {"planted_mib_per_h": rate_mib_per_h, "found_mib_per_h": found, "flat_mib_per_h": quiet,
             "seconds": seconds, "leak_detected": detected}
 
 
