@@ -168,6 +168,8 @@ def memory_figures(workdir: Path, *, quick: bool = False, duration_s: int | None
     figures = []
     for role in ("master", "worker"):
         own = samples.get(role, [])
+        if own:  # the load's seconds only: stopping (the master reads its stream back, the worker quits) is no trend
+            own = [(t, mib) for t, mib in own if t - own[0][0] <= duration]
         fit = rss_slope(own, warm_s=duration * WARM_FRACTION)
         fit["last_half_mib_per_h"] = rss_slope(own, warm_s=duration / 2)["slope_mib_per_h"]
         fit["per_minute_mib"] = _per_minute(own)
