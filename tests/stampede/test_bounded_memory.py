@@ -28,7 +28,7 @@ env = types.SimpleNamespace(runner=runner, parsed_options=types.SimpleNamespace(
 SECONDS = 20_000
 plan = {"model": "open", "checkpoint_interval_s": 10, "progress_interval_s": 1e9, "stages": [
     {"name": "soak", "users": 4, "spawn_rate": 4, "duration_s": SECONDS, "rate": 10,
-     "threshold_table": [{"stat": "p95", "op": "<", "limit": 500, "window_s": 30}]}]}
+     "threshold_table": [{"stat": "p95", "op": "<", "limit": 500, "window_s": 5}]}]}
 agg = RunAggregator(env, plan)
 T0 = int(time.time()) - SECONDS - 100  # a synthetic clock that ends before the real one (write() reads it)
 agg.enter_stage(0, T0 + 0.1)
