@@ -75,7 +75,10 @@ class _Timeline:
     """Users and stage at a moment of the run, from the 1-second series."""
 
     def __init__(self, series: Sequence[SeriesPoint]) -> None:
-        self.points = sorted(((int(p.t), p) for p in series), key=lambda x: x[0])
+        points = [(int(p.t), p) for p in series]
+        if any(a[0] > b[0] for a, b in zip(points, points[1:])):  # the series comes sorted: a day's sort saved
+            points.sort(key=lambda x: x[0])
+        self.points = points
         self.seconds = [second for second, _ in self.points]
         self.t0 = self.points[0][0] if self.points else None
 

@@ -7,8 +7,13 @@ prints a progress line, polls the stop file and judges the abort thresholds
 (the one rule of ``stampede.core.thresholds``). Every few seconds it appends a
 checkpoint of what it merged to the run's figure stream (``stampede.figures.stream``)
 and drops the per-second detail it streamed: a crash loses at most that interval,
-and memory stays flat over a day. At quit it writes everything as JSON (the series
-read back from the stream). Loaded only in Locust processes (never imports Airflow).
+and memory stays flat over a day. Every per-second structure keeps only the recent
+seconds (:data:`KEEP_TAGGED_S` at most): the series rows and the timeline's old tags are
+on the stream, the open model's counts are folded into their stage and phase, and
+the rolling windows keep what their longest window needs. At quit it writes
+everything as JSON (the series and the timeline read back from the stream; the
+stages' histograms were merged exactly as the seconds came, never dropped). Loaded
+only in Locust processes (never imports Airflow).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ STAGE_START_MARK = "[stampede] stage-start"  # the supervisor health-checks the 
 FINALIZE_AFTER_S = 8  # workers report every 3 s; a second older than this is complete
 SETTLE_MAX_S = 5  # at most this long after a spawn ends before the steady part starts
 KEEP_CLOSED_S = 300  # finalized seconds kept for the abort window (bounded memory)
+KEEP_TAGGED_S = 900  # the timeline's streamed tags kept in memory: a report this late counts for no stage
 
 
 def settle_s(stage: dict[str, Any]) -> int:
@@ -93,6 +99,8 @@ class RunAggregator:
         self.last_checkpoint = 0.0
         self.unstreamed: dict[tuple[int, str | None], dict[str, list]] = {}  # (second, stage part) -> endpoint deltas
         self.timeline_streamed_upto: int | None = None  # the last tagged second streamed (re-sent: it may be retagged)
+        self.timeline_first: int | None = None  # the run's first tagged second: kept (phase_durations reads it)
+        self.timeline_kept_from: int | None = None  # tags of streamed seconds before it are forgotten (on the stream)
         self.breaches_streamed = 0
         self.stages_streamed: list | None = None
 
@@ -102,7 +110,7 @@ class RunAggregator:
             self.pending[int(sec)].append(endpoints)
         for kind, count in report.get("created", {}).items():
             self.created[kind] += count
-        self.iterations.add(report.get(open_model.REPORT_KEY))
+        self.iterations.add(report.get(open_model.REPORT_KEY), self.timeline)
         for sec, counts in (report.get(LOOP_LAG_KEY) or {}).items():
             self.pending_lag[int(sec)].append(counts)
         ledger.collect(self, report)  # created entities: appended to the run's ledger file
@@ -128,6 +136,7 @@ class RunAggregator:
         self.announce_ended_stages(second)
         self.check_stop_file()
         self.check_abort(second)
+        self.iterations.settle(second - self.watch.keep_s, self.timeline)  # the windows have read them
         self.print_progress(now)
         if now - self.last_checkpoint >= self.checkpoint_interval_s:
             self.checkpoint(now)
@@ -235,19 +244,34 @@ class RunAggregator:
                     second[2] += failures
 
     def phase_at(self, sec: int) -> tuple[int | None, str]:
-        """The stage and phase that requests completed in ``sec`` count for."""
+        """The stage and phase that requests completed in ``sec`` count for (none: older than the tags kept)."""
+        if self.timeline_kept_from is not None and sec < self.timeline_kept_from and sec not in self.timeline:
+            return None, "ramp"
         return figure_stream.phase_at(self.timeline, sec)
+
+    def forget_old_tags(self, now: int) -> None:
+        """Drop the streamed tags older than :data:`KEEP_TAGGED_S`, but the run's first (``write`` reads them back)."""
+        if self.timeline_streamed_upto is None or not self.timeline:
+            return
+        if self.timeline_first is None:
+            self.timeline_first = min(self.timeline)
+        cutoff = min(now - KEEP_TAGGED_S, self.timeline_streamed_upto)
+        start = self.timeline_kept_from if self.timeline_kept_from is not None else self.timeline_first + 1
+        for sec in range(start, cutoff):
+            if sec != self.timeline_first:
+                self.timeline.pop(sec, None)
+        self.timeline_kept_from = max(start, cutoff)
 
     def finalize(self, before: int) -> None:
         for sec in sorted(s for s in self.open_seconds if s < before):
             histogram, requests, failures = self.open_seconds.pop(sec)
             self.closed_seconds[sec] = [histogram, requests, failures]
             self.series.append(figure_stream.series_row(sec, self.stages, self.timeline, requests, failures, histogram))
+        while self.closed_seconds and next(iter(self.closed_seconds)) < before - KEEP_CLOSED_S:
+            del self.closed_seconds[next(iter(self.closed_seconds))]  # in time order: finalized oldest first
 
     def recent(self, now: int, window_s: int) -> tuple[LatencyHistogram, int, int]:
         histogram, requests, failures = LatencyHistogram(), 0, 0
-        for old in [s for s in self.closed_seconds if s < now - KEEP_CLOSED_S]:
-            del self.closed_seconds[old]
         for sec, (h, r, f) in [*self.closed_seconds.items(), *self.open_seconds.items()]:
             if now - window_s <= sec < now:
                 histogram.merge(h)
@@ -354,16 +378,22 @@ class RunAggregator:
         self.stages_streamed = boundaries
         if timeline:
             self.timeline_streamed_upto = timeline[-1][0]
+        self.forget_old_tags(int(now))
         return True
 
-    def streamed_series(self) -> list[dict[str, Any]]:
-        """This master's series rows, read back from the segments it wrote, and those not streamed yet."""
+    def streamed_history(self) -> tuple[list[dict[str, Any]], dict[int, tuple[int, str, int]]]:
+        """This master's series rows and whole timeline, read back from the segments it wrote, and what is not
+        streamed yet (the tags in memory are the newest: a second retagged after it was streamed)."""
         rows: list[dict[str, Any]] = []
+        timeline: dict[int, tuple[int, str, int]] = {}
         if self.stream is not None:
             for checkpoint in figure_stream.StreamReader(self.stream.written):
                 if checkpoint.get("master") == self.master_id:
                     rows.extend(checkpoint.get("series", []))
-        return rows + self.series
+                    for sec, index, phase, users in checkpoint.get("timeline", []):
+                        timeline[int(sec)] = self.tag(int(index), str(phase), users)
+        timeline.update(self.timeline)
+        return rows + self.series, timeline
 
     def _worker_count(self) -> int:
         return len(self.environment.runner.clients) if isinstance(self.environment.runner, MasterRunner) else 0
@@ -404,10 +434,11 @@ class RunAggregator:
         self.checkpoint(now, final=True)  # the stream ends with everything too
         if self.stream is not None:
             self.stream.close()
+        rows, timeline = self.streamed_history()
         output = {
             **self.figures(now),
             "finished_at": now,
-            "series": figure_stream.fill_series(self.streamed_series(), self.stages, self.timeline, self.load_ended, now),
+            "series": figure_stream.fill_series(rows, self.stages, timeline, self.load_ended, now),
             "intervals": self.intervals.to_dict(),  # per long stage, per hour: for the drift analysis
             "windows": windows,
             "worker_count": self._worker_count(),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict, deque
+from collections.abc import Mapping
 from typing import Any
 
 import gevent
@@ -131,20 +132,48 @@ def stage_message(stage: dict[str, Any], workers: int, now: float) -> dict[str, 
 
 
 class IterationCounts:
-    """Master side: started and dropped iterations per second, summed per stage and phase."""
+    """Master side: started and dropped iterations per second, summed per stage and phase.
+
+    The per-second counts are what the rolling windows of the open model's thresholds read, so only
+    the recent ones are kept: :meth:`settle` folds older seconds into their stage and phase once for
+    all (a day held 86,400 of them, ~10 MiB, and ``by_phase`` walked them all every checkpoint).
+    """
 
     def __init__(self) -> None:
         self.per_second: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        self.settled: dict[str, list[int]] = {}  # "<stage>/<phase>" -> [started, dropped] of the settled seconds
+        self.settled_before: int | None = None  # every second before it is in ``settled``
 
-    def add(self, counts: dict[str, list[int]] | None) -> None:
+    def add(self, counts: dict[str, list[int]] | None, timeline: Mapping[int, tuple[int, str, int]] | None = None) -> None:
         for sec, (started, dropped) in (counts or {}).items():
-            slot = self.per_second[int(sec)]
+            second = int(sec)
+            if self.settled_before is not None and second < self.settled_before:  # a late report: straight to its phase
+                self._settle_one(second, started, dropped, timeline or {})
+                continue
+            slot = self.per_second[second]
             slot[0] += started
             slot[1] += dropped
 
-    def by_phase(self, timeline: dict[int, tuple[int, str, int]]) -> dict[str, list[int]]:
+    def settle(self, before: int, timeline: Mapping[int, tuple[int, str, int]]) -> None:
+        """Fold every second before ``before`` into its stage and phase (a second never tagged counts for none)."""
+        for sec in [s for s in self.per_second if s < before]:
+            started, dropped = self.per_second.pop(sec)
+            self._settle_one(sec, started, dropped, timeline)
+        self.settled_before = max(before, self.settled_before or before)
+
+    def _settle_one(self, sec: int, started: int, dropped: int, timeline: Mapping[int, tuple[int, str, int]]) -> None:
+        entry = timeline.get(sec)
+        if entry is not None:
+            slot = self.settled.setdefault(f"{entry[0]}/{entry[1]}", [0, 0])
+            slot[0] += started
+            slot[1] += dropped
+
+    def by_phase(self, timeline: Mapping[int, tuple[int, str, int]]) -> dict[str, list[int]]:
         """``{"<stage>/<phase>": [started, dropped]}`` over the seconds the load ran (tagged seconds only)."""
         result: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for key, (started, dropped) in self.settled.items():
+            result[key][0] += started
+            result[key][1] += dropped
         for sec, (started, dropped) in self.per_second.items():
             entry = timeline.get(sec)
             if entry is None:

@@ -1,4 +1,7 @@
-"""``python -m stampede.surfaces.bench [--quick] [--only PART ...]``: run the benchmark, print the table, write bench.json."""
+"""``python -m stampede.surfaces.bench [--quick] [--only PART ...]``: run the benchmark, print the table, write bench.json.
+
+Every part runs by default but those in :data:`OPT_IN` (``memory``: a 20-minute soak), which run with ``--only``.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +28,10 @@ PARTS: dict[str, tuple[str, ...]] = {
     "overhead": ("pipeline_overhead_s", "pipeline_overhead_scheduler_s", "search_wall_per_step_s"),
     "analysis": ("analysis_s_24h", "analysis_peak_mib_24h", "analysis_report_mib_24h", "drift_leak_start_hour"),
     "cleanup": ("cleanup_per_s_demo", "cleanup_per_s_20ms", "cleanup_normal_s"),
+    "memory": ("master_rss_mib_per_h", "worker_rss_mib_per_h"),
 }
 TIME_BUDGET_S = 15 * 60
+OPT_IN = ("memory",)  # a 20-minute soak of its own: run with --only memory, never by default
 
 
 def _runner(part: str) -> Callable[[Path, bool], list[Figure]]:
@@ -58,6 +63,10 @@ def _runner(part: str) -> Callable[[Path, bool], list[Figure]]:
         from stampede.surfaces.bench.cleanup import cleanup_figures
 
         return lambda workdir, quick: cleanup_figures(workdir, quick=quick)
+    if part == "memory":
+        from stampede.surfaces.bench.memory import memory_figures
+
+        return lambda workdir, quick: memory_figures(workdir, quick=quick)
     from stampede.surfaces.bench.analysis import analysis_24h
 
     return lambda workdir, quick: analysis_24h(workdir, quick=quick)
@@ -65,7 +74,7 @@ def _runner(part: str) -> Callable[[Path, bool], list[Figure]]:
 
 def _parts_for(only: list[str]) -> list[str]:
     if not only:
-        return list(PARTS)
+        return [p for p in PARTS if p not in OPT_IN]
     chosen = []
     for name in only:
         part = name if name in PARTS else next((p for p, figs in PARTS.items() if name in figs), None)

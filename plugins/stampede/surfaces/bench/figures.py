@@ -25,6 +25,8 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "analysis_peak_mib_24h": ("<", 1024.0, "MiB"),  # ... and < 1 GiB
     "analysis_report_mib_24h": ("<=", 2.0, "MiB"),  # the report of a day opens (report.html alone)
     "drift_leak_start_hour": ("==", 16.0, "h"),  # the planted leak named with its start hour (bench/analysis.py)
+    "master_rss_mib_per_h": ("<=", 1.0, "MiB/h"),  # issue 15: flat over a day (24 MiB a day at most)
+    "worker_rss_mib_per_h": ("<=", 1.0, "MiB/h"),
     "cleanup_per_s_demo": (">=", 500.0, "/s"),  # issue 18
     "cleanup_per_s_20ms": ("<=", float("inf"), "/s"),  # reported, no goal
     "cleanup_normal_s": ("<=", float("inf"), "s"),  # reported, no goal
