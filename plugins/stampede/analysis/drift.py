@@ -54,6 +54,7 @@ LATENCY_MIN_RISE = (0.20, 2.0)  # (fraction of the level before, ms): a percenti
 SERVER_MIN_RISE = {"memory": (0.10, 5.0), "connections": (0.20, 2.0), "pool_in_use": (0.20, 2.0)}
 SERVER_ROLES = tuple(SERVER_MIN_RISE)
 MIN_POINTS_PER_INTERVAL = 3
+SERVER_BINS_PER_INTERVAL = 4  # the target's metrics are fitted on quarter intervals (quarter hours over a day)
 BURST_FACTOR = 5.0  # a burst's error rate is at least five times the stage's ...
 BURST_MIN_EXCESS = 0.01  # ... and one point above it
 BURST_MIN_FAILURES = 10
@@ -315,6 +316,16 @@ def _bursts(stage: str, stage_start: float, stage_end: float, width: int,
     return sorted(found, key=lambda f: f.started_at)
 
 
+def _medians(points: np.ndarray, start: float, end: float, width: int) -> list[float | None]:
+    """The median of each ``width``-second bin of ``points`` (time, value) from ``start``; None with too few."""
+    number = ((points[:, 0] - start) // width).astype(int)
+    values: list[float | None] = []
+    for n in range(int((end - start) // width)):
+        v = points[number == n, 1]
+        values.append(float(np.median(v)) if len(v) >= MIN_POINTS_PER_INTERVAL else None)
+    return values
+
+
 def _server(stage: str, stage_start: float, stage_end: float, width: int,
             document: Mapping[str, Any] | None) -> list[DriftFinding]:
     found = []
@@ -326,12 +337,12 @@ def _server(stage: str, stage_start: float, stage_end: float, width: int,
         inside = points[(points[:, 0] >= stage_start) & (points[:, 0] <= stage_end)]
         if not len(inside):
             continue
-        number = ((inside[:, 0] - stage_start) // width).astype(int)
-        count = int((stage_end - stage_start) // width)
-        values: list[float | None] = []
-        for n in range(count):
-            v = inside[number == n, 1]
-            values.append(float(np.median(v)) if len(v) >= MIN_POINTS_PER_INTERVAL else None)
+        # The target is sampled every few seconds, so its trend is fitted on bins finer than the
+        # latency intervals: a creep of the last hours of a day has a few dozen points, not a few
+        # (Mann-Kendall cannot reach its z on eight hourly medians that a daily swing bends).
+        bin_s = max(1, width // SERVER_BINS_PER_INTERVAL)
+        values = _medians(inside, stage_start, stage_end, bin_s)
+        hourly = _medians(inside, stage_start, stage_end, width)
         min_fraction, min_abs = SERVER_MIN_RISE[role]
         if role == "memory" and not str(entry.get("unit") or "").startswith("MiB"):
             min_abs = 1.0  # a share (%), not MiB
@@ -339,10 +350,11 @@ def _server(stage: str, stage_start: float, stage_end: float, width: int,
         if rise is None:
             continue
         unit = entry.get("unit") or ""
-        offset = _offset(rise, list(range(len(values))), width)
+        offset = _offset(rise, list(range(len(values))), bin_s)
         change = rise.rise / rise.before if rise.before else math.inf
-        per = rise.slope * (DRIFT_HOUR_S / width)
+        per = rise.slope * (DRIFT_HOUR_S / bin_s)
         peak = max(v for v in values if v is not None)
+        values = hourly  # what the evidence shows: one median per interval
         found.append(DriftFinding(
             kind="server", stage=stage, subject=name, metric=unit, started_at=stage_start + offset,
             start_offset_s=float(offset), start_hour=int(offset // DRIFT_HOUR_S),
@@ -351,9 +363,10 @@ def _server(stage: str, stage_start: float, stage_end: float, width: int,
             evidence=[
                 f"{name} per {'hour' if width >= DRIFT_HOUR_S else fmt.duration(width)} (median): "
                 + ", ".join("–" if v is None else fmt.num(v, 1) for v in values) + f" {unit}",
-                f"Theil-Sen slope +{fmt.num(per, 2)} {unit}/h over {rise.intervals} intervals, Mann-Kendall z = "
+                f"Theil-Sen slope +{fmt.num(per, 2)} {unit}/h over {rise.intervals} bins of {fmt.duration(bin_s)}, "
+                f"Mann-Kendall z = "
                 f"{rise.z:.1f}; the last interval {fmt.num(values[-1] or 0, 1)} {unit}, the peak {fmt.num(peak, 1)} {unit}"
-                + (f" of a limit of {fmt.num(entry['limit'], 0)}" if entry.get("limit") else "") + f"; {_fitted(rise, width)}",
+                + (f" of a limit of {fmt.num(entry['limit'], 0)}" if entry.get("limit") else "") + f"; {_fitted(rise, bin_s)}",
             ],
             before=round(rise.before, 3), after=round(rise.end, 3), change_pct=round(change * 100, 1),
             slope_per_hour=round(per, 4), values=[None if v is None else round(v, 3) for v in values],

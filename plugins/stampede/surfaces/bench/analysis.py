@@ -248,14 +248,14 @@ def _interval(shape: LatencyHistogram, requests: int, failures_rate: float, slow
 
 
 def _server_metrics(start: float, end: float, soak_start: float, rng: random.Random) -> dict:
-    """The target's own metrics every 2 s, as the sampler writes them: memory (a swing, noise and, from hour
+    """The target's own metrics every 2 s, as the sampler writes them: memory (a swing from the soak's start, so a run is like the last, noise and, from hour
     ``LEAK_FROM_HOUR`` of the soak, the leak, which never falls back), the pool in use (flat) and CPU."""
     memory, in_use, size, cpu = [], [], [], []
     now = start
     while now <= end:
         hours = (now - soak_start) / 3600
         leak = LEAK_MIB_PER_HOUR * max(0.0, hours - LEAK_FROM_HOUR)
-        memory.append([round(now, 3), round(300 + 10 * math.sin(now / 3600) + rng.gauss(0, 3) + leak, 2)])
+        memory.append([round(now, 3), round(300 + 10 * math.sin((now - soak_start) / 3600) + rng.gauss(0, 3) + leak, 2)])
         in_use.append([round(now, 3), float(max(0, 20 + rng.randint(-3, 3)))])
         size.append([round(now, 3), 40.0])
         cpu.append([round(now, 3), round(max(0.0, rng.gauss(35, 5)), 2)])
