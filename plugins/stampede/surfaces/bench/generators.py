@@ -359,7 +359,10 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
     if target_processes > 1:
         print(f"  the target served the port from {target_processes} processes (each under the open-file hard "
               f"limit of {nofile_hard:,})", flush=True)
-    common = {"nofile_hard_limit": nofile_hard, "target_processes": target_processes, "levels": [lv.to_dict() for lv in levels_measured], "workers": max(len(lv.worker_cpu_pct) for lv in levels_measured), "delay_ms": delay_ms,
+    common = {"nofile_hard_limit": nofile_hard, "target_processes": target_processes, "levels": [lv.to_dict() for lv in levels_measured], "delay_ms": delay_ms,
+              # the workers that carried the held level (a worker an agent started again later is not one more)
+              "workers": len(next((lv for lv in reversed(levels_measured) if lv.held and lv.worker_cpu_pct),
+                                  levels_measured[0]).worker_cpu_pct) or 1,
               "spawn_rate": spawn_rate, "settle_s": settle_s, "per_user_rps": round(per_user, 5),
               "cpu_limit_pct": CPU_LIMIT_PCT, "rate_tolerance": RATE_TOLERANCE}
     stamp = _now_iso()
