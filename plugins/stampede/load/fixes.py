@@ -16,14 +16,6 @@ another host would have the load follow it there. The egress guard refuses such
 a connection anyway; this keeps the 3xx a plain answer, which is what a load
 test of the target should measure. Measured: both clients return the 302 with an
 empty history and make no second connection.
-
-A master that misses three of a worker's 1-second heartbeats (Locust's
-``HEARTBEAT_LIVENESS``) marks it missing and moves its users to the other workers
-(:func:`tolerate_busy_workers`). A worker spawning thousands of users on a busy core
-can be that late and alive: measured at the 30,000-user level of `make bench`, one
-worker was dropped while spawning, its users moved to the other (80 % of a core) and
-the rate fell to 69 % of the plan. The owner's heartbeat, not this one, keeps the
-load safe, so the master waits longer before it calls a worker gone.
 """
 
 from __future__ import annotations
@@ -92,14 +84,3 @@ def no_redirects_by_default() -> None:
         return fast_request(self, method, url, *args, allow_redirects=allow_redirects, **kwargs)
 
     FastHttpSession.request = fast
-
-
-WORKER_HEARTBEAT_LIVENESS = 10  # heartbeats (seconds) a master waits for before a worker counts as missing
-
-
-def tolerate_busy_workers() -> None:
-    """On a master: a worker is missing only after ``WORKER_HEARTBEAT_LIVENESS`` silent seconds (Locust: 3)."""
-    from locust import runners
-
-    # read by the master at each worker's heartbeat and at its first message (locust.runners)
-    runners.HEARTBEAT_LIVENESS = max(runners.HEARTBEAT_LIVENESS, WORKER_HEARTBEAT_LIVENESS)

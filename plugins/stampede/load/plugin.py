@@ -34,7 +34,7 @@ from stampede.cleanup.ledger import LedgerEntry
 from stampede.load import egress, ledger, open_model, owner_watch
 from stampede.load.aggregator import RunAggregator
 from stampede.load.final_reports import FinalReports, listen_on_worker, use_graceful_stop
-from stampede.load.fixes import no_redirects_by_default, patch_connection_pool, tolerate_busy_workers
+from stampede.load.fixes import no_redirects_by_default, patch_connection_pool
 from stampede.load.loop_lag import LoopLagProbe
 from stampede.load.recorder import RequestRecorder
 from stampede.load.shape import StageShape
@@ -147,7 +147,6 @@ def _on_init(environment, **_kw) -> None:
     aggregator = RunAggregator(environment, plan)
     environment._stampede_aggregator = aggregator
     if isinstance(runner, MasterRunner):
-        tolerate_busy_workers()  # see stampede.load.fixes
         aggregator.final_reports = FinalReports(runner, aggregator.add_report)
 
         def on_worker_report(client_id, data):
