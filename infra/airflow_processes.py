@@ -64,6 +64,28 @@ def shared_secrets() -> dict[str, str]:
     }
 
 
+def celery_env(*, home: Path, metadata_url: str, redis_url: str, heartbeat_timeout_s: int) -> dict[str, str]:
+    """A CeleryExecutor deployment on one machine (PostgreSQL metadata, Redis broker) with short heartbeats, so a
+    killed worker's task is failed and retried within seconds; known admin credentials in ``home/passwords.json``."""
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+        "AIRFLOW__CELERY__BROKER_URL": redis_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{metadata_url}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+        "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "stampede.infra.airflow_processes.hostname",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(heartbeat_timeout_s),
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "2",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+    }
+
+
 def base_env(*, home: Path, port: int, dags_folder: Path, plugins_folder: Path) -> dict[str, str]:
     """What every component of a loopback Airflow needs: paths, the API's address and every URL derived from it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}

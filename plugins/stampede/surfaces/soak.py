@@ -45,7 +45,7 @@ import psutil
 import yaml
 
 from stampede.core.netutil import free_port
-from stampede.infra.airflow_processes import AirflowProcesses, ApiClient, base_env, shared_secrets
+from stampede.infra.airflow_processes import AirflowProcesses, ApiClient, base_env, celery_env, shared_secrets
 from stampede.infra.canary import Canary
 from stampede.infra.databases import FreshDatabase, postgres_problem
 from stampede.load import owner
@@ -156,22 +156,8 @@ def deployment(root: Path, config: SoakConfig, target_url: str) -> Iterator[Depl
     redis_db = _redis_database()
     with FreshDatabase("stampede_soak_airflow") as metadata, FreshDatabase("stampede_soak_state") as state:
         env = base_env(home=home, port=free_port(), dags_folder=REPO / "dags", plugins_folder=REPO / "plugins")
-        env |= shared_secrets() | {
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata.url,
-            "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS[0]}:{REDIS[1]}/{redis_db}",
-            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{metadata.url}",
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
-            "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "stampede.infra.airflow_processes.hostname",
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
-            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "2",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+        env |= shared_secrets() | celery_env(home=home, metadata_url=metadata.url, redis_url=f"redis://{REDIS[0]}:{REDIS[1]}/{redis_db}",
+                                              heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S) | {
             "STAMPEDE_STATE_URL": state.url,
             "STAMPEDE_ENVIRONMENTS_FILE": str(root / "environments.yaml"),
             "STAMPEDE_SCENARIOS_DIR": str(scenarios),
