@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="stampede-tests-"))
@@ -50,3 +51,47 @@ def aws(moto_server, monkeypatch):
     moto_server.keep_tasks_running()
     yield moto_server
     moto_server.keep_tasks_running()
+
+
+# -- no test leaves a target leased ------------------------------------------------------------------------
+# A run whose teardown never ran (a SIGKILLed dag.test(), say) keeps its lease until it expires, 30 minutes on:
+# a later test whose fresh target draws the same free port is then refused by its preflight, far from the cause.
+# So a lease taken while a test ran and still held after its teardown fails that test, and is given back.
+_SESSION_STATE = _SESSION_DIR / "reports" / "stampede.sqlite"  # the state database's default (stampede.state.db)
+_CALL_STARTED = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    item.stash[_CALL_STARTED] = time.time()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    result = yield
+    started = item.stash.get(_CALL_STARTED, None)
+    if started is not None and _SESSION_STATE.exists():
+        left = _leases_left(started)
+        if left:
+            raise AssertionError(f"the test left {len(left)} target lease(s) held, given back now (release what a "
+                                 f"killed run leaves, as an operator would: stampede lease release RUN_ID): {left}")
+    return result
+
+
+def _leases_left(since: float) -> list[str]:
+    import sqlite3
+
+    import psutil
+
+    with sqlite3.connect(_SESSION_STATE, timeout=30) as conn:
+        try:
+            rows = conn.execute("SELECT key, run_id, pid FROM stampede_target_leases "
+                                "WHERE acquired_at >= ? AND expires_at > ?", (since, time.time())).fetchall()
+        except sqlite3.OperationalError:  # no lease was ever taken in this session
+            return []
+        left = [(key, run_id) for key, run_id, pid in rows if pid is None or not psutil.pid_exists(pid)]
+        for _key, run_id in left:
+            conn.execute("DELETE FROM stampede_target_leases WHERE run_id = ?", (run_id,))
+    return [f"{run_id} on {key}" for key, run_id in left]
+

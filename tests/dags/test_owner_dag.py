@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from stampede.infra.canary import Canary
+from stampede.safety import lease
 from stampede.plan.scenario import DEFAULT_OWNER_GRACE_S
 
 pytestmark = pytest.mark.integration
@@ -53,6 +54,12 @@ def test_a_sigkilled_load_task_leaves_no_load_running(airflow_db, tmp_path, reco
             latency = _load_times(canary)[-1] - killed_at
             time.sleep(2.0)
             left = [p.pid for p in masters if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+            # nobody ran the killed run's teardown: its lease (no pid: a DAG run's) holds the target until it
+            # expires, or until an operator gives it back, as the next test of this port would need
+            target = canary.base_url
+            held = lease.holder(target)
+            released = subprocess.run([sys.executable, "-m", "stampede.surfaces.cli", "lease", "release",
+                                       held["run_id"]], capture_output=True, text=True, timeout=60) if held else None
         finally:
             for p in psutil.Process().children(recursive=True):
                 if "locust" in " ".join(p.cmdline()):
@@ -61,5 +68,8 @@ def test_a_sigkilled_load_task_leaves_no_load_running(airflow_db, tmp_path, reco
     print(f"dag.test() SIGKILLed: last load request {latency:.2f} s after (grace {DEFAULT_OWNER_GRACE_S:g} s); "
           f"{len(masters)} Locust processes, left {left}")
     assert masters, "no Locust master was found under the task"
+    assert held is not None and held["pid"] is None, f"the killed run's lease was not held: {held}"
+    assert released.returncode == 0, released.stdout + released.stderr
+    assert lease.holder(target) is None, "stampede lease release left the lease held"
     assert latency - DEFAULT_OWNER_GRACE_S < 5.0
     assert left == []
