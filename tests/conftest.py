@@ -90,7 +90,8 @@ def _leases_left(since: float) -> list[str]:
                                 "WHERE acquired_at >= ? AND expires_at > ?", (since, time.time())).fetchall()
         except sqlite3.OperationalError:  # no lease was ever taken in this session
             return []
-        left = [(key, run_id) for key, run_id, pid in rows if pid is None or not psutil.pid_exists(pid)]
+        # a DAG run's lease (no pid) blocks until it expires; the command line's, while its process lives
+        left = [(key, run_id) for key, run_id, pid in rows if pid is None or psutil.pid_exists(pid)]
         for _key, run_id in left:
             conn.execute("DELETE FROM stampede_target_leases WHERE run_id = ?", (run_id,))
     return [f"{run_id} on {key}" for key, run_id in left]
