@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def analyse(plan: RunPlan, *, store: RunStore | None = None) -> RunResult:
     folder = folder_of(plan)
     result = folder.results()
-    output = folder.read_json(Artifact.LOCUST_OUTPUT, default={})
+    output = folder.read_json(Artifact.LOCUST_OUTPUT, default={}, keys=("stages", "intervals", "phases"))
     document = folder.read_json(Artifact.SERVER_METRICS)
     result.server = summarise(document, output.get("stages") or [])
     result.bottlenecks = find_bottlenecks(result, document)
