@@ -756,7 +756,7 @@ def collector_paused() -> Iterator[None]:
     had 7 full collections, 0.3 s of its 1.3 s of CPU). So do the steps that hold a day
     while they import and run big libraries (as a decorator: ``@collector_paused()``):
     the Great Expectations import in validate builds some 10^5 objects and triggered 5
-    full collections of the day held, 0.6 s; matplotlib in report 0.1 s. The few
+    full collections of the day held, 0.2–0.6 s; matplotlib in report 0.1 s. The few
     thousand cycles those libraries leave (figures, GX's contexts) are collected once
     the step is done.
     """
