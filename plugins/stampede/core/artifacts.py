@@ -130,10 +130,11 @@ class RunFolder:
         self.publish(artifact)
         return path
 
-    def read_json(self, artifact: Artifact | str, default: Any = None) -> Any:
+    def read_json(self, artifact: Artifact | str, default: Any = None, *, keys: tuple[str, ...] | None = None) -> Any:
+        """The artifact's JSON (``default`` when it is missing); ``keys``: of an object, only these top-level keys."""
         if not self.exists(artifact):
             return default
-        return loads(self.read_text(artifact))
+        return loads(self.read_text(artifact), keys=keys)
 
     def write_json(self, artifact: Artifact | str, data: Any, *, indent: int | None = 2) -> Path:
         return self.write_text(artifact, json.dumps(data, indent=indent, default=str))

@@ -19,7 +19,7 @@ from stampede.analysis.comparison import compare, judged_histograms, trend
 from stampede.analysis.drift import find_drift
 from stampede.analysis.recommendations import recommend
 from stampede.core.paths import Artifact
-from stampede.core.records import Comparison, RunResult
+from stampede.core.records import Comparison, RunResult, collector_paused
 from stampede.figures.server import summarise
 from stampede.plan.run_plan import RunPlan
 from stampede.state.history import RunStore
@@ -28,10 +28,11 @@ from stampede.steps.folder import folder_of
 log = logging.getLogger(__name__)
 
 
+@collector_paused()  # a day held in memory: its million objects are not scanned again and again
 def analyse(plan: RunPlan, *, store: RunStore | None = None) -> RunResult:
     folder = folder_of(plan)
     result = folder.results()
-    output = folder.read_json(Artifact.LOCUST_OUTPUT, default={})
+    output = folder.read_json(Artifact.LOCUST_OUTPUT, default={}, keys=("stages", "intervals", "phases"))
     document = folder.read_json(Artifact.SERVER_METRICS)
     result.server = summarise(document, output.get("stages") or [])
     result.bottlenecks = find_bottlenecks(result, document)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from stampede.core.artifacts import RunFolder
 from stampede.core.paths import Artifact
-from stampede.core.records import CostRecord, from_dict
+from stampede.core.records import CostRecord, collector_paused, from_dict
 from stampede.plan.run_plan import RunPlan
 from stampede.render.report import render_report
 from stampede.state.history import RunStore, publish_to_s3
@@ -28,6 +28,7 @@ from stampede.steps.folder import folder_of
 log = logging.getLogger(__name__)
 
 
+@collector_paused()  # a day held in memory: its million objects are not scanned again and again
 def report(plan: RunPlan) -> Path | None:
     folder = folder_of(plan)
     if not folder.exists(Artifact.RESULTS):

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from stampede.analysis.capacity import capacity_of_stages
 from stampede.analysis.expectations import apply_outcome, validate_stages
 from stampede.core.paths import Artifact
-from stampede.core.records import Breach, RunResult, SeriesPoint, StageResult, Stop, from_dict
+from stampede.core.records import Breach, RunResult, SeriesPoint, StageResult, Stop, collector_paused, from_dict
 from stampede.core.thresholds import Observation, Threshold
 from stampede.core.verdict import verdict_of
 from stampede.figures import server as server_figures
@@ -30,6 +30,7 @@ from stampede.steps.folder import folder_of
 from stampede.steps.run_stages import recover_output
 
 
+@collector_paused()  # a day held in memory: its million objects are not scanned again and again
 def validate(plan: RunPlan) -> RunResult:
     folder = folder_of(plan)
     output = folder.read_json(Artifact.LOCUST_OUTPUT)

@@ -111,3 +111,45 @@ def test_a_store_that_is_not_s3_bucket_prefix_is_refused_in_one_line(url, monkey
     monkeypatch.setenv(artifacts.ENV_STORE, url)
     with pytest.raises(Refusal, match=r"^STAMPEDE_ARTIFACTS_URL: .* is not s3://bucket/prefix; fix: "):
         artifacts.store_url()
+
+
+def test_a_document_read_for_some_keys_holds_those_it_has_and_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.delenv(artifacts.ENV_STORE, raising=False)
+    folder = RunFolder(tmp_path / "run")
+    folder.write_json(Artifact.LOCUST_OUTPUT, {"stages": [{"name": "soak"}], "series": [{"t": 1}] * 3, "phases": {}})
+    assert folder.read_json(Artifact.LOCUST_OUTPUT, keys=("stages", "phases", "intervals")) == {
+        "stages": [{"name": "soak"}], "phases": {}}
+    folder.write_text(Artifact.SERVER_METRICS, '{"series": {}, "interval_s": NaN}')  # json writes NaN, msgspec refuses it
+    assert folder.read_json(Artifact.SERVER_METRICS, keys=("series",)) == {"series": {}}
+
+
+def test_results_read_back_as_written_whatever_their_series_rows_hold(tmp_path, monkeypatch):
+    monkeypatch.delenv(artifacts.ENV_STORE, raising=False)
+    folder = RunFolder(tmp_path / "run")
+    row = {"t": 1, "stage": "soak", "phase": "steady", "users": 5, "requests": 3, "failures": 0,
+           "p50_ms": 2.5, "p95_ms": 4.0, "p99_ms": None}
+    folder.write_results(RunResult.from_dict({"run_id": "r1", "scenario": "smoke", "target": "t", "verdict": "pass",
+                                              "started_at": "", "finished_at": "", "stages": [],
+                                              "series": [row, {**row, "t": 2, "step": 1}]}))
+    written = json.loads(folder.file(Artifact.RESULTS).read_text())
+    assert folder.results().to_dict() == written
+    # a row missing a field (an older writer) or one this reader does not know: still read, as before
+    written["series"] = [{k: v for k, v in row.items() if k != "users"}, {**row, "t": 2, "extra": 1}]
+    folder.file(Artifact.RESULTS).write_text(json.dumps(written))
+    series = folder.results().series
+    assert [(p.t, p.users) for p in series] == [(1, None), (2, 5)]
+
+
+def test_a_long_runs_results_are_written_compact_row_for_row_as_their_dicts(tmp_path, monkeypatch):
+    from stampede.core.records import LONG_SERIES, dumps_compact
+
+    monkeypatch.delenv(artifacts.ENV_STORE, raising=False)
+    folder = RunFolder(tmp_path / "run")
+    rows = [{"t": t, "stage": 'a "quoted",\\ stage', "phase": "steady", "users": t % 7, "requests": 3, "failures": 0,
+             "p50_ms": None if t % 5 else 2.5, "p95_ms": 4.0, "p99_ms": None, **({"step": t % 3} if t % 2 else {})}
+            for t in range(LONG_SERIES + 10)]
+    result = RunResult.from_dict({"run_id": "r1", "scenario": "soak", "target": "t", "verdict": "pass",
+                                  "started_at": "", "finished_at": "", "stages": [], "series": rows})
+    folder.write_results(result)
+    assert folder.file(Artifact.RESULTS).read_bytes() == dumps_compact(result.to_dict())
+    assert folder.results() == result

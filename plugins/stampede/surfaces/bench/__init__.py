@@ -14,7 +14,8 @@ noisy machine:
 - ``overhead``: a nightly DAG run (``airflow dags test``; the run's duration as Airflow
   records it, with the command's start-up and exit beside it) minus its load time;
 - ``analysis``: validate, analyse and report a synthetic 24-hour history with a slow leak
-  planted from hour 16 → ``analysis_s_24h``, ``analysis_peak_mib_24h``,
+  planted from hour 16, each step in a fresh process → ``analysis_s_24h`` (analyse + report),
+  ``analysis_peak_mib_24h``,
   ``analysis_report_mib_24h``, ``drift_leak_start_hour`` (the hour the drift analysis names);
 - ``cleanup``: entities cleaned per second against the demo target and against a
   target with a 20 ms service time, and the time to clean what ``normal`` creates.
