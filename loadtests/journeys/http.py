@@ -31,7 +31,7 @@ response object also builds a case-insensitive header table through four Python
 callbacks per header, and its pool a semaphore and a queue around a connection
 that only this user ever uses: with both, a fifth of the generator's CPU went into
 reading answers (py-spy, the peers bench). The user's one connection is held here;
-before it is reused it is checked as the pool checks it (``socket_is_reusable``),
+before it is reused it is checked as the pool checks it (``idle_watch``, one poller per connection),
 and one that the target had closed is retried as ``HTTPClient`` retries it
 (idempotent methods only). A caller's header that this head does not write
 itself (``Host``, ``Accept``, ...) or a ``HEAD`` goes through ``HTTPClient.request``
@@ -55,7 +55,7 @@ from geventhttpclient import HTTPClient
 from geventhttpclient._parser import HTTPResponseParser
 from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 
-from stampede.load.fixes import patch_connection_pool, socket_is_reusable
+from stampede.load.fixes import idle_watch, patch_connection_pool
 
 __all__ = ["JourneyHttpClient", "JourneyResponse"]
 
@@ -160,6 +160,7 @@ class JourneyHttpClient:
         self._queries: dict[tuple, str] = {}  # the journeys send a handful of distinct parameter sets
         self._pool = self._http._connection_pool  # opens a connection as HTTPClient does (timeouts, TLS)
         self._sock = None  # the user's kept-alive connection, between two requests
+        self._sock_watch = None  # its idle_watch
 
     def send(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None,
              headers: dict[str, str] | None = None) -> JourneyResponse:
@@ -227,10 +228,11 @@ class JourneyHttpClient:
         retries_left = _RETRIES
         while True:
             sock, self._sock = self._sock, None
-            if sock is None or not socket_is_reusable(sock):
+            if sock is None or self._sock_watch.poll(0):
                 if sock is not None:
                     sock.close()
                 sock = self._pool._create_socket()
+                self._sock_watch = idle_watch(sock)
             try:
                 sent = sock.send(data)  # a request head fits the socket's buffer: one send, else the rest
                 if sent < len(data):
@@ -274,6 +276,7 @@ class JourneyHttpClient:
         finally:
             if not queue.empty():
                 self._sock = queue.get(block=False)
+                self._sock_watch = idle_watch(self._sock)
 
     def report(self, response: JourneyResponse, name: str, exception: BaseException | None,
                context: dict[str, Any] | None = None) -> None:

@@ -30,17 +30,25 @@ _poll = monkey.get_original("select", "poll")
 _READABLE_OR_CLOSED = _select_module.POLLIN | _select_module.POLLPRI | _select_module.POLLERR | _select_module.POLLHUP
 
 
+def idle_watch(sock):
+    """A poll object on open ``sock``: ``not watch.poll(0)`` while it is reusable (no FIN, no stray bytes, no error).
+
+    One per connection serves every check of it: a journey user checks its own
+    connection before each request without building a poller each time.
+    """
+    watch = _poll()
+    watch.register(sock.fileno(), _READABLE_OR_CLOSED)
+    return watch
+
+
 def socket_is_reusable(sock) -> bool:
     """An idle keep-alive socket is reusable when it is open and has nothing to read (no FIN, no stray bytes)."""
     if sock is None:
         return False
     try:
-        fileno = sock.fileno()
-        if fileno < 0:
+        if sock.fileno() < 0:
             return False
-        poller = _poll()
-        poller.register(fileno, _READABLE_OR_CLOSED)
-        return not poller.poll(0)
+        return not idle_watch(sock).poll(0)
     except (OSError, ValueError):
         return False
 
