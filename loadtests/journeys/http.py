@@ -33,7 +33,10 @@ that only this user ever uses: with both, a fifth of the generator's CPU went in
 reading answers (py-spy, the peers bench). The user's one connection is held here;
 before it is reused it is checked as the pool checks it (``idle_watch``, one poller per connection),
 and one that the target had closed is retried as ``HTTPClient`` retries it
-(idempotent methods only). A caller's header that this head does not write
+(idempotent methods only). Each wait on it (a ``recv``, a ``send`` that finds the
+buffer full) is bounded by ``network_timeout`` with the user's one libev timer,
+re-armed per wait, where gevent's socket timeout built a ``Timeout`` per wait; a wait
+that runs out is ``TimeoutError: timed out``, as before. A caller's header that this head does not write
 itself (``Host``, ``Accept``, ...) or a ``HEAD`` goes through ``HTTPClient.request``
 on the same connection.
 
@@ -51,6 +54,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import gevent.socket
+from gevent import get_hub, getcurrent
 from geventhttpclient import HTTPClient
 from geventhttpclient._parser import HTTPResponseParser
 from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
@@ -93,12 +97,23 @@ class _Answer(HTTPResponseParser):
             self.complete = True
 
 
-def _read_answer(sock, block_size: int) -> tuple[int, bytes, bool]:
+def _recv(sock, size: int, timer) -> bytes:
+    """``sock.recv(size)``, raising ``TimeoutError('timed out')`` (as a socket timeout) when nothing came in
+    ``timer``'s time. The user's one timer serves every wait: gevent's own socket timeout builds a
+    ``Timeout`` and a libev timer for each, about a tenth of a generator's CPU per request (py-spy)."""
+    timer.start(getcurrent().throw, TimeoutError, "timed out", update=True)
+    try:
+        return sock.recv(size)
+    finally:
+        timer.stop()
+
+
+def _read_answer(sock, block_size: int, timer) -> tuple[int, bytes, bool]:
     """``(status, body, keep-alive)`` of the answer arriving on ``sock``; raises ``HTTPConnectionClosed``
     when the connection was closed before a byte came (a kept-alive socket the target had closed)."""
     answer = _Answer()
     try:
-        data = sock.recv(block_size)
+        data = _recv(sock, block_size, timer)
     except gevent.socket.error as error:
         if error.errno == errno.ECONNRESET:
             raise HTTPConnectionClosed("connection closed.") from error
@@ -107,7 +122,7 @@ def _read_answer(sock, block_size: int) -> tuple[int, bytes, bool]:
         raise HTTPConnectionClosed("connection closed.")
     answer.feed(data)
     while not answer.complete:
-        data = sock.recv(block_size)
+        data = _recv(sock, block_size, timer)
         answer.feed(data)  # b"" is the close: the end of a body read to it, else the parser's error
         if not data and not answer.complete:
             raise HTTPParseError("connection closed before the end of the answer")
@@ -161,6 +176,8 @@ class JourneyHttpClient:
         self._pool = self._http._connection_pool  # opens a connection as HTTPClient does (timeouts, TLS)
         self._sock = None  # the user's kept-alive connection, between two requests
         self._sock_watch = None  # its idle_watch
+        self._network_timeout = network_timeout
+        self._timer = None  # the network timeout of every wait on the user's connection (_recv), made on first use
 
     def send(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None,
              headers: dict[str, str] | None = None) -> JourneyResponse:
@@ -232,11 +249,12 @@ class JourneyHttpClient:
                 if sock is not None:
                     sock.close()
                 sock = self._pool._create_socket()
+                sock.settimeout(None)  # its waits are bounded by the user's timer instead (_recv, _send)
                 self._sock_watch = idle_watch(sock)
+            if self._timer is None:
+                self._timer = get_hub().loop.timer(self._network_timeout)
             try:
-                sent = sock.send(data)  # a request head fits the socket's buffer: one send, else the rest
-                if sent < len(data):
-                    sock.sendall(data[sent:])
+                self._send(sock, data)
             except gevent.socket.error as error:
                 sock.close()
                 if error.errno in (errno.ECONNRESET, errno.EPIPE) and retries_left > 0 and method in _IDEMPOTENT:
@@ -244,7 +262,7 @@ class JourneyHttpClient:
                     continue
                 raise
             try:
-                status, content, keep_alive = _read_answer(sock, self._http.block_size)
+                status, content, keep_alive = _read_answer(sock, self._http.block_size, self._timer)
             except HTTPConnectionClosed:
                 sock.close()
                 if retries_left > 0 and method in _IDEMPOTENT:
@@ -260,11 +278,22 @@ class JourneyHttpClient:
                 sock.close()
             return status, content
 
+    def _send(self, sock, data: bytes) -> None:
+        """All of ``data`` (a request head fits the socket's buffer: one ``send``), each wait timed as ``_recv``'s."""
+        timer, sent = self._timer, 0
+        while sent < len(data):
+            timer.start(getcurrent().throw, TimeoutError, "timed out", update=True)
+            try:
+                sent += sock.send(data[sent:] if sent else data)
+            finally:
+                timer.stop()
+
     def _through_http_client(self, method: str, url: str, body: bytes | None, headers: dict[str, str] | None
                              ) -> tuple[int, bytes]:
         """``HTTPClient.request`` on the user's connection: lent to its pool, taken back after."""
         queue = self._pool._socket_queue
         if self._sock is not None:
+            self._sock.settimeout(self._network_timeout)  # HTTPClient's waits are timed by the socket
             queue.put(self._sock)  # idle in the pool, as HTTPClient leaves a kept-alive socket
             self._sock = None
         try:
@@ -276,6 +305,7 @@ class JourneyHttpClient:
         finally:
             if not queue.empty():
                 self._sock = queue.get(block=False)
+                self._sock.settimeout(None)
                 self._sock_watch = idle_watch(self._sock)
 
     def report(self, response: JourneyResponse, name: str, exception: BaseException | None,

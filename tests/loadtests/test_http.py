@@ -70,6 +70,9 @@ SERVER_AND_CLIENT = textwrap.dedent('''
                 sock.sendall(b"4]")
                 sock.close()
                 return
+            elif path.startswith("/v1/silent"):  # answers after the client's network timeout
+                gevent.sleep(1.0)
+                sock.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\n{}")
             elif path.startswith("/v1/cut-short"):  # fewer bytes than the length said, then the close
                 sock.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 10\\r\\n\\r\\n{}")
                 sock.close()
@@ -143,6 +146,10 @@ SERVER_AND_CLIENT = textwrap.dedent('''
         head = client.send("HEAD", "/echo-head")
         out["merged"] = [own.json()["head"].count("Accept:"), "Accept: text/plain" in own.json()["head"],
                          after.status_code, head.status_code, head.content.decode(), len(connections)]
+        impatient = JourneyHttpClient(base, request_event=events, connection_timeout=2, network_timeout=0.3)
+        waited = impatient.send("GET", "/silent")
+        out["timed_out"] = [waited.status_code, f"{type(waited.error).__name__}: {waited.error}",
+                            round(waited.response_time_ms)]
     out["connections"] = len(connections)
     out["events"] = events.fired
     for s in held:
@@ -264,3 +271,6 @@ def test_answers_are_framed_by_the_parser_and_the_connection_is_kept_only_when_i
     accepts, own_accept, after, head, head_body, connections = out["merged"]
     assert (accepts, own_accept, after, head, head_body) == (1, True, 200, 200, "")
     assert connections == 3  # HTTPClient's two requests and the one between ran on one connection
+    status, error, waited_ms = out["timed_out"]
+    assert (status, error) == (0, "TimeoutError: timed out")  # as gevent's socket timeout says it
+    assert 300 <= waited_ms < 900
