@@ -56,6 +56,27 @@ SERVER_AND_CLIENT = textwrap.dedent('''
                 gevent.sleep(0.01)
                 sock.close()
                 return
+            elif path.startswith("/v1/interim"):  # an interim 1xx, then the answer, in two writes
+                sock.sendall(b"HTTP/1.1 100 Continue\\r\\n\\r\\n")
+                gevent.sleep(0.01)
+                sock.sendall(b'HTTP/1.1 201 Created\\r\\nContent-Length: 9\\r\\n\\r\\n{"id": 7}')
+            elif path.startswith("/v1/chunked"):
+                sock.sendall(b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n4\\r\\n[1, \\r\\n")
+                gevent.sleep(0.01)
+                sock.sendall(b"2\\r\\n2]\\r\\n0\\r\\n\\r\\n")
+            elif path.startswith("/v1/to-the-close"):  # no length: the body ends with the connection
+                sock.sendall(b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\n\\r\\n[3, ")
+                gevent.sleep(0.01)
+                sock.sendall(b"4]")
+                sock.close()
+                return
+            elif path.startswith("/v1/silent"):  # answers after the client's network timeout
+                gevent.sleep(1.0)
+                sock.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\n{}")
+            elif path.startswith("/v1/cut-short"):  # fewer bytes than the length said, then the close
+                sock.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 10\\r\\n\\r\\n{}")
+                sock.close()
+                return
             elif path.startswith("/v1/slow-body"):
                 sock.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\n")
                 gevent.sleep(0.05)
@@ -89,7 +110,7 @@ SERVER_AND_CLIENT = textwrap.dedent('''
             response = client.send("POST", "/escrows", params={"limit": 20}, json={"n": index})
             client.report(response, "/escrows", None)
             gevent.sleep(0.02)  # idle between requests, as a user thinking
-        out["fileno"] = client._http._connection_pool._socket_queue.peek().fileno()
+        out["fileno"] = client._sock.fileno()
         out["last_body"] = response.json()
     elif scenario == "redirect-slow-refused":
         for path in ("/redirect", "/slow-body"):
@@ -115,6 +136,20 @@ SERVER_AND_CLIENT = textwrap.dedent('''
         out["refused"] = [repr(injected.error), injected.status_code, repr(spaced.error), spaced.status_code]
         out["then_close"] = [client.send("GET", "/then-close").status_code, client.send("GET", "/echo-head").status_code]
         out["connections_before_refusals"] = seen
+    elif scenario == "framing":
+        for path in ("/interim", "/chunked", "/echo-head", "/to-the-close", "/echo-head", "/cut-short"):
+            response = client.send("GET", path)
+            out[path] = [response.status_code, response.content.decode(),
+                         type(response.error).__name__ if response.error else None, len(connections)]
+        own = client.send("GET", "/echo-head", headers={"Accept": "text/plain"})  # HTTPClient's merge
+        after = client.send("GET", "/echo-head")
+        head = client.send("HEAD", "/echo-head")
+        out["merged"] = [own.json()["head"].count("Accept:"), "Accept: text/plain" in own.json()["head"],
+                         after.status_code, head.status_code, head.content.decode(), len(connections)]
+        impatient = JourneyHttpClient(base, request_event=events, connection_timeout=2, network_timeout=0.3)
+        waited = impatient.send("GET", "/silent")
+        out["timed_out"] = [waited.status_code, f"{type(waited.error).__name__}: {waited.error}",
+                            round(waited.response_time_ms)]
     out["connections"] = len(connections)
     out["events"] = events.fired
     for s in held:
@@ -224,3 +259,18 @@ def test_the_request_head_carries_the_same_fields_refuses_injection_and_retries_
     assert "invalid request URI" in spaced and spaced_status == 0
     assert out["then_close"] == [200, 200]  # the kept-alive socket the server dropped: a fresh one, no error
     assert out["connections"] == out["connections_before_refusals"] + 1  # nothing was sent for the refused two
+
+
+def test_answers_are_framed_by_the_parser_and_the_connection_is_kept_only_when_it_may_be() -> None:
+    out = _run("framing")
+    assert out["/interim"] == [201, '{"id": 7}', None, 1]  # the 100 skipped, the same connection
+    assert out["/chunked"] == [200, "[1, 2]", None, 1]
+    assert out["/to-the-close"] == [200, "[3, 4]", None, 1]  # read to the close, which ends the connection
+    assert out["/echo-head"][::3] == [200, 2]  # so the next request opens a second one
+    assert out["/cut-short"] == [0, "", "HTTPParseError", 2]  # fewer bytes than its length: a failure
+    accepts, own_accept, after, head, head_body, connections = out["merged"]
+    assert (accepts, own_accept, after, head, head_body) == (1, True, 200, 200, "")
+    assert connections == 3  # HTTPClient's two requests and the one between ran on one connection
+    status, error, waited_ms = out["timed_out"]
+    assert (status, error) == (0, "TimeoutError: timed out")  # as gevent's socket timeout says it
+    assert 300 <= waited_ms < 900

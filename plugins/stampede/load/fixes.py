@@ -9,6 +9,18 @@ a new TCP connection. Measured here at 2,000 users: 1,800 connections opened
 per 10 s instead of none, and about twice the CPU per request. ``poll`` has no
 such limit and answers the same question.
 
+A worker spawns in batches (:func:`cooperative_spawning`): Locust creates all the
+users of one spawn message in one loop that never yields, and their first steps
+(a login each) run back to back right after it, so a worker told to add thousands
+of users on a busy core sends no heartbeat for seconds; the master then takes it
+for missing and moves its users to the other workers. Spawned in batches of
+:data:`SPAWN_BATCH` with a yield between them, the heartbeat, the master's messages
+and the running users' answers are served between two batches. Each batch's users
+are then frozen out of the cyclic collector (``gc.freeze``): they live as long as
+the run, and a full collection that walks 15,000 users' objects stalls the loop
+as a tight spawn does; stopping users unfreezes them all, so stopped users are
+still collected.
+
 Redirects are not followed unless a request asks (:func:`no_redirects_by_default`):
 ``HttpUser`` (requests) follows them for GET and OPTIONS by default and
 ``FastHttpUser`` for every method (up to 30), so a target that answers 302 to
@@ -20,14 +32,30 @@ empty history and make no second connection.
 
 from __future__ import annotations
 
+import gc
 import select as _select_module
 
+import gevent
 from gevent import monkey
 from geventhttpclient import connectionpool
 
 # the real poll, not gevent's cooperative one: a zero-timeout check never blocks
 _poll = monkey.get_original("select", "poll")
 _READABLE_OR_CLOSED = _select_module.POLLIN | _select_module.POLLPRI | _select_module.POLLERR | _select_module.POLLHUP
+# users created between two yields of the spawning greenlet: their creation and first steps take
+# well under 0.1 s of a core, so the heartbeat (every second; missing after 3) is never held back
+SPAWN_BATCH = 50
+
+
+def idle_watch(sock):
+    """A poll object on open ``sock``: ``not watch.poll(0)`` while it is reusable (no FIN, no stray bytes, no error).
+
+    One per connection serves every check of it: a journey user checks its own
+    connection before each request without building a poller each time.
+    """
+    watch = _poll()
+    watch.register(sock.fileno(), _READABLE_OR_CLOSED)
+    return watch
 
 
 def socket_is_reusable(sock) -> bool:
@@ -35,12 +63,9 @@ def socket_is_reusable(sock) -> bool:
     if sock is None:
         return False
     try:
-        fileno = sock.fileno()
-        if fileno < 0:
+        if sock.fileno() < 0:
             return False
-        poller = _poll()
-        poller.register(fileno, _READABLE_OR_CLOSED)
-        return not poller.poll(0)
+        return not idle_watch(sock).poll(0)
     except (OSError, ValueError):
         return False
 
@@ -84,3 +109,49 @@ def no_redirects_by_default() -> None:
         return fast_request(self, method, url, *args, allow_redirects=allow_redirects, **kwargs)
 
     FastHttpSession.request = fast
+
+
+def _batches(user_classes_spawn_count: dict[str, int], size: int):
+    """``{class: count}`` cut into ``{class: count}`` batches of at most ``size`` users, classes in their order."""
+    batch: dict[str, int] = {}
+    room = size
+    for name, count in user_classes_spawn_count.items():
+        while count > 0:
+            take = min(count, room)
+            batch[name] = batch.get(name, 0) + take
+            count -= take
+            room -= take
+            if room == 0:
+                yield batch
+                batch, room = {}, size
+    if batch:
+        yield batch
+
+
+def cooperative_spawning() -> None:
+    """Make Locust's ``Runner.spawn_users`` spawn in batches, yielding and freezing each (idempotent)."""
+    from locust.runners import Runner
+
+    if getattr(Runner.spawn_users, "_stampede_batches", False):
+        return
+    spawn_all = Runner.spawn_users
+
+    def spawn_users(self, user_classes_spawn_count: dict[str, int], wait: bool = False):
+        if wait:  # a standalone run that blocks until its users end: nothing to serve meanwhile
+            return spawn_all(self, user_classes_spawn_count, wait=True)
+        new_users = []
+        for batch in _batches(user_classes_spawn_count, SPAWN_BATCH):
+            new_users += spawn_all(self, batch)
+            gc.freeze()  # the run's users: never garbage while it lasts, never walked by a collection again
+            gevent.sleep(0)  # the new users' first steps, the heartbeat and the master's messages run now
+        return new_users
+
+    stop = Runner.stop_users
+
+    def stop_users(self, user_classes_stop_count: dict[str, int]) -> None:
+        stop(self, user_classes_stop_count)
+        gc.unfreeze()  # the stopped users may be cyclic garbage now: the next full collection may take them
+
+    spawn_users._stampede_batches = True
+    Runner.spawn_users = spawn_users
+    Runner.stop_users = stop_users

@@ -13,7 +13,9 @@ No supervisor is trusted to be alive (``stampede.load.owner``):
   would leave a master whose last worker is gone, which ends the run as if complete);
   when its master has been silent for the plan's grace (or :data:`MASTER_SILENT_S`, if
   shorter: a master that died or was killed) it stops its users and quits, with an exit
-  code that lets its agent start a fresh worker: an idle worker sends no load, and a
+  code that lets its agent start a fresh worker (the silence counts from the end of the
+  worker's own last stall, :data:`OWN_STALL_S`: a worker whose loop was held up reads the
+  master's queued beats only after it, and would otherwise leave a live master): an idle worker sends no load, and a
   master the owner started again (``stampede.load.runner``) finds its workers that way.
   A worker of a run that is over for good is ended by its agent (the owner's beat, its
   time to live, teardown's stop file) or by the master's "run over".
@@ -43,6 +45,7 @@ RUN_OVER_MESSAGE = "stampede_run_over"  # master → workers: the run is over fo
 KILL_SWITCH_MESSAGE = "stampede_kill_switch"  # worker → master: the kill switch is on where the worker runs
 # Locust's master beats to its workers every second; silent this long, it is gone (its own timeout is 60 s)
 MASTER_SILENT_S = 10.0
+OWN_STALL_S = 1.0  # the watch's one-second sleep this much late: the worker's own loop was held up
 
 
 def grace_of(plan: dict[str, Any]) -> float:
@@ -100,8 +103,12 @@ def watch_worker(environment, plan_of) -> None:
 
     def loop() -> None:
         told = False
+        resumed_at = time.time()  # the end of this worker's own last stall
         while True:
+            asked = time.time()
             gevent.sleep(1.0)
+            if time.time() - asked > 1.0 + OWN_STALL_S:
+                resumed_at = time.time()
             why = killswitch.local_reason()
             if why:  # no request more from here; the master stops the run and records why
                 if not told:
@@ -109,7 +116,8 @@ def watch_worker(environment, plan_of) -> None:
                     run_over(why)
                     runner.send_message(KILL_SWITCH_MESSAGE, why)
                 end_every_user(runner)  # also any user the master spawned before it heard
-            silent_s = time.time() - runner.last_heartbeat_timestamp if runner.last_heartbeat_timestamp else 0.0
+            last_beat = runner.last_heartbeat_timestamp
+            silent_s = time.time() - max(last_beat, resumed_at) if last_beat else 0.0
             limit_s = min(grace_of(plan_of(environment)), MASTER_SILENT_S)
             if silent_s > limit_s:
                 run_over(f"no heartbeat from the master for {silent_s:.0f} s (limit {limit_s:g} s)", for_good=False)

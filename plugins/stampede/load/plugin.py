@@ -34,7 +34,7 @@ from stampede.cleanup.ledger import LedgerEntry
 from stampede.load import egress, ledger, open_model, owner_watch
 from stampede.load.aggregator import RunAggregator
 from stampede.load.final_reports import FinalReports, listen_on_worker, use_graceful_stop
-from stampede.load.fixes import no_redirects_by_default, patch_connection_pool
+from stampede.load.fixes import cooperative_spawning, no_redirects_by_default, patch_connection_pool
 from stampede.load.loop_lag import LoopLagProbe
 from stampede.load.recorder import RequestRecorder
 from stampede.load.shape import StageShape
@@ -125,6 +125,7 @@ def _on_init(environment, **_kw) -> None:
     _apply_journey_weights(environment, plan)
     if not isinstance(runner, MasterRunner):
         tune_gc()  # a load-generating process: a worker or a standalone one
+        cooperative_spawning()  # a big spawn message must not hold back the heartbeat (stampede.load.fixes)
         recorder = RequestRecorder()
         recorder.environment = environment
         recorder.loop_lag = LoopLagProbe().start()  # the generator's own delay, beside its requests
