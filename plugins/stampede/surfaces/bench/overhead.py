@@ -24,6 +24,7 @@ from pathlib import Path
 
 from stampede.infra.demo_target.server import DemoTarget
 from stampede.surfaces.bench.figures import Figure
+from stampede.surfaces.demo import dags_test_command
 from stampede.plan.scenario import load_scenario
 from stampede.core.paths import PACKAGE_DIR
 
@@ -39,14 +40,13 @@ def pipeline_overhead(workdir: Path, *, quick: bool = False) -> Figure:
     airflow_home = Path(env.setdefault("AIRFLOW_HOME", str(PACKAGE_DIR.parents[1] / "build" / "airflow")))
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PACKAGE_DIR.parents[1] / "dags"))
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    airflow = Path(sys.executable).with_name("airflow")
     with DemoTarget(workdir=workdir / "demo") as target:
         conf = {"scenarios": [SCENARIO], "environment": "local", "target": target.base_url}
         log_path = workdir / "dags-test.log"
         started = time.time()
         with open(log_path, "w") as log:
             completed = subprocess.run(
-                [str(airflow), "dags", "test", DAG_ID, "-c", json.dumps(conf)],
+                dags_test_command(DAG_ID, conf),  # as make demo runs it
                 stdout=log, stderr=subprocess.STDOUT, env=env, timeout=TIMEOUT_S, check=False,
             )
         wall_s = time.time() - started
