@@ -14,9 +14,10 @@ import logging
 import os
 import sys
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
+if TYPE_CHECKING:
+    import boto3
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class StampedeAwsHook:
 
     @cached_property
     def session(self) -> boto3.session.Session:
+        import boto3  # here, as the session is built: its import (0.25 s) is for runs that call AWS, not for
+        # every importer of DEFAULT_REGION (the cost check of a local run)
+
         session = self._airflow_session()
         if session is None:
             session = boto3.session.Session(region_name=self._region_name)

@@ -1,8 +1,8 @@
 """pipeline_overhead_s: wall time of a nightly DAG run minus the load time its scenario configures.
 
-Runs ``airflow dags test loadtest_nightly`` with the smoke scenario against the
-demo target (as ``make demo`` does), with the Makefile's ``AIRFLOW_HOME`` and a
-temporary reports folder. The DAG run's wall time is Airflow's own record of it
+Runs ``airflow dags test loadtest_nightly -f dags/loadtest_nightly.py`` with the
+smoke scenario against the demo target (the command ``make demo`` runs), with the
+Makefile's ``AIRFLOW_HOME`` and a temporary reports folder. The DAG run's wall time is Airflow's own record of it
 (``dag_run.start_date`` to ``end_date``, what the UI shows as the run's
 duration): under the scheduler a nightly run has no CLI process around it. The
 command's start-up before the run (importing Airflow, parsing and writing the
@@ -81,7 +81,8 @@ def pipeline_overhead(workdir: Path, *, quick: bool = False) -> Figure:
             "first_task_at_s": round(first - started, 1), "last_task_end_to_exit_s": round(started + wall_s - last, 1),
             "tasks": {k: {"seconds": round(v["seconds"], 2), "state": v["state"], "tries": v["tries"]}
                       for k, v in tasks.items()},
-            "how": "airflow dags test in a subprocess (one process, no scheduler) against the demo target; the DAG "
+            "how": "airflow dags test -f dags/loadtest_nightly.py in a subprocess (one process, no scheduler; the "
+                   "command make demo runs) against the demo target; the DAG "
                    "run's start_date to end_date in Airflow's metadata minus the scenario's configured load time; "
                    "the process's start-up and exit are reported beside it; the demo target's start is not counted",
         },
@@ -146,7 +147,8 @@ def scheduler_overhead(workdir: Path, *, quick: bool = False) -> Figure:
 
     A fresh Airflow home (SQLite) in ``workdir`` with the API server, the scheduler
     (LocalExecutor: each task its own process) and the dag-processor on loopback;
-    the components' start and the database migration are not counted, only the DAG
+    the components' start (until they are healthy and the execution API answers, as
+    ``make airflow`` waits) and the database migration are not counted, only the DAG
     run from its ``start_date`` to its ``end_date``, with each task's own time and
     the gaps between tasks (the scheduler's polling and each task process's start).
     """
@@ -216,8 +218,9 @@ def scheduler_overhead(workdir: Path, *, quick: bool = False) -> Figure:
             "state": run.get("state"), "no_task_running_s": round(idle, 1), "tasks": task_s,
             "components_ready_s": round(ready_s, 1), "left_running": left,
             "how": "api-server, scheduler (LocalExecutor, parallelism 4, idle sleep 0.2 s as make airflow sets them) "
-                   "and dag-processor on loopback with a fresh "
-                   "SQLite home; the DAG run's start_date to end_date from the REST API minus the scenario's load time",
+                   "and dag-processor on loopback with a fresh SQLite home, ready once healthy and the execution API "
+                   "answers (its first request builds it; make airflow waits for the same); the DAG run's start_date "
+                   "to end_date from the REST API minus the scenario's load time",
         },
     )
 
