@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from stampede.infra.demo_target.server import DemoTarget
-from stampede.core.paths import PACKAGE_DIR, reports_root
+from stampede.core.paths import reports_root
 from stampede.core.records import read_results
 
 DEMO_SCENARIO = "demo"
@@ -26,18 +26,6 @@ DEMO_SCENARIO = "demo"
 
 _TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\w+)")
 _PROGRESS = re.compile(r"(\[stampede\] stage=.*?)\s+\[stampede\.")
-
-
-def dags_test_command(dag_id: str, conf: dict) -> list[str]:
-    """``airflow dags test`` of one DAG, given its file (``dags/<dag_id>.py``).
-
-    The run Airflow records starts before the DAG is found: without ``-f`` it parses and
-    serializes every DAG of the folder once more (0.7 s of DAG files, 1.2 s of serializing
-    five DAGs here) before ``dag.test`` syncs the folder itself.
-    """
-    airflow = Path(sys.executable).with_name("airflow")
-    dags = Path(os.environ.get("AIRFLOW__CORE__DAGS_FOLDER") or PACKAGE_DIR.parents[1] / "dags")
-    return [str(airflow), "dags", "test", dag_id, "-f", str(dags / f"{dag_id}.py"), "-c", json.dumps(conf)]
 
 
 def _run_filtered(command: list[str], log_path: Path) -> int:
@@ -64,11 +52,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="stampede-demo-") as tmp, DemoTarget(workdir=Path(tmp)) as target:
         print(f"demo target: {target.base_url} (metrics: {target.metrics_url})", flush=True)
         conf = {"scenarios": [DEMO_SCENARIO], "environment": "local", "target": target.base_url}
-        command = dags_test_command("loadtest_nightly", conf)
-        print(f"running: airflow dags test loadtest_nightly -f {command[5]} -c '{json.dumps(conf)}'", flush=True)
+        airflow = Path(sys.executable).with_name("airflow")
+        print(f"running: airflow dags test loadtest_nightly -c '{json.dumps(conf)}'", flush=True)
         log_path = reports_root() / "demo-airflow.log"
         print(f"(the full Airflow log goes to {log_path}; task starts and load progress follow)", flush=True)
-        returncode = _run_filtered(command, log_path)
+        returncode = _run_filtered([str(airflow), "dags", "test", "loadtest_nightly", "-c", json.dumps(conf)], log_path)
     new = sorted(set(reports_root().glob("*/results.json")) - before, key=lambda p: p.stat().st_mtime)
     if not new:
         print(f"demo: the DAG run wrote no results (airflow exit code {returncode}); see {log_path}", file=sys.stderr)

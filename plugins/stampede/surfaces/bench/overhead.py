@@ -1,8 +1,8 @@
 """pipeline_overhead_s: wall time of a nightly DAG run minus the load time its scenario configures.
 
-Runs ``airflow dags test loadtest_nightly -f dags/loadtest_nightly.py`` with the
-smoke scenario against the demo target (the command ``make demo`` runs), with the
-Makefile's ``AIRFLOW_HOME`` and a temporary reports folder. The DAG run's wall time is Airflow's own record of it
+Runs ``airflow dags test loadtest_nightly`` with the smoke scenario against the
+demo target (as ``make demo`` does), with the Makefile's ``AIRFLOW_HOME`` and a
+temporary reports folder. The DAG run's wall time is Airflow's own record of it
 (``dag_run.start_date`` to ``end_date``, what the UI shows as the run's
 duration): under the scheduler a nightly run has no CLI process around it. The
 command's start-up before the run (importing Airflow, parsing and writing the
@@ -24,7 +24,6 @@ from pathlib import Path
 
 from stampede.infra.demo_target.server import DemoTarget
 from stampede.surfaces.bench.figures import Figure
-from stampede.surfaces.demo import dags_test_command
 from stampede.plan.scenario import load_scenario
 from stampede.core.paths import PACKAGE_DIR
 
@@ -40,13 +39,14 @@ def pipeline_overhead(workdir: Path, *, quick: bool = False) -> Figure:
     airflow_home = Path(env.setdefault("AIRFLOW_HOME", str(PACKAGE_DIR.parents[1] / "build" / "airflow")))
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PACKAGE_DIR.parents[1] / "dags"))
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    airflow = Path(sys.executable).with_name("airflow")
     with DemoTarget(workdir=workdir / "demo") as target:
         conf = {"scenarios": [SCENARIO], "environment": "local", "target": target.base_url}
         log_path = workdir / "dags-test.log"
         started = time.time()
         with open(log_path, "w") as log:
             completed = subprocess.run(
-                dags_test_command(DAG_ID, conf),  # as make demo runs it
+                [str(airflow), "dags", "test", DAG_ID, "-c", json.dumps(conf)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, timeout=TIMEOUT_S, check=False,
             )
         wall_s = time.time() - started
@@ -81,8 +81,7 @@ def pipeline_overhead(workdir: Path, *, quick: bool = False) -> Figure:
             "first_task_at_s": round(first - started, 1), "last_task_end_to_exit_s": round(started + wall_s - last, 1),
             "tasks": {k: {"seconds": round(v["seconds"], 2), "state": v["state"], "tries": v["tries"]}
                       for k, v in tasks.items()},
-            "how": "airflow dags test -f dags/loadtest_nightly.py in a subprocess (one process, no scheduler; the "
-                   "command make demo runs) against the demo target; the DAG "
+            "how": "airflow dags test in a subprocess (one process, no scheduler) against the demo target; the DAG "
                    "run's start_date to end_date in Airflow's metadata minus the scenario's configured load time; "
                    "the process's start-up and exit are reported beside it; the demo target's start is not counted",
         },
