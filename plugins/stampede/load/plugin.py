@@ -36,6 +36,7 @@ from stampede.load.aggregator import RunAggregator
 from stampede.load.final_reports import FinalReports, listen_on_worker, use_graceful_stop
 from stampede.load.fixes import cooperative_spawning, no_redirects_by_default, patch_connection_pool
 from stampede.load.loop_lag import LoopLagProbe
+from stampede.load.master_waits import quit_when_workers_quit, wait_for_workers
 from stampede.load.recorder import RequestRecorder
 from stampede.load.shape import StageShape
 
@@ -149,6 +150,7 @@ def _on_init(environment, **_kw) -> None:
     environment._stampede_aggregator = aggregator
     if isinstance(runner, MasterRunner):
         aggregator.final_reports = FinalReports(runner, aggregator.add_report)
+        quit_when_workers_quit(runner)  # not half a second each of the three times a headless master quits
 
         def on_worker_report(client_id, data):
             if REPORT_KEY in data:
@@ -194,6 +196,12 @@ def _on_init(environment, **_kw) -> None:
             aggregator.write(out)
         if aggregator.stop_reason and aggregator.stop_reason.get("kind") == StopKind.ABORT:
             environment.process_exit_code = 1
+
+    options = environment.parsed_options
+    if isinstance(runner, MasterRunner) and options is not None and getattr(options, "expect_workers", 0):
+        # last, once all is set up: before Locust's own check, which sleeps a whole second when it finds
+        # the workers not ready yet (they are, a tenth of a second after the master binds)
+        wait_for_workers(runner, options.expect_workers, max_wait_s=options.expect_workers_max_wait)
 
 
 def _apply_journey_weights(environment, plan: dict[str, Any]) -> None:

@@ -83,13 +83,14 @@ class LocalWorkers:
                 pass
         deadline = time.time() + 10
         while self.alive(workers) and time.time() < deadline:
+            time.sleep(0.05)  # an agent ends within a tenth of a second of its SIGTERM
+        if survivors := self.alive(workers):
+            for handle in survivors:
+                try:
+                    os.killpg(int(handle), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             time.sleep(0.2)
-        for handle in self.alive(workers):
-            try:
-                os.killpg(int(handle), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.2)
         for handle in workers.handles:
             _reap(int(handle))
         return self.alive(workers)

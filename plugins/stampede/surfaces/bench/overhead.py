@@ -146,7 +146,8 @@ def scheduler_overhead(workdir: Path, *, quick: bool = False) -> Figure:
 
     A fresh Airflow home (SQLite) in ``workdir`` with the API server, the scheduler
     (LocalExecutor: each task its own process) and the dag-processor on loopback;
-    the components' start and the database migration are not counted, only the DAG
+    the components' start (until they are healthy and the execution API answers, as
+    ``make airflow`` waits) and the database migration are not counted, only the DAG
     run from its ``start_date`` to its ``end_date``, with each task's own time and
     the gaps between tasks (the scheduler's polling and each task process's start).
     """
@@ -216,8 +217,9 @@ def scheduler_overhead(workdir: Path, *, quick: bool = False) -> Figure:
             "state": run.get("state"), "no_task_running_s": round(idle, 1), "tasks": task_s,
             "components_ready_s": round(ready_s, 1), "left_running": left,
             "how": "api-server, scheduler (LocalExecutor, parallelism 4, idle sleep 0.2 s as make airflow sets them) "
-                   "and dag-processor on loopback with a fresh "
-                   "SQLite home; the DAG run's start_date to end_date from the REST API minus the scenario's load time",
+                   "and dag-processor on loopback with a fresh SQLite home, ready once healthy and the execution API "
+                   "answers (its first request builds it; make airflow waits for the same); the DAG run's start_date "
+                   "to end_date from the REST API minus the scenario's load time",
         },
     )
 
