@@ -25,6 +25,11 @@ from stampede.core.histogram import coarse_bucket
 from stampede.core.thresholds import drift_interval_s
 
 
+# fine bucket -> coarse bucket lookups kept: the buckets seen lately (a few thousand at most in any minute of a
+# run), not every fine bucket of the day (~1,024 an octave per endpoint, gained for hours: ~1 MiB and growing)
+COARSE_LOOKUPS_KEPT = 4096
+
+
 class IntervalBins:
     """Per stage, per interval, per endpoint: a coarse histogram and the failures."""
 
@@ -49,6 +54,8 @@ class IntervalBins:
             fine = int(bucket)
             key = coarse.get(fine)
             if key is None:
+                if len(coarse) >= COARSE_LOOKUPS_KEPT:
+                    coarse.clear()
                 key = coarse[fine] = coarse_bucket(fine)
             histogram[key] = histogram.get(key, 0) + int(count)
         entry["failures"] += int(failures)
