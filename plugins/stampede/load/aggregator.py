@@ -28,7 +28,7 @@ from typing import Any
 
 from locust.runners import MasterRunner
 
-from stampede.core.histogram import LatencyHistogram
+from stampede.core.histogram import DenseLatencyHistogram, LatencyHistogram
 from stampede.core.paths import Artifact
 from stampede.core.stops import StopKind, stop_kind
 from stampede.figures import stream as figure_stream
@@ -231,7 +231,7 @@ class RunAggregator:
                     if stage_index is not None:
                         key = f"{stage_index}/{phase}"
                         slot = self.phases.setdefault(key, {}).setdefault(
-                            endpoint, {"histogram": LatencyHistogram(), "failures": 0, "errors": defaultdict(int)}
+                            endpoint, {"histogram": DenseLatencyHistogram(), "failures": 0, "errors": defaultdict(int)}
                         )
                         slot["histogram"].merge(counts)
                         slot["failures"] += failures
