@@ -19,6 +19,7 @@ import gc, json, sys, tempfile, time, tracemalloc, types
 from pathlib import Path
 from stampede.core.histogram import LatencyHistogram
 from stampede.figures import stream as figure_stream
+from stampede.load.intervals import IntervalBins
 from stampede.load.plugin import RunAggregator
 
 folder = Path(sys.argv[1])
@@ -51,7 +52,8 @@ def sizes():
     return {"timeline": len(agg.timeline), "iterations": len(agg.iterations.per_second),
             "open": len(agg.open_seconds), "closed": len(agg.closed_seconds), "series": len(agg.series),
             "unstreamed": len(agg.unstreamed), "pending": len(agg.pending), "watch": len(agg.watch.seconds),
-            "windows": sum(len(w.held) for w in agg.watch.windows.values()), "tags": len(agg.tags)}
+            "windows": sum(len(w.held) for w in agg.watch.windows.values()), "tags": len(agg.tags),
+            "interval_bins": sum(len(bins) for bins in agg.intervals.bins.values())}
 
 tracemalloc.start()
 measured = {}
@@ -75,10 +77,16 @@ rows = {row["t"]: row for row in out["series"]}
 checkpoints, _torn = figure_stream.read_stream(folder / "stream")
 rebuilt = json.loads(json.dumps(figure_stream.rebuild_output(checkpoints)))
 same = {key: rebuilt[key] == out[key] for key in ("phases", "phase_seconds", "series", "iterations", "stages", "windows")}
+held = IntervalBins(out["stages"])  # the drift bins as a master that streamed none would hold them
+for offset in range(SECONDS):
+    sec = T0 + offset
+    held.add(0, sec, "GET /x", shapes[sec % len(shapes)], sec % 3 == 0)
+same["intervals"] = json.loads(json.dumps(held.to_dict())) == out["intervals"]
 print(json.dumps({"measured": measured, "sent": sent, "merged": sum(sum(p["histogram"].values()) for p in phases),
                   "started": sum(v[0] for v in out["iterations"].values()), "series": len(out["series"]),
                   "early_users": rows[T0 + 10]["users"], "early_stage": rows[T0 + 10]["stage"],
-                  "seconds": out["phase_seconds"], "same_as_stream": same}))
+                  "seconds": out["phase_seconds"], "same_as_stream": same,
+                  "interval_bins": len(out["intervals"]["0"]["bins"])}))
 """
 
 
@@ -91,6 +99,9 @@ def test_a_long_run_keeps_a_flat_memory_and_exact_figures(tmp_path):
     for name, size in late["sizes"].items():  # five times the run, the same few seconds held
         assert size <= max(early["sizes"][name], 1) + 10, (name, early["sizes"], late["sizes"])
     assert late["sizes"]["timeline"] <= 1_000 and late["sizes"]["iterations"] <= 200
+    # the drift bins (13 of 1,620 s here): the finished ones are on disk, the master holds the current one
+    assert early["sizes"]["interval_bins"] <= 2 and late["sizes"]["interval_bins"] <= 2, (early, late)
+    assert found["interval_bins"] == 13
     grown = late["bytes"] - early["bytes"]
     # 16,000 more seconds: a leak of one small dict entry a second would be ~1.5 MiB; the drift bins add a few KiB
     assert grown < 256 * 1024, f"the master's memory grew {grown / 1024:.0f} KiB over 16,000 seconds"
@@ -99,7 +110,8 @@ def test_a_long_run_keeps_a_flat_memory_and_exact_figures(tmp_path):
     assert found["started"] == found["sent"]["started"]
     assert found["series"] >= 19_999
     assert found["early_users"] == 4 and found["early_stage"] == "soak"  # a tag forgotten long ago, read back
-    # the master's own output and the one rebuilt from its stream (what a crash leaves) still agree exactly
+    # the master's own output and the one rebuilt from its stream (what a crash leaves) still agree exactly,
+    # and its drift bins, read back from the stream, equal those of a master that held them all
     assert all(found["same_as_stream"].values()), found["same_as_stream"]
 
 

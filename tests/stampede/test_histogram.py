@@ -62,3 +62,34 @@ def _histogram(values_ms: list[float]) -> LatencyHistogram:
     for value in values_ms:
         histogram.record_ms(value)
     return histogram
+
+
+def test_a_dense_histogram_holds_the_same_counts_and_stops_growing():
+    """A stage's histogram merged into for long: the same counts as a sparse one, and flat once its octaves are seen."""
+    import tracemalloc
+
+    from stampede.core.histogram import DenseLatencyHistogram
+
+    rng = random.Random(7)
+    seconds = []
+    for _ in range(4000):  # lognormal latencies around 8 ms with a long tail: new buckets for the whole feed
+        second = LatencyHistogram()
+        for _ in range(40):
+            second.record_us(int(rng.lognormvariate(9.0, 0.6)))
+        seconds.append(second.to_dict())
+    sparse, dense = LatencyHistogram(), DenseLatencyHistogram()
+    held = {}
+    for name, histogram in (("sparse", sparse), ("dense", dense)):
+        tracemalloc.start()
+        for i, counts in enumerate(seconds):
+            histogram.merge(counts if i % 3 else {str(b): n for b, n in counts.items()})  # JSON keys too
+            if i in (1999, 3999):
+                held[(name, i)] = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    assert dense.to_dict() == sparse.to_dict() and dense.total == sparse.total == len(dense) == 160_000
+    assert dense.to_dict() == DenseLatencyHistogram().merge(sparse).to_dict()  # from a LatencyHistogram
+    sparse_grew = held[("sparse", 3999)] - held[("sparse", 1999)]
+    dense_grew = held[("dense", 3999)] - held[("dense", 1999)]
+    assert sparse_grew > 40_000, sparse_grew  # the sparse one still gains buckets in the second half
+    assert dense_grew < sparse_grew / 4, (dense_grew, sparse_grew)
+    print(f"second half: sparse +{sparse_grew} B, dense +{dense_grew} B")

@@ -62,3 +62,24 @@ def test_a_creep_binned_by_the_master_is_found_with_its_start():
     overall = next(f for f in drift.findings if f.subject == ALL_REQUESTS)
     assert overall.start_offset_s == 720 and overall.start_hour == 0 and "12 min in" in overall.title
     assert {f.kind for f in drift.findings} == {"latency"}
+
+
+def test_the_coarse_lookups_stay_bounded_and_the_bins_exact():
+    """A long stage meets a fine bucket after another (rare latencies, for hours): the lookups kept stay few."""
+    from stampede.load.intervals import COARSE_LOOKUPS_KEPT
+
+    stages = [{"name": "soak", "duration_s": 86_400, "start": START}]
+    bins = IntervalBins(stages)
+    expected: dict[int, int] = {}
+    for offset in range(3 * COARSE_LOOKUPS_KEPT):  # every second a new fine bucket, 2 ms to ~600 ms
+        fine = LatencyHistogram()
+        fine.record_us(2_000 + 197 * offset)
+        bins.add(0, START + offset, "GET /a", fine.to_dict(), 0)
+        for bucket, count in fine.counts.items():
+            expected[coarse_bucket(bucket)] = expected.get(coarse_bucket(bucket), 0) + count
+        assert len(bins._coarse) <= COARSE_LOOKUPS_KEPT
+    histogram: dict[int, int] = {}
+    for slot in bins.to_dict()["0"]["bins"].values():  # hourly bins: the fourth hour has begun
+        for bucket, count in slot["endpoints"]["GET /a"]["histogram"].items():
+            histogram[bucket] = histogram.get(bucket, 0) + count
+    assert histogram == expected and sum(histogram.values()) == 3 * COARSE_LOOKUPS_KEPT

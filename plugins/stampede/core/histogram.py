@@ -10,6 +10,7 @@ merged distribution, never averaged.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Mapping
 
 _SUB_BUCKETS = 1024  # per octave: bucket width / value <= 1/1024, like HdrHistogram with 3 digits
@@ -107,6 +108,70 @@ class LatencyHistogram:
 
     def to_dict(self) -> dict[int, int]:
         return dict(self.counts)
+
+    def __len__(self) -> int:
+        return self.total
+
+
+# -- a long-lived histogram's counts, held so they stop growing ----------------------------------------
+_DENSE_FROM = 96  # buckets of one octave held in a dict until this many, then in an array of 1,024 counts (8 KiB)
+
+
+class DenseLatencyHistogram:
+    """The counts of a :class:`LatencyHistogram` that is only ever merged into for hours: a stage's figures.
+
+    A sparse dict gains a key for every bucket a latency first lands in; a day's stage histogram
+    meets ~1,024 buckets an octave per endpoint, slowly (a 160 req/s run held 10,266 buckets after
+    18 minutes, still gaining ~600 a minute; ~100 bytes each), so the master's memory grew as long as
+    the run. Here each octave's counts (of 1,024 µs below 2,048 µs) start as a small dict and become
+    a fixed array of 1,024 counters once :data:`_DENSE_FROM` of its buckets are seen: what it holds
+    then grows only when a latency lands in an octave never seen before. The counts are the same,
+    exactly: :meth:`to_dict` gives what ``LatencyHistogram.merge`` of the same inputs would hold.
+    """
+
+    __slots__ = ("octaves", "total")
+
+    def __init__(self) -> None:
+        self.octaves: dict[int, dict[int, int] | array] = {}
+        self.total = 0
+
+    def merge(self, other: LatencyHistogram | Mapping[int, int]) -> DenseLatencyHistogram:
+        items = other.counts.items() if isinstance(other, LatencyHistogram) else other.items()
+        octaves, total = self.octaves, 0
+        for bucket, count in items:
+            bucket, count = int(bucket), int(count)
+            if bucket < 2 * _SUB_BUCKETS:
+                octave, index = bucket >> 10, bucket & (_SUB_BUCKETS - 1)
+            else:
+                top = bucket.bit_length() - 1
+                octave, index = top - 9, (bucket - (1 << top)) >> (top - 10)
+            held = octaves.get(octave)
+            if held is None:
+                held = octaves[octave] = {}
+            if type(held) is dict:
+                held[index] = held.get(index, 0) + count
+                if len(held) >= _DENSE_FROM:
+                    dense = array("Q", bytes(8 * _SUB_BUCKETS))
+                    for i, n in held.items():
+                        dense[i] = n
+                    octaves[octave] = dense
+            else:
+                held[index] += count
+            total += count
+        self.total += total
+        return self
+
+    def to_dict(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for octave in sorted(self.octaves):
+            held = self.octaves[octave]
+            pairs = held.items() if type(held) is dict else ((i, n) for i, n in enumerate(held) if n)
+            if octave < 2:
+                counts.update(((octave << 10) + i, n) for i, n in sorted(pairs))
+            else:
+                top = octave + 9
+                counts.update(((1 << top) + (i << (top - 10)), n) for i, n in sorted(pairs))
+        return counts
 
     def __len__(self) -> int:
         return self.total

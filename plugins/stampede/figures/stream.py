@@ -397,7 +397,7 @@ def merge_outputs(parts: list[dict[str, Any]]) -> dict[str, Any]:
     dead master's last checkpoint and its successor's first are in no figure: ``restarts`` of
     the output says when and how long. A rolling window never spans a restart: per threshold,
     the worst window is the master's that judged most seconds of it. Intervals (hourly bins of
-    long stages) are the last master's: the stream carries none.
+    long stages) are the last master's: a rebuild reads none (the stream carries the finished ones only).
     """
     merged = dict(parts[-1])
     merged["started_at"] = parts[0]["started_at"]

@@ -28,7 +28,7 @@ from typing import Any
 
 from locust.runners import MasterRunner
 
-from stampede.core.histogram import LatencyHistogram
+from stampede.core.histogram import DenseLatencyHistogram, LatencyHistogram
 from stampede.core.paths import Artifact
 from stampede.core.stops import StopKind, stop_kind
 from stampede.figures import stream as figure_stream
@@ -231,7 +231,7 @@ class RunAggregator:
                     if stage_index is not None:
                         key = f"{stage_index}/{phase}"
                         slot = self.phases.setdefault(key, {}).setdefault(
-                            endpoint, {"histogram": LatencyHistogram(), "failures": 0, "errors": defaultdict(int)}
+                            endpoint, {"histogram": DenseLatencyHistogram(), "failures": 0, "errors": defaultdict(int)}
                         )
                         slot["histogram"].merge(counts)
                         slot["failures"] += failures
@@ -366,6 +366,7 @@ class RunAggregator:
                         for (sec, key), endpoints in sorted(self.unstreamed.items(), key=lambda item: item[0][0])],
             "series": self.series,
             "breaches": self.breaches[self.breaches_streamed:],
+            "intervals": self.intervals.finished(before=int(now) - FINALIZE_AFTER_S),  # leave the master once on disk
         }
         if final:
             record["finished_at"] = now
@@ -374,6 +375,7 @@ class RunAggregator:
         self.checkpoints += 1
         self.unstreamed = {}
         self.series = []  # on disk now; write() reads them back
+        self.intervals.forget(record["intervals"])  # so are these
         self.breaches_streamed = len(self.breaches)
         self.stages_streamed = boundaries
         if timeline:
@@ -381,19 +383,23 @@ class RunAggregator:
         self.forget_old_tags(int(now))
         return True
 
-    def streamed_history(self) -> tuple[list[dict[str, Any]], dict[int, tuple[int, str, int]]]:
-        """This master's series rows and whole timeline, read back from the segments it wrote, and what is not
-        streamed yet (the tags in memory are the newest: a second retagged after it was streamed)."""
+    def streamed_history(self) -> tuple[list[dict[str, Any]], dict[int, tuple[int, str, int]], list[dict[str, Any]]]:
+        """This master's series rows, whole timeline and finished interval bins, read back from the segments it
+        wrote, and what is not streamed yet (the tags in memory are the newest: a second retagged after it was
+        streamed)."""
         rows: list[dict[str, Any]] = []
         timeline: dict[int, tuple[int, str, int]] = {}
+        intervals: list[dict[str, Any]] = []
         if self.stream is not None:
             for checkpoint in figure_stream.StreamReader(self.stream.written):
                 if checkpoint.get("master") == self.master_id:
                     rows.extend(checkpoint.get("series", []))
                     for sec, index, phase, users in checkpoint.get("timeline", []):
                         timeline[int(sec)] = self.tag(int(index), str(phase), users)
+                    if checkpoint.get("intervals"):
+                        intervals.append(checkpoint["intervals"])
         timeline.update(self.timeline)
-        return rows + self.series, timeline
+        return rows + self.series, timeline, intervals
 
     def _worker_count(self) -> int:
         return len(self.environment.runner.clients) if isinstance(self.environment.runner, MasterRunner) else 0
@@ -434,12 +440,12 @@ class RunAggregator:
         self.checkpoint(now, final=True)  # the stream ends with everything too
         if self.stream is not None:
             self.stream.close()
-        rows, timeline = self.streamed_history()
+        rows, timeline, streamed_intervals = self.streamed_history()
         output = {
             **self.figures(now),
             "finished_at": now,
             "series": figure_stream.fill_series(rows, self.stages, timeline, self.load_ended, now),
-            "intervals": self.intervals.to_dict(),  # per long stage, per hour: for the drift analysis
+            "intervals": self.intervals.to_dict(streamed_intervals),  # per long stage, per hour: for the drift analysis
             "windows": windows,
             "worker_count": self._worker_count(),
             "figures_source": FIGURES_SOURCE_MASTER,
@@ -461,7 +467,9 @@ def _stream_writer(environment) -> StreamWriter | None:
 
 
 LOCUST_PER_SECOND_KEEP_S = 60  # Locust reads the last 12 s of its per-second counts (current_rps)
-LOCUST_HISTORY_KEEP = 120  # its 5-second history rows (charts of --html, which Stampede does not write): 10 minutes
+# its 5-second history rows (charts of --html and the web UI, neither of which Stampede uses): a minute, so they
+# are full within any warm-up (120 rows of ~0.8 KiB filled for 10 minutes: ~0.6 MiB/h while they filled)
+LOCUST_HISTORY_KEEP = 12
 
 
 def bound_locust_stats(stats, now: float) -> None:
