@@ -43,10 +43,14 @@ def _per_second(times: list[float]) -> Counter:
     return Counter(int(t) for t in times)
 
 
-def _kill_master_when(run_dir, ready, previous_pid: int | None = None) -> tuple[int, float]:
-    _wait_for(lambda: ready() and (owner.read_checkpoint(run_dir / owner.CHECKPOINT_FILE) or
-                                   owner.Checkpoint("", -1, 0, None, 0)).pid not in (-1, previous_pid), 60,
-              "a (new) master")
+def _kill_master_when(run_dir, ready, previous_pid: int | None = None, min_age_s: float = 0.0) -> tuple[int, float]:
+    def new_master() -> bool:
+        checkpoint = owner.read_checkpoint(run_dir / owner.CHECKPOINT_FILE)
+        return checkpoint is not None and checkpoint.pid not in (-1, previous_pid)
+
+    _wait_for(new_master, 60, "a (new) master")
+    seen_at = time.time()  # a master killed before it streamed a second is not started again (it never ran)
+    _wait_for(lambda: ready() and time.time() - seen_at >= min_age_s, 60, "load from the (new) master")
     master = _master(run_dir)
     os.killpg(master.pid, signal.SIGKILL)  # the master's own group: nothing of it survives, as an OOM kill
     return master.pid, time.time()
@@ -112,7 +116,8 @@ def test_a_master_that_keeps_dying_ends_the_run_as_master_died(tmp_path, kill_fi
             pid = None
             for _ in range(MAX_MASTER_RESTARTS + 1):
                 before = len(_load_times(canary))
-                pid, _ = _kill_master_when(run_dir, lambda: len(_load_times(canary)) >= before + 20, pid)
+                pid, _ = _kill_master_when(run_dir, lambda: len(_load_times(canary)) >= before + 20, pid,
+                                           min_age_s=3 * 2.0)  # three checkpoints (STAMPEDE_CHECKPOINT_S)
             assert process.wait(60) == 0, log_path.read_text()[-4000:]
             result = validate(plan)
         finally:
