@@ -4,15 +4,47 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import random
 import resource
 import socket
 
 UNLIMITED_FILES_AS = 65_536  # the soft limit to ask for when the hard one is unlimited
 
 
+LISTEN_PORTS_FROM = 20_000  # listening ports are picked from here up to the ephemeral range
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+FREE_PORT_TRIES = 200
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for outgoing source ports (Linux's default when it cannot be read)."""
+    try:
+        low, high = (int(part) for part in open(EPHEMERAL_RANGE_FILE).read().split())
+    except (OSError, ValueError):
+        return 32_768, 60_999
+    return low, high
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (bind to 0 and let the kernel choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port that was free a moment ago, below the ephemeral range.
+
+    Not ``bind(0)``: the kernel then hands out a port from the ephemeral range, the same
+    ports thousands of simulated users take as source ports, so under load bind(0) fails
+    with EADDRINUSE (seen: worker provisioning retried during the users bench) and a port
+    picked from that range can be taken by an outgoing connection before it is listened on.
+    """
+    low = LISTEN_PORTS_FROM
+    high = ephemeral_port_range()[0] - 1
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if high >= low:
+        for port in random.sample(range(low, high + 1), min(FREE_PORT_TRIES, high - low + 1)):
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket(family, socket.SOCK_STREAM) as sock:  # no room below the range: the kernel's choice
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
