@@ -93,3 +93,18 @@ def test_a_dense_histogram_holds_the_same_counts_and_stops_growing():
     assert sparse_grew > 40_000, sparse_grew  # the sparse one still gains buckets in the second half
     assert dense_grew < sparse_grew / 4, (dense_grew, sparse_grew)
     print(f"second half: sparse +{sparse_grew} B, dense +{dense_grew} B")
+
+
+def test_the_bucket_layout_round_trips_through_octave_and_index() -> None:
+    from stampede.core.histogram import _SUB_BUCKETS, bucket_at, bucket_of, octave_and_index
+
+    values_us = [*range(0, 5000), *(int(1.37 ** k) for k in range(20, 70)), 3_600_000_000]
+    seen: set[tuple[int, int]] = set()
+    for value_us in values_us:
+        bucket = bucket_of(value_us)
+        octave, index = octave_and_index(bucket)
+        assert 0 <= index < _SUB_BUCKETS
+        assert bucket_at(octave, index) == bucket
+        seen.add((octave, index))
+    # each bucket has its own (octave, index): no two buckets share a slot of the dense histogram
+    assert len(seen) == len({bucket_of(v) for v in values_us})

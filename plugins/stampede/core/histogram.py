@@ -13,7 +13,8 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Mapping
 
-_SUB_BUCKETS = 1024  # per octave: bucket width / value <= 1/1024, like HdrHistogram with 3 digits
+_SUB_BITS = 10
+_SUB_BUCKETS = 1 << _SUB_BITS  # per octave: bucket width / value <= 1/1024, like HdrHistogram with 3 digits
 
 
 def bucket_of(value_us: int) -> int:
@@ -140,11 +141,7 @@ class DenseLatencyHistogram:
         octaves, total = self.octaves, 0
         for bucket, count in items:
             bucket, count = int(bucket), int(count)
-            if bucket < 2 * _SUB_BUCKETS:
-                octave, index = bucket >> 10, bucket & (_SUB_BUCKETS - 1)
-            else:
-                top = bucket.bit_length() - 1
-                octave, index = top - 9, (bucket - (1 << top)) >> (top - 10)
+            octave, index = octave_and_index(bucket)
             held = octaves.get(octave)
             if held is None:
                 held = octaves[octave] = {}
@@ -166,22 +163,36 @@ class DenseLatencyHistogram:
         for octave in sorted(self.octaves):
             held = self.octaves[octave]
             pairs = held.items() if type(held) is dict else ((i, n) for i, n in enumerate(held) if n)
-            if octave < 2:
-                counts.update(((octave << 10) + i, n) for i, n in sorted(pairs))
-            else:
-                top = octave + 9
-                counts.update(((1 << top) + (i << (top - 10)), n) for i, n in sorted(pairs))
+            counts.update((bucket_at(octave, i), n) for i, n in sorted(pairs))
         return counts
 
     def __len__(self) -> int:
         return self.total
 
 
+# The bucket layout, in one place: the buckets below 2 * _SUB_BUCKETS µs are 1 µs wide (octaves 0
+# and 1); octave k >= 2 starts at 2 ** (k + _SUB_BITS - 1) µs and holds _SUB_BUCKETS buckets.
+def octave_and_index(bucket: int) -> tuple[int, int]:
+    """The octave of a bucket's lower bound and its index in that octave."""
+    if bucket < 2 * _SUB_BUCKETS:
+        return bucket >> _SUB_BITS, bucket & (_SUB_BUCKETS - 1)
+    top = bucket.bit_length() - 1
+    return top - _SUB_BITS + 1, (bucket - (1 << top)) >> (top - _SUB_BITS)
+
+
+def bucket_at(octave: int, index: int) -> int:
+    """The lower bound (µs) of bucket ``index`` of ``octave``: the inverse of :func:`octave_and_index`."""
+    if octave < 2:
+        return (octave << _SUB_BITS) + index
+    top = octave + _SUB_BITS - 1
+    return (1 << top) + (index << (top - _SUB_BITS))
+
+
 def _width(bucket: int) -> int:
     """Bucket width: 1 µs below 2,048 µs, then doubling every octave (1,024 buckets an octave)."""
     if bucket < 2 * _SUB_BUCKETS:
         return 1
-    return 1 << (bucket.bit_length() - 11)
+    return 1 << (bucket.bit_length() - _SUB_BITS - 1)
 
 
 def _bucket(value_us: int) -> int:
