@@ -133,8 +133,9 @@ def provision_workers(plan: dict) -> dict:
 
 
 # A retry never sends the load again: it takes the running master over from the run's checkpoint when it
-# comes within the plan's owner_grace_s, else it takes the output of the master that stopped itself.
-TAKEOVER_RETRY = {"retries": 2, "retry_delay": timedelta(seconds=2), "retry_exponential_backoff": False}
+# comes within the plan's owner_grace_s, else it takes the output of the master that stopped itself. No
+# delay: every second a retry waits is a second of the grace gone (Airflow's default waits 5 minutes).
+TAKEOVER_RETRY = {"retries": 2, "retry_delay": timedelta(seconds=0), "retry_exponential_backoff": False}
 
 
 @task(**TAKEOVER_RETRY, **task_timeouts("run_stages"))
