@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,7 @@ def test_pipeline_wiring(dag_bag, dag_id):
     assert dag.get_task("cleanup_test_data").is_teardown
     assert dag.get_task("teardown_workers").is_teardown
     assert dag.get_task("run_stages").retries == 2  # a retry takes the running load over, never sends it again
+    assert dag.get_task("run_stages").retry_delay == timedelta(0)  # a waiting retry spends the owner's grace
     assert dag.get_task("report").trigger_rule == "all_done"
     assert dag.get_task("notify_summary").trigger_rule == "all_done"
     assert dag.get_task("final_verdict").trigger_rule == "all_done"

@@ -222,6 +222,20 @@ def test_no_takeover_the_load_stops_after_the_grace_and_the_run_is_invalid(tmp_p
     assert (run_dir / "logs" / "master.log").stat().st_size > 0
 
 
+def _takeover_times(run_dir: Path, second: subprocess.Popen, log: Path, started: float) -> tuple[float, float]:
+    """Seconds from a new owner's start to its first beat, and to its "took over" (its supervision)."""
+    first_beat_s = took_over_s = None
+    while (first_beat_s is None or took_over_s is None) and second.poll() is None and time.time() - started < 60:
+        beat = owner.read_beat(run_dir / owner.OWNER_FILE)
+        if first_beat_s is None and beat is not None and beat.owner.endswith(f":{second.pid}"):
+            first_beat_s = time.time() - started
+        if took_over_s is None and "Took over the running Locust master" in log.read_text():
+            took_over_s = time.time() - started
+        time.sleep(0.02)
+    assert first_beat_s is not None and took_over_s is not None, log.read_text()[-3000:]
+    return first_beat_s, took_over_s
+
+
 def test_a_new_owner_within_the_grace_takes_the_run_over(tmp_path, kill_file, record_property):
     with Canary() as canary:
         plan = _plan(tmp_path, canary, [("first", 10), ("second", 12)], run_id=f"handed-over-{os.getpid()}",
@@ -235,7 +249,9 @@ def test_a_new_owner_within_the_grace_takes_the_run_over(tmp_path, kill_file, re
             os.kill(first.pid, signal.SIGKILL)
             first.wait(10)
             time.sleep(3.0)  # dead, and load still flows: within the grace
+            started = time.time()
             second, second_log = _start_owner(plan, tmp_path, "second-owner")
+            first_beat_s, took_over_s = _takeover_times(run_dir, second, second_log, started)
             assert second.wait(90) == 0, second_log.read_text()[-3000:]
             ran = json.loads(second_log.read_text().split("LOADRAN ", 1)[1].splitlines()[0])
             result = validate(plan)
@@ -245,7 +261,10 @@ def test_a_new_owner_within_the_grace_takes_the_run_over(tmp_path, kill_file, re
     gaps = max(b - a for a, b in zip(times, times[1:]))
     span = times[-1] - times[0]
     record_property("takeover_largest_gap_s", round(gaps, 2))
-    print(f"taken over: load span {span:.1f} s for 22 s planned, largest gap {gaps:.2f} s; {len(times)} requests")
+    record_property("takeover_first_beat_s", round(first_beat_s, 2))
+    print(f"taken over: load span {span:.1f} s for 22 s planned, largest gap {gaps:.2f} s; {len(times)} requests; "
+          f"the new owner beat {first_beat_s:.2f} s after it started, and took the master over {took_over_s:.2f} s")
+    assert first_beat_s < took_over_s  # it beats first, before the load step's warm-up
     assert "Took over the running Locust master" in second_log.read_text()
     assert owner.read_checkpoint(run_dir / owner.CHECKPOINT_FILE) == checkpoint  # the same master all along
     assert ran["stopped"] is None

@@ -154,8 +154,11 @@ class Heartbeat:
                 log.warning("owner heartbeat: cannot record it in the state database (%s)", type(exc).__name__)
 
     def start(self) -> Heartbeat:
+        """Beat now and every half second; a heartbeat already beating (:func:`beat_first`) just beats."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.beat()
+        if self._thread is not None and self._thread.is_alive():
+            return self
         self._thread = threading.Thread(target=self._run, name="stampede-owner-heartbeat", daemon=True)
         self._thread.start()
         return self
@@ -163,6 +166,13 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(BEAT_INTERVAL_S):
             self.beat()
+
+    def pause(self) -> None:
+        """Stop beating without ending the load: a try that fails before it supervised the master leaves the
+        run to the next try, within the grace."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
 
     def end(self, reason: str, *, master_ended: bool = False) -> None:
         """Stop beating and say the load ended on purpose (the master, if still running, stops at once).
@@ -173,6 +183,25 @@ class Heartbeat:
         if self._thread is not None:
             self._thread.join(timeout=2)
         self.beat(ended=reason, master_ended=master_ended)
+
+
+def beat_first(run_dir: Path, run_tag: str) -> Heartbeat | None:
+    """On a takeover try, this process's heartbeat, already beating; None when there is nothing to take over.
+
+    A new try warms up for seconds before it reaches the master (imports, the plan, the state database,
+    the workers' files; the load step's and notifier's imports alone took 3.9-4.0 s); beating only then spent that much of the
+    grace, and a short grace lost the load as ownerless. So the try beats first, with the checkpoint's
+    own rule: this run's master alive on this host, and its owner's beat neither ended nor stale (a
+    master that is stopping itself is never revived). ``run_master`` takes the heartbeat over.
+    """
+    checkpoint = read_checkpoint(run_dir / CHECKPOINT_FILE)
+    if checkpoint is None or checkpoint.run_tag != run_tag or master_process(checkpoint) is None:
+        return None
+    path = run_dir / OWNER_FILE
+    beat = read_beat(path)
+    if beat is None or owner_gone(path, beat.grace_s, since=checkpoint.started_at) is not None:
+        return None
+    return Heartbeat(path, beat.grace_s).start()
 
 
 # -- the checkpoint: which master plays this folder's load ------------------------------------------

@@ -134,6 +134,7 @@ def run_master(
     mirror: Callable[[owner.Beat], None] | None = None,
     on_checkpoint: Callable[[owner.Checkpoint], None] | None = None,
     samples: list[GeneratorSample] | None = None,
+    heartbeat: owner.Heartbeat | None = None,
 ) -> LocustRun:
     """Start the master (or a standalone process when ``expect_workers`` is 0) and own it until it ends.
 
@@ -153,6 +154,7 @@ def run_master(
         each step's generator health while the master runs on); default a new one.
     :param mirror: also records each beat elsewhere (the shared state database);
         ``on_checkpoint`` the master's checkpoint.
+    :param heartbeat: the one a takeover try started first (:func:`stampede.load.owner.beat_first`).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     output_path = run_dir / "locust_output.json"
@@ -163,7 +165,10 @@ def run_master(
     checkpoint_path = run_dir / owner.CHECKPOINT_FILE
     run = LocustRun(output_path=output_path, exit_code=-1, log_path=log_path,
                     samples=samples if samples is not None else [])
-    heartbeat = owner.Heartbeat(owner_file, plan.owner_grace_s, mirror=mirror)
+    if heartbeat is None:
+        heartbeat = owner.Heartbeat(owner_file, plan.owner_grace_s, mirror=mirror)
+    else:
+        heartbeat.grace_s, heartbeat.mirror = plan.owner_grace_s, mirror
 
     previous = owner.read_checkpoint(checkpoint_path)
     if previous is not None and previous.run_tag != plan.run_tag:

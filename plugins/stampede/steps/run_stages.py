@@ -68,7 +68,8 @@ class LoadRan:
 
 def run_stages(plan: RunPlan, *, stop_probe: StopProbe = never,
                on_stage_end: Callable[[StageResult], None] | None = None,
-               on_stop: Callable[[Stop], None] | None = None, handover: bool = False) -> LoadRan:
+               on_stop: Callable[[Stop], None] | None = None, handover: bool = False,
+               heartbeat: owner.Heartbeat | None = None) -> LoadRan:
     """Play the plan's stages; a second call for the same run (a retried task) continues the first's load.
 
     :param on_stage_end: called (from the log relay's thread; it must return at once) with each stage's
@@ -77,6 +78,7 @@ def run_stages(plan: RunPlan, *, stop_probe: StopProbe = never,
     :param on_stop: called once with the stop when the master stops the load early.
     :param handover: a new try may take the load over within the plan's ``owner_grace_s`` when this
         process dies (the Airflow task, which has retries); without it the master dies with this process.
+    :param heartbeat: a takeover try's, beating since the try began (:func:`stampede.steps.takeover.beat_first`).
     """
     folder = folder_of(plan)
     _refuse_a_second_start(plan, folder)
@@ -87,7 +89,7 @@ def run_stages(plan: RunPlan, *, stop_probe: StopProbe = never,
         f"{plan.workers} {plan.worker_provider} workers" if plan.workers else "one local process", plan.owner_grace_s,
     )
     run, output = _play(plan, folder, folder, workers, stop_probe, on_line=_follow(plan, folder, on_stage_end, on_stop),
-                        handover=handover, shared=True)
+                        handover=handover, shared=True, heartbeat=heartbeat)
     return LoadRan(exit_code=run.exit_code, stopped=output.get("stopped"), killed_by_timeout=run.killed_by_timeout)
 
 
@@ -181,7 +183,8 @@ def _follow(plan: RunPlan, folder: RunFolder, on_stage_end: Callable[[StageResul
 
 def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerSet | None,
           stop_probe: StopProbe, *, on_line: Callable[[str], None] | None = None, handover: bool = False,
-          shared: bool = False, samples: list | None = None) -> tuple[LocustRun, dict]:
+          shared: bool = False, samples: list | None = None,
+          heartbeat: owner.Heartbeat | None = None) -> tuple[LocustRun, dict]:
     """One master's load into ``out``; ``shared``: its beat and checkpoint also go to the state database."""
     from stampede.figures.server import LIVE_FILE_NAME, sampling
 
@@ -203,7 +206,7 @@ def _play(plan: RunPlan, out: RunFolder, run_folder: RunFolder, workers: WorkerS
             owner_file=run_folder.path / owner.OWNER_FILE, handover=handover,
             mirror=_mirror(plan) if shared else None,
             on_checkpoint=(lambda c: owners.record_master(plan.run_tag, c.to_dict())) if shared else None,
-            samples=samples,
+            samples=samples, heartbeat=heartbeat,
         )
     out.publish(Artifact.LOCUST_OUTPUT)  # written by the master itself
     out.publish(Artifact.MASTER_RESTARTS)  # by the supervisor, when a master died and was started again

@@ -133,26 +133,33 @@ def provision_workers(plan: dict) -> dict:
 
 
 # A retry never sends the load again: it takes the running master over from the run's checkpoint when it
-# comes within the plan's owner_grace_s, else it takes the output of the master that stopped itself.
-TAKEOVER_RETRY = {"retries": 2, "retry_delay": timedelta(seconds=2), "retry_exponential_backoff": False}
+# comes within the plan's owner_grace_s, else it takes the output of the master that stopped itself. No
+# delay: every second a retry waits is a second of the grace gone (the DAG default waits 30 s, Airflow 5 min).
+TAKEOVER_RETRY = {"retries": 2, "retry_delay": timedelta(seconds=0), "retry_exponential_backoff": False}
 
 
 @task(**TAKEOVER_RETRY, **task_timeouts("run_stages"))
 def run_stages(plan: dict) -> dict:
+    from stampede.steps.takeover import beat_first
+
+    run_plan = _plan(plan)
+    heartbeat = beat_first(run_plan)  # a takeover beats before the seconds of imports below spend the grace
     from stampede.steps import notify as notify_step
     from stampede.steps import run_stages as run_stages_step
 
     _stop_load_on_kill()
-    run_plan = _plan(plan)
     try:
         return asdict(run_stages_step.run_stages(  # each stage's reply in the thread as it ends, an early stop's too
-            run_plan, stop_probe=_stop_probe(), handover=True,
+            run_plan, stop_probe=_stop_probe(), handover=True, heartbeat=heartbeat,
             on_stage_end=lambda stage: notify_step.notify_stage_ended(run_plan, stage),
             on_stop=lambda stop: notify_step.notify_stopped(run_plan, stop)))
     except run_stages_step.LoadAlreadyStarted as exc:
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(str(exc)) from exc  # another host's load: retrying here changes nothing
+    finally:
+        if heartbeat is not None:
+            heartbeat.pause()  # ended by the load step already; a try that failed first leaves the run to the next
 
 
 def _stop_load_on_kill() -> None:

@@ -20,7 +20,9 @@ cleanly (the DAG run succeeded, the load step's stop is none, every stage judged
 second the target counted is in the run's figures, but for each restart's gap (from
 the dead master's last checkpoint, less one worker report, to the next master's load);
 no load arrived while the owner's beat was older than the grace (plus the few seconds
-a master takes to stop), nor after the run; the master's and worker's memory stayed
+a master takes to stop), nor after the run; each killed owner was taken over before its
+last beat was older than the grace (``takeovers``: the old owner's last beat, the new
+owner's first, the gap); the master's and worker's memory stayed
 flat. It writes everything it measured to ``--out`` and prints it; exit 1 on a failed
 check. The test suite runs a shortened soak (``tests/deploy/test_soak.py``).
 """
@@ -55,7 +57,7 @@ REPO = Path(__file__).resolve().parents[3]  # plugins/stampede/surfaces -> the c
 REDIS = ("127.0.0.1", 6379)
 WORKER_HOST = "127.0.0.2"  # the Celery worker's hostname: its restart comes back as the same host
 DAG_ID = "loadtest_manual"
-HEARTBEAT_TIMEOUT_S = 10  # Airflow fails a task whose worker died this long after its last heartbeat
+HEARTBEAT_TIMEOUT_S = 5  # Airflow fails a task whose worker died this long after its last heartbeat (beats: 1 s)
 LOAD_PATH = "/escrows"  # what the soak's users request; health probes and scrapes are not load
 REPORT_EVERY_S = 3.0  # a Locust worker reports every 3 s: what it had not reported when its master died is lost
 STOP_SLACK_S = 5.0  # a master stops within this once its owner's beat is past the grace
@@ -75,7 +77,9 @@ class PollingUser(FastHttpUser):
 class SoakConfig:
     duration_s: int = 1200
     users: int = 300
-    grace_s: float = 90.0  # Airflow needs 10-40 s to retry a task whose worker died: the takeover's window
+    # the takeover's window: Airflow fails a dead worker's task after HEARTBEAT_TIMEOUT_S (seen 1 s after at
+    # most), retries it at once, and the new try beats first (stampede.load.owner.beat_first)
+    grace_s: float = 30.0
     checkpoint_s: float = 5.0
     ramp_s: int = 20
     think_time_s: tuple[float, float] = (0.5, 1.5)
@@ -316,6 +320,36 @@ def _restart_worker(deployed: Deployment, run_dir: Path) -> dict:
 
 
 # -- the checks ------------------------------------------------------------------------------------------------
+OWNER_KILLS = ("kill_task_process", "restart_worker")  # the kills that take the owner down: a retry takes over
+
+
+def takeover_timeline(kills: list[dict], beats: list[tuple[float, float | None, str]]) -> list[dict]:
+    """For each kill of the owner: its last beat, when the new owner's first beat appeared, the gap between.
+
+    ``gap_s`` is the longest the master saw no fresh beat (the new beat's time less the old owner's last);
+    it must stay within the grace, or the master stopped the load as ownerless. ``None`` when no new
+    owner ever beat. ``beats`` are the watch's samples, ``(now, beat_at, owner)``, in time order.
+    """
+    timeline = []
+    for kill in (k for k in kills if k["what"] in OWNER_KILLS):
+        before = [(beat_at, who) for now, beat_at, who in beats if now <= kill["at"] and beat_at is not None]
+        last_beat_at, old = before[-1] if before else (None, kill.get("owner", ""))
+        new = next(((beat_at, who) for now, beat_at, who in beats
+                    if now > kill["at"] and beat_at is not None and who != old), None)
+        timeline.append({
+            "what": kill["what"], "died_at": kill["at"], "old_owner": old, "last_beat_at": last_beat_at,
+            "new_owner": new[1] if new else None, "new_beat_at": new[0] if new else None,
+            "gap_s": round(new[0] - last_beat_at, 2) if new and last_beat_at is not None else None,
+            "after_death_s": round(new[0] - kill["at"], 2) if new else None,
+        })
+    return timeline
+
+
+def takeovers_within(timeline: list[dict], grace_s: float) -> bool:
+    """Every owner killed was taken over, each before its last beat was older than the grace."""
+    return all(t["gap_s"] is not None and t["gap_s"] <= grace_s for t in timeline)
+
+
 def judge(config: SoakConfig, run_dir: Path, *, run: dict, tasks: dict, times: list[float], kills: list[dict],
           watch: Watch, ended_at: float, left: list[str]) -> dict:
     output = json.loads((run_dir / "locust_output.json").read_text())
@@ -365,6 +399,7 @@ def judge(config: SoakConfig, run_dir: Path, *, run: dict, tasks: dict, times: l
         memory[name] = {"samples": len(samples), "early_mib": early, "late_max_mib": late,
                         "growth_mib": round(late - early, 1), "span_s": round(samples[-1][0] - samples[0][0])}
     stages = results.get("stages", [])
+    takeovers = takeover_timeline(kills, watch.beats)
     checks = {
         "dag_run_succeeded": run.get("state") == "success",
         "run_went_on": output.get("stopped") is None and not (results.get("stopped") or None),
@@ -372,6 +407,7 @@ def judge(config: SoakConfig, run_dir: Path, *, run: dict, tasks: dict, times: l
         "lost_at_most_a_checkpoint_and_a_report": all(
             r["lost_s"] <= config.checkpoint_s + REPORT_EVERY_S + 1.0 for r in restarts),
         "takeovers_by_retries": (tasks.get("run_stages", {}).get("try_number") or 0) >= 3,
+        "takeovers_within_bound": len(takeovers) == len(OWNER_KILLS) and takeovers_within(takeovers, config.grace_s),
         "every_stage_judged": [s.get("name") for s in stages] == ["ramp", "hold"]
         and all(s.get("requests", 0) > 0 for s in stages),
         "every_counted_second_in_results": worst <= config.users + 1 and not missing,
@@ -384,7 +420,7 @@ def judge(config: SoakConfig, run_dir: Path, *, run: dict, tasks: dict, times: l
         "run": {"state": run.get("state"), "verdict": results.get("verdict"), "figures_note":
                 results.get("figures_note") or output.get("figures_note"), "run_stages_tries":
                 tasks.get("run_stages", {}).get("try_number"), "tasks": {k: v.get("state") for k, v in tasks.items()}},
-        "kills": kills, "restarts": restarts,
+        "kills": kills, "restarts": restarts, "takeovers": takeovers,
         "seconds": {"target_counted": counted, "in_results": in_results, "worst_running_difference": worst,
                     "missing_seconds": missing[:20], "gap_seconds": sum(b - a for a, b in gaps),
                     "gap_target_counted": gap_counted, "gap_in_results": gap_in_results,
@@ -400,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stampede-soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration-s", type=int, default=int(os.environ.get("SOAK_DURATION_S", 1200)))
     parser.add_argument("--users", type=int, default=int(os.environ.get("SOAK_USERS", 300)))
-    parser.add_argument("--grace-s", type=float, default=90.0)
+    parser.add_argument("--grace-s", type=float, default=SoakConfig.grace_s)
     parser.add_argument("--out", default=os.path.join(os.environ.get("STAMPEDE_REPORTS_DIR", "reports"), "soak.json"))
     parser.add_argument("--root", default="", help="the deployment's scratch folder (default: a new one in /tmp)")
     args = parser.parse_args(argv)
