@@ -32,6 +32,11 @@ from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST
 logger = logging.getLogger("stampede")
 
 MESSAGE = "stampede_rate"
+# A worker asks for the current stage's rate once it listens: the master counts a worker as soon as it
+# connects, before the worker's init has registered MESSAGE, and Locust drops a message of an unknown
+# type ("Unknown message type received: stampede_rate", seen in CI: that worker then started no
+# iterations at all and the stage ran at half its rate).
+RATE_REQUEST = "stampede_rate_request"
 REPORT_KEY = "iterations"
 IDLE_POLL_S = 0.05  # when the rate is zero: how often to look again
 
@@ -43,6 +48,7 @@ class OpenModelScheduler:
         self.idle: deque[AsyncResult] = deque()
         self.counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # second -> [started, dropped]
         self.greenlet: gevent.Greenlet | None = None
+        self.stage: tuple[float, ...] | None = None  # the stage being scheduled: its message's figures
 
     # -- users --------------------------------------------------------------------
     def wait_for_slot(self) -> float:
@@ -60,10 +66,15 @@ class OpenModelScheduler:
 
     # -- stages -------------------------------------------------------------------
     def start_stage(self, *, start_rate: float, rate: float, duration_s: float, share: float, t0: float) -> None:
+        stage = (start_rate, rate, duration_s, share, t0)
+        if stage == getattr(self, "stage", None) and self.greenlet is not None:
+            return  # the same stage twice (its message and the answer to this worker's request): one schedule
         self.stop()
+        self.stage = stage
         self.greenlet = gevent.spawn(self._run, start_rate * share, rate * share, duration_s, t0)
 
     def stop(self) -> None:
+        self.stage = None
         if self.greenlet is not None:
             self.greenlet.kill(block=False)
             self.greenlet = None
@@ -211,6 +222,17 @@ def listen(environment) -> None:
 
     environment.runner.register_message(MESSAGE, on_rate)
     environment.events.test_stop.add_listener(lambda **_kw: scheduler.stop())
+    environment.runner.send_message(RATE_REQUEST)  # a rate sent before this point was dropped
+
+
+def answer_rate_requests(environment) -> None:
+    """On the master: a worker that asks gets the running stage's rate message (nothing between stages)."""
+    def on_request(msg, **_kw) -> None:
+        current = getattr(environment, "_stampede_open_stage", None)
+        if current is not None:
+            environment.runner.send_message(MESSAGE, current, client_id=msg.node_id)
+
+    environment.runner.register_message(RATE_REQUEST, on_request)
 
 
 def stage_started(environment, plan: dict[str, Any], stage: dict[str, Any], now: float) -> None:
@@ -221,7 +243,8 @@ def stage_started(environment, plan: dict[str, Any], stage: dict[str, Any], now:
 
     runner = environment.runner
     if isinstance(runner, MasterRunner):
-        runner.send_message(MESSAGE, stage_message(stage, runner.worker_count, now))
+        message = environment._stampede_open_stage = stage_message(stage, runner.worker_count, now)
+        runner.send_message(MESSAGE, message)
     else:
         scheduler_of(environment).start_stage(**stage_message(stage, 1, now))
 
@@ -233,6 +256,7 @@ def load_ended(environment, plan: dict[str, Any]) -> None:
 
     runner = environment.runner
     if isinstance(runner, MasterRunner):
+        environment._stampede_open_stage = None
         runner.send_message(MESSAGE, {"stop": True})
     else:
         scheduler_of(environment).stop()

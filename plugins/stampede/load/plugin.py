@@ -124,6 +124,8 @@ def _on_init(environment, **_kw) -> None:
     if not plan and not isinstance(runner, WorkerRunner):
         return
     _apply_journey_weights(environment, plan)
+    if isinstance(runner, MasterRunner):
+        open_model.answer_rate_requests(environment)  # a worker that missed its stage's rate asks for it
     if not isinstance(runner, MasterRunner):
         tune_gc()  # a load-generating process: a worker or a standalone one
         cooperative_spawning()  # a big spawn message must not hold back the heartbeat (stampede.load.fixes)
