@@ -7,6 +7,7 @@ import ipaddress
 import random
 import resource
 import socket
+from pathlib import Path
 
 UNLIMITED_FILES_AS = 65_536  # the soft limit to ask for when the hard one is unlimited
 
@@ -19,7 +20,7 @@ FREE_PORT_TRIES = 200
 def ephemeral_port_range() -> tuple[int, int]:
     """The kernel's range for outgoing source ports (Linux's default when it cannot be read)."""
     try:
-        low, high = (int(part) for part in open(EPHEMERAL_RANGE_FILE).read().split())
+        low, high = (int(part) for part in Path(EPHEMERAL_RANGE_FILE).read_text().split())
     except (OSError, ValueError):
         return 32_768, 60_999
     return low, high

@@ -67,7 +67,7 @@ class OpenModelScheduler:
     # -- stages -------------------------------------------------------------------
     def start_stage(self, *, start_rate: float, rate: float, duration_s: float, share: float, t0: float) -> None:
         stage = (start_rate, rate, duration_s, share, t0)
-        if stage == getattr(self, "stage", None) and self.greenlet is not None:
+        if stage == self.stage and self.greenlet is not None:
             return  # the same stage twice (its message and the answer to this worker's request): one schedule
         self.stop()
         self.stage = stage
