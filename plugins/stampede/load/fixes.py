@@ -21,6 +21,15 @@ the run, and a full collection that walks 15,000 users' objects stalls the loop
 as a tight spawn does; stopping users unfreezes them all, so stopped users are
 still collected.
 
+Connections come from the plan's ``local_ips`` in turn (:func:`use_source_addresses`;
+why in ``stampede.plan.local_ips``): the pool's socket factory binds each new socket to
+the next address with ``IP_BIND_ADDRESS_NO_PORT``, so the kernel still picks the source
+port at ``connect`` per destination (a plain ``bind((ip, 0))`` would reserve a port
+for every destination and use up the range as fast). A ``connect`` that finds no
+source port left fails with a line that names the cause and ``local_ips``, not a
+bare ``[Errno 99]``. Requests' ``HttpUser`` gets the same through urllib3's
+``create_connection`` (IPv4 addresses only).
+
 Redirects are not followed unless a request asks (:func:`no_redirects_by_default`):
 ``HttpUser`` (requests) follows them for GET and OPTIONS by default and
 ``FastHttpUser`` for every method (up to 30), so a target that answers 302 to
@@ -32,10 +41,15 @@ empty history and make no second connection.
 
 from __future__ import annotations
 
+import errno
 import gc
+import itertools
 import select as _select_module
+import socket as _socket_module
+from collections.abc import Sequence
 
 import gevent
+import gevent.socket
 from gevent import monkey
 from geventhttpclient import connectionpool
 
@@ -77,6 +91,110 @@ def _is_socket_alive(self, sock) -> bool:  # noqa: ARG001 - the pool's method si
 def patch_connection_pool() -> None:
     """Make geventhttpclient's pool check reused sockets with ``poll`` (idempotent)."""
     connectionpool.ConnectionPool._is_socket_alive = _is_socket_alive
+
+
+# Linux: bind() takes the address now and leaves the port to connect(), which picks it per destination
+IP_BIND_ADDRESS_NO_PORT = getattr(_socket_module, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+class SourceAddresses:
+    """The addresses new connections come from, taken in turn, per address family."""
+
+    def __init__(self, addresses: Sequence[str] = ()) -> None:
+        self.addresses = tuple(addresses)
+        by_family: dict[int, list[str]] = {}
+        for address in self.addresses:
+            by_family.setdefault(_socket_module.AF_INET6 if ":" in address else _socket_module.AF_INET, []).append(address)
+        self._turns = {family: itertools.cycle(listed) for family, listed in by_family.items()}
+        self.bound: dict[str, int] = dict.fromkeys(self.addresses, 0)  # connections bound to each, this process
+
+    def next_for(self, family: int) -> str | None:
+        turn = self._turns.get(family)
+        return next(turn) if turn is not None else None
+
+    def bind(self, sock, family: int) -> None:
+        """Bind ``sock`` (not yet connected) to the next address of its family; none listed: the kernel's choice."""
+        address = self.next_for(family)
+        if address is None:
+            return
+        sock.setsockopt(_socket_module.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((address, 0))
+        self.bound[address] += 1
+
+
+_sources = SourceAddresses()
+
+
+def source_addresses() -> SourceAddresses:
+    """This process's source addresses (empty until :func:`use_source_addresses`)."""
+    return _sources
+
+
+def _out_of_source_ports(error: OSError, address) -> OSError:
+    where = f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
+    sources = ", ".join(_sources.addresses) or "the kernel's one address"
+    return OSError(errno.EADDRNOTAVAIL, f"no source port left toward {where} from {sources} (EADDRNOTAVAIL: each "
+                                        f"local address has the ephemeral range's ports per target address); "
+                                        f"fix: more local_ips, e.g. --local-ips 127.0.0.1-127.0.0.2, or fewer users")
+
+
+def _create_tcp_socket(self, family: int, socktype: int, protocol: int):  # noqa: ARG001 - the pool's method
+    sock = gevent.socket.socket(family, socktype, protocol)
+    try:
+        _sources.bind(sock, family)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _connect_socket(self, sock, address):  # noqa: ARG001 - the pool's method
+    try:
+        sock.connect(address)
+    except OSError as error:
+        if error.errno == errno.EADDRNOTAVAIL:
+            raise _out_of_source_ports(error, address) from error
+        raise
+    return sock
+
+
+def _patch_urllib3() -> None:
+    from urllib3.util import connection
+
+    if getattr(connection.create_connection, "_stampede_sources", False):
+        return
+    create = connection.create_connection
+
+    def create_connection(address, timeout=connection._DEFAULT_TIMEOUT, source_address=None, socket_options=None):
+        if source_address is None:
+            ip = _sources.next_for(_socket_module.AF_INET)
+            if ip is not None:
+                source_address = (ip, 0)
+                socket_options = [*(socket_options or ()), (_socket_module.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)]
+                _sources.bound[ip] += 1
+        try:
+            return create(address, timeout, source_address, socket_options)
+        except OSError as error:
+            if error.errno == errno.EADDRNOTAVAIL:
+                raise _out_of_source_ports(error, address) from error
+            raise
+
+    create_connection._stampede_sources = True
+    connection.create_connection = create_connection
+
+
+def use_source_addresses(addresses: Sequence[str]) -> None:
+    """New connections of this process come from ``addresses`` in turn (none: the kernel picks; idempotent).
+
+    The pool's socket factory and connect are patched once, whatever the addresses, so the
+    out-of-ports line reads the same with or without them.
+    """
+    global _sources
+    if tuple(addresses) != _sources.addresses:
+        _sources = SourceAddresses(addresses)
+    connectionpool.ConnectionPool._create_tcp_socket = _create_tcp_socket
+    connectionpool.ConnectionPool._connect_socket = _connect_socket
+    _patch_urllib3()
 
 
 def no_redirects_by_default() -> None:

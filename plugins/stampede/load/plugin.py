@@ -34,7 +34,7 @@ from stampede.cleanup.ledger import LedgerEntry
 from stampede.load import egress, ledger, open_model, owner_watch
 from stampede.load.aggregator import RunAggregator
 from stampede.load.final_reports import FinalReports, listen_on_worker, use_graceful_stop
-from stampede.load.fixes import cooperative_spawning, no_redirects_by_default, patch_connection_pool
+from stampede.load.fixes import cooperative_spawning, no_redirects_by_default, patch_connection_pool, use_source_addresses
 from stampede.load.loop_lag import LoopLagProbe
 from stampede.load.master_waits import quit_when_workers_quit, wait_for_workers
 from stampede.load.recorder import RequestRecorder
@@ -114,12 +114,19 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def _on_worker_test_start(environment, **_kw) -> None:
+    plan = plan_of(environment)
+    use_source_addresses(plan.get("local_ips") or ())  # before this worker's users are spawned
+    _apply_journey_weights(environment, plan)
+
+
 @events.init.add_listener
 def _on_init(environment, **_kw) -> None:
     egress.install(environment)  # first: only the addresses preflight approved (active since import, empty until now)
     no_redirects_by_default()
     patch_connection_pool()  # before any user connects; see stampede.load.fixes
     plan = plan_of(environment)
+    use_source_addresses(plan.get("local_ips") or ())  # a worker's plan comes at test_start (below)
     runner = environment.runner
     if not plan and not isinstance(runner, WorkerRunner):
         return
@@ -137,7 +144,7 @@ def _on_init(environment, **_kw) -> None:
     if isinstance(runner, WorkerRunner):
         open_model.listen(environment)
         # a worker learns the plan with the master's first spawn message, just before test_start
-        environment.events.test_start.add_listener(lambda environment, **_: _apply_journey_weights(environment, plan_of(environment)))
+        environment.events.test_start.add_listener(_on_worker_test_start)
 
         def report(client_id, data):
             data[REPORT_KEY] = environment._stampede_recorder.drain()

@@ -115,6 +115,7 @@ class RunPlan:
     allowed_hours: tuple[tuple[int, int], ...] = ()  # the environment's UTC windows; the load stops when they close
     dag_id: str = ""  # the Airflow DAG of the run ("" for the command line)
     target_addresses: tuple[str, ...] = ()  # what preflight resolved the target's host to (the egress pins)
+    local_ips: tuple[str, ...] = ()  # the load's source addresses, in turn (stampede.plan.local_ips); (): the kernel's
 
     @property
     def run_tag(self) -> str:
@@ -210,6 +211,7 @@ class RunPlan:
             "progress_interval_s": self.progress_interval_s,
             "owner_grace_s": self.owner_grace_s,  # stampede.load.owner: the load stops when its owner's beat is older
             "egress": self.egress_policy(),  # stampede.load.egress: the only addresses a load process may reach
+            "local_ips": list(self.local_ips),  # stampede.load.fixes: new connections bind to these in turn
             "creates": [rule.to_dict() for rule in self.creates],  # the workers' ledger rules
             "cleanup": self.cleanup.to_dict() if self.cleanup else None,  # the ledger's header, for the reaper
             **resumed,
@@ -232,6 +234,7 @@ class RunPlan:
             "allowed_hours": [list(w) for w in self.allowed_hours],
             "dag_id": self.dag_id,
             "target_addresses": list(self.target_addresses),
+            "local_ips": list(self.local_ips),
         }
 
     @classmethod
@@ -252,4 +255,5 @@ class RunPlan:
             allowed_hours=tuple((int(a), int(b)) for a, b in data.get("allowed_hours") or ()),
             dag_id=data.get("dag_id") or "",
             target_addresses=tuple(data.get("target_addresses") or ()),
+            local_ips=tuple(data.get("local_ips") or ()),
         )

@@ -17,6 +17,7 @@ looks at what the user typed.
 from __future__ import annotations
 
 import ast
+import ipaddress
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from stampede.load import locustfile_check
 from stampede.load.process_env import load_process_env
 from stampede.load.runner import user_classes_for
 from stampede.plan.cleanup_declaration import hook_parts
+from stampede.plan.local_ips import auto_local_ips, check_bindable, parse_local_ips, refuse_unless_fit
 from stampede.plan.environments import Environment, check_allowed_hours, classify, load_environments
 from stampede.plan.run_plan import RunPlan
 from stampede.plan.scenario import MAX_STAGE_S, MAX_USERS, Scenario, load_named_scenario, load_scenario
@@ -77,6 +79,7 @@ class RunRequest:
     worker_size: str = ""
     dag_id: str = ""  # the Airflow DAG ("" for the command line): part of the run's identity
     scenario_paths: bool = True  # False where names come from a trigger form or run conf: files of the folder only
+    local_ips: object = None  # text or list (stampede.plan.local_ips); None: as many 127.0.0.x as a loopback run needs
 
 
 @dataclass
@@ -94,6 +97,7 @@ class Preflight:
     target: Target | None = None
     environment: Environment | None = None
     workers: int = 0
+    local_ips: tuple[str, ...] = ()
     plan: RunPlan | None = None
     leased: bool = False
 
@@ -193,6 +197,24 @@ def workers_are_possible(state: Preflight) -> None:
         state.workers = default_worker_count(state.peak_users) if request.workers is None else request.workers
 
 
+def source_ports_suffice(state: Preflight) -> None:
+    """Every user's connection gets a source port: the given ``local_ips`` are this machine's and enough,
+    or a loopback run gets the 127.0.0.x addresses it needs (``stampede.plan.local_ips``)."""
+    request = state.request
+    given = parse_local_ips(request.local_ips)
+    if given and request.worker_provider != "local":
+        raise RunRefused("local_ips", f"are for local workers; {request.worker_provider} workers have their own addresses",
+                         "leave local_ips out for cloud workers")
+    if request.worker_provider != "local":
+        return
+    # 127.0.0.x sources serve a target on IPv4 loopback only (a socket binds to its own family's addresses)
+    ipv4_loopback = state.target.is_local and all(ipaddress.ip_address(a).version == 4 for a in state.target.addresses)
+    chosen = given or auto_local_ips(state.peak_users, ipv4_loopback)
+    check_bindable(chosen)
+    refuse_unless_fit(state.peak_users, chosen)
+    state.local_ips = chosen
+
+
 def plan_is_whole(state: Preflight) -> None:
     """The checked plan; all its scenarios share one locustfile (they share the workers)."""
     request = state.request
@@ -201,7 +223,7 @@ def plan_is_whole(state: Preflight) -> None:
         scenarios=tuple(state.scenarios), workers=state.workers, progress_interval_s=request.progress_interval_s,
         out_dir=request.out_dir, worker_provider=request.worker_provider, worker_spot=request.worker_spot,
         worker_size=request.worker_size, allowed_hours=state.environment.allowed_hours, dag_id=request.dag_id,
-        target_addresses=state.target.addresses,
+        target_addresses=state.target.addresses, local_ips=state.local_ips,
     )
     try:
         state.plan.locustfile  # noqa: B018 - raises when the scenarios name different locustfiles
@@ -313,6 +335,7 @@ CHECKS: tuple[Callable[[Preflight], None], ...] = (
     now_is_allowed,
     users_fit_the_cap,
     workers_are_possible,
+    source_ports_suffice,
     plan_is_whole,
     cleanup_can_run,
     locustfile_can_run,

@@ -14,6 +14,7 @@ from stampede.core.paths import Artifact
 from stampede.cost.estimate import worker_plan_for
 from stampede.load.runner import locustfiles_for
 from stampede.load.process_env import plan_process_env
+from stampede.plan.local_ips import check_bindable
 from stampede.plan.run_plan import RunPlan
 from stampede.steps.folder import folder_of
 from stampede.steps.preflight import WORKER_TTL_MARGIN_S
@@ -42,6 +43,8 @@ def worker_ttl_s(plan: RunPlan) -> float:
 
 def provision_workers(plan: RunPlan) -> Provisioned:
     folder = folder_of(plan)
+    if not is_cloud(plan):  # preflight may have run on another host: the source addresses must be this one's
+        check_bindable(plan.local_ips)
     if plan.workers == 0:
         return Provisioned(provider="none", count=0)
     if is_cloud(plan):

@@ -80,6 +80,7 @@ def preflight(default_scenarios: list[str]) -> dict:
         worker_provider=params.get("worker_provider") or "local",
         worker_spot=bool(params.get("worker_spot") or False),
         worker_size=params.get("worker_size") or "",
+        local_ips=params.get("local_ips") or None,
     )
     try:
         plan = preflight_step.preflight(

@@ -58,6 +58,9 @@ def _main(argv: list[str] | None) -> int:
     run.add_argument("--scenario", required=True, action="append",
                      help="scenario name (loadtests/scenarios/NAME.yaml) or path; repeat to chain scenarios")
     run.add_argument("--workers", type=int, default=None, help="local worker processes (0: one process; default: by cores and users)")
+    run.add_argument("--local-ips", default=None, metavar="ADDRESSES",
+                     help="source addresses of the load's connections, in turn (127.0.0.1-127.0.0.2,10.0.0.5): each "
+                          "adds the kernel's ephemeral ports; default: as many 127.0.0.x as a loopback target needs")
     run.add_argument("--out", default=None, help="folder for results.json and the report (default reports/<run tag>)")
     run.add_argument("--users", type=int, default=None, help="scale the stages to this peak user count")
     run.add_argument("--duration", type=int, default=None, help="scale the stages to this total duration (s)")
@@ -70,6 +73,7 @@ def _main(argv: list[str] | None) -> int:
     search.add_argument("--target", required=True, help="base URL including /v1")
     search.add_argument("--scenario", required=True, help="scenario name or path; it must have a search block")
     search.add_argument("--workers", type=int, default=None, help="local worker processes (0: one process)")
+    search.add_argument("--local-ips", default=None, metavar="ADDRESSES", help="source addresses, as for run")
     search.add_argument("--out", default=None, help="folder for results.json and the report")
     search.add_argument("--run-id", default=None, help="run id (default: cli-<timestamp>-<random>)")
     baseline = commands.add_parser("baseline", help="pin or unpin the baseline run of a scenario and target")
@@ -103,7 +107,7 @@ def _main(argv: list[str] | None) -> int:
             return breaking_point_main(args, run_id)
         plan = preflight(RunRequest(
             scenarios=tuple(args.scenario), target=args.target, run_id=run_id, workers=args.workers,
-            users=args.users, duration_s=args.duration, out_dir=args.out,
+            users=args.users, duration_s=args.duration, out_dir=args.out, local_ips=args.local_ips,
         ))  # the kill switch is checked before the health check: a refusal sends nothing
         return execute(plan, reports)
     except Refusal as exc:
@@ -239,7 +243,7 @@ def breaking_point_main(args, run_id: str) -> int:
     if workers is None:  # sized for the search's top, not the scenario's own stages
         workers = 1 if scenario.model == "open" else default_worker_count(int(scenario.search.maximum))
     plan = preflight(RunRequest(scenarios=(args.scenario,), target=args.target, run_id=run_id, workers=workers,
-                                out_dir=args.out))
+                                out_dir=args.out, local_ips=args.local_ips))
     code = _pipeline(plan, lambda: search_breaking_point(plan, stop_probe=killswitch.as_probe(),
                                                          user_cap=user_cap_for(plan)))
     folder = folder_of(plan)

@@ -123,6 +123,11 @@ def worker_params(*, cloud: bool = True) -> dict[str, Param]:
     params = {
         "workers": Param(None, type=["null", "integer"], minimum=0, maximum=MAX_WORKERS, title="Workers",
                          section="Workers", description="Empty: from the peak users. 0: one process, no workers."),
+        "local_ips": Param(None, type=["null", "string"], maxLength=2000, title="Source addresses (local workers)",
+                           section="Workers",
+                           description="Addresses of the Airflow worker the load's connections come from, in turn, "
+                                       "e.g. 127.0.0.1-127.0.0.2: each adds the kernel's ephemeral ports (28,232). "
+                                       "Empty: as many 127.0.0.x as a loopback target's users need."),
     }
     if cloud:
         params |= {
