@@ -17,6 +17,11 @@ EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
 FREE_PORT_TRIES = 200
 
 
+def family_of(address: str) -> socket.AddressFamily:
+    """``AF_INET6`` for an IPv6 literal, else ``AF_INET``."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
 def ephemeral_port_range() -> tuple[int, int]:
     """The kernel's range for outgoing source ports (Linux's default when it cannot be read)."""
     try:
@@ -36,7 +41,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     """
     low = LISTEN_PORTS_FROM
     high = ephemeral_port_range()[0] - 1
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family = family_of(host)
     if high >= low:
         for port in random.sample(range(low, high + 1), min(FREE_PORT_TRIES, high - low + 1)):
             with socket.socket(family, socket.SOCK_STREAM) as sock:

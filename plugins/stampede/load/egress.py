@@ -71,6 +71,7 @@ from typing import Any
 import gevent
 from gevent import monkey
 
+from stampede.core.netutil import family_of
 from stampede.core.stops import StopKind, stop_kind
 from stampede.load.process_env import EGRESS_ENV as POLICY_ENV
 from stampede.load.process_env import drop_credentials
@@ -258,7 +259,7 @@ class PinnedResolver:
         port = int(port or 0)
         results = []
         for ip in pinned:
-            fam = _socket_module.AF_INET6 if ":" in ip else _socket_module.AF_INET
+            fam = family_of(ip)
             if family not in (0, fam):
                 continue
             kinds = [type] if type else [_socket_module.SOCK_STREAM, _socket_module.SOCK_DGRAM]

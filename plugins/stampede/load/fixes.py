@@ -53,6 +53,8 @@ import gevent.socket
 from gevent import monkey
 from geventhttpclient import connectionpool
 
+from stampede.core.netutil import family_of
+
 # the real poll, not gevent's cooperative one: a zero-timeout check never blocks
 _poll = monkey.get_original("select", "poll")
 _READABLE_OR_CLOSED = _select_module.POLLIN | _select_module.POLLPRI | _select_module.POLLERR | _select_module.POLLHUP
@@ -104,22 +106,25 @@ class SourceAddresses:
         self.addresses = tuple(addresses)
         by_family: dict[int, list[str]] = {}
         for address in self.addresses:
-            by_family.setdefault(_socket_module.AF_INET6 if ":" in address else _socket_module.AF_INET, []).append(address)
+            by_family.setdefault(family_of(address), []).append(address)
         self._turns = {family: itertools.cycle(listed) for family, listed in by_family.items()}
         self.bound: dict[str, int] = dict.fromkeys(self.addresses, 0)  # connections bound to each, this process
 
-    def next_for(self, family: int) -> str | None:
+    def take(self, family: int) -> str | None:
+        """The next address of ``family`` for a new connection (counted); ``None``: the kernel's choice."""
         turn = self._turns.get(family)
-        return next(turn) if turn is not None else None
+        if turn is None:
+            return None
+        address = next(turn)
+        self.bound[address] += 1
+        return address
 
     def bind(self, sock, family: int) -> None:
         """Bind ``sock`` (not yet connected) to the next address of its family; none listed: the kernel's choice."""
-        address = self.next_for(family)
-        if address is None:
-            return
-        sock.setsockopt(_socket_module.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-        sock.bind((address, 0))
-        self.bound[address] += 1
+        address = self.take(family)
+        if address is not None:
+            sock.setsockopt(_socket_module.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((address, 0))
 
 
 _sources = SourceAddresses()
@@ -130,7 +135,7 @@ def source_addresses() -> SourceAddresses:
     return _sources
 
 
-def _out_of_source_ports(error: OSError, address) -> OSError:
+def _out_of_source_ports(address) -> OSError:
     where = f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
     sources = ", ".join(_sources.addresses) or "the kernel's one address"
     return OSError(errno.EADDRNOTAVAIL, f"no source port left toward {where} from {sources} (EADDRNOTAVAIL: each "
@@ -153,7 +158,7 @@ def _connect_socket(self, sock, address):  # noqa: ARG001 - the pool's method
         sock.connect(address)
     except OSError as error:
         if error.errno == errno.EADDRNOTAVAIL:
-            raise _out_of_source_ports(error, address) from error
+            raise _out_of_source_ports(address) from error
         raise
     return sock
 
@@ -167,16 +172,15 @@ def _patch_urllib3() -> None:
 
     def create_connection(address, timeout=connection._DEFAULT_TIMEOUT, source_address=None, socket_options=None):
         if source_address is None:
-            ip = _sources.next_for(_socket_module.AF_INET)
+            ip = _sources.take(_socket_module.AF_INET)
             if ip is not None:
                 source_address = (ip, 0)
                 socket_options = [*(socket_options or ()), (_socket_module.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)]
-                _sources.bound[ip] += 1
         try:
             return create(address, timeout, source_address, socket_options)
         except OSError as error:
             if error.errno == errno.EADDRNOTAVAIL:
-                raise _out_of_source_ports(error, address) from error
+                raise _out_of_source_ports(address) from error
             raise
 
     create_connection._stampede_sources = True

@@ -29,9 +29,9 @@ import socket
 from collections.abc import Iterable, Sequence
 
 from stampede.core.errors import Refusal
-from stampede.core.netutil import ephemeral_port_range
+from stampede.core.netutil import ephemeral_port_range, family_of
 
-__all__ = ["MAX_LOCAL_IPS", "PORTS_USABLE", "LocalIpsInvalid", "auto_local_ips", "check_bindable",
+__all__ = ["MAX_LOCAL_IPS", "PORTS_USABLE", "LocalIpsInvalid", "addresses_needed", "auto_local_ips", "check_bindable",
            "parse_local_ips", "ports_needed_fit", "refuse_unless_fit", "source_ports"]
 
 MAX_LOCAL_IPS = 256  # a typo guard (127.0.0.1-127.0.255.255 would be 65,535)
@@ -91,8 +91,7 @@ def parse_local_ips(value: object) -> tuple[str, ...]:
 def check_bindable(addresses: Iterable[str]) -> None:
     """Each address is one of this machine's: a socket binds to it (nothing is sent)."""
     for address in addresses:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
+        with socket.socket(family_of(address), socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((address, 0))
             except OSError as exc:
@@ -110,16 +109,21 @@ def _per_address() -> int:
     return max(1, math.floor(source_ports() * PORTS_USABLE))
 
 
+def addresses_needed(users: int) -> int:
+    """How many source addresses ``users`` connections to one target address need."""
+    return max(1, math.ceil(users / _per_address()))
+
+
 def ports_needed_fit(users: int, addresses: Sequence[str]) -> bool:
     """``users`` connections to one target address fit the source ports of ``addresses`` (none: one, the kernel's)."""
-    return users <= _per_address() * max(1, len(addresses))
+    return addresses_needed(users) <= max(1, len(addresses))
 
 
 def auto_local_ips(users: int, target_is_loopback: bool) -> tuple[str, ...]:
     """The 127.0.0.x addresses a loopback target's ``users`` need; ``()`` when the kernel's one address is enough."""
-    if not target_is_loopback or ports_needed_fit(users, ()):
+    count = addresses_needed(users)
+    if not target_is_loopback or count == 1:
         return ()
-    count = math.ceil(users / _per_address())
     if count > MAX_LOCAL_IPS:
         raise LocalIpsInvalid("users", f"{users} users need {count} source addresses, more than {MAX_LOCAL_IPS}",
                               "use cloud workers or fewer users")
@@ -129,8 +133,7 @@ def auto_local_ips(users: int, target_is_loopback: bool) -> tuple[str, ...]:
 
 def refuse_unless_fit(users: int, addresses: Sequence[str]) -> None:
     if not ports_needed_fit(users, addresses):
-        have = max(1, len(addresses))
-        need = math.ceil(users / _per_address())
+        have, need = max(1, len(addresses)), addresses_needed(users)
         raise LocalIpsInvalid(
             FIELD, f"{users} users need {need} source addresses toward one target address ({_per_address():,} "
                    f"ports each: {PORTS_USABLE:.0%} of the kernel's {source_ports():,}); {have} given",

@@ -123,21 +123,27 @@ CONNECT = textwrap.dedent("""
 
     patch_connection_pool()
     use_source_addresses(json.loads(sys.argv[2]))
+    import urllib3
+
     clients, errors = [], []
     for _ in range(int(sys.argv[3])):
-        client = HTTPClient("127.0.0.1", int(sys.argv[1]), connection_timeout=5, network_timeout=5, concurrency=1)
         try:
-            client.get("/ping").read()
+            if sys.argv[4] == "urllib3":  # requests' HttpUser
+                client = urllib3.HTTPConnectionPool("127.0.0.1", int(sys.argv[1]), maxsize=1, retries=False, timeout=5)
+                client.request("GET", "/ping")
+            else:  # FastHttpUser and the stock journeys
+                client = HTTPClient("127.0.0.1", int(sys.argv[1]), connection_timeout=5, network_timeout=5, concurrency=1)
+                client.get("/ping").read()
             clients.append(client)  # its connection stays open: the source port stays taken
-        except OSError as error:
+        except (OSError, urllib3.exceptions.HTTPError) as error:  # urllib3 wraps the OSError
             errors.append(str(error))
     print(json.dumps({"connected": len(clients), "errors": errors, "bound": source_addresses().bound}))
 """)
 
 
-def _connect(ns: str, addresses: list[str], count: int) -> dict:
+def _connect(ns: str, addresses: list[str], count: int, client: str = "geventhttpclient") -> dict:
     completed = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", CONNECT, str(TARGET_PORT),
-                                json.dumps(addresses), str(count)], capture_output=True, text=True, timeout=60)
+                                json.dumps(addresses), str(count), client], capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr[-2000:]
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -157,6 +163,18 @@ def test_one_address_runs_out_of_source_ports_and_says_so_two_do_not(counting_ta
     assert both["bound"] == {"127.0.0.2": 13, "127.0.0.3": 12}, both  # in turn
     peers = json.loads(counts.read_text())
     assert peers == {"127.0.0.1": 20, "127.0.0.2": 13, "127.0.0.3": 12}, peers  # each connection's source, seen
+
+
+@pytest.mark.integration
+def test_requests_connections_come_from_the_addresses_too(counting_target):
+    ns, counts = counting_target
+    alone = _connect(ns, [], 22, "urllib3")
+    assert alone["connected"] == 20 and len(alone["errors"]) == 2, alone
+    assert all("no source port left toward 127.0.0.1:18080" in e for e in alone["errors"]), alone["errors"]
+    both = _connect(ns, ["127.0.0.2", "127.0.0.3"], 25, "urllib3")
+    assert both["connected"] == 25 and both["errors"] == [], both
+    assert both["bound"] == {"127.0.0.2": 13, "127.0.0.3": 12}, both
+    assert json.loads(counts.read_text()) == {"127.0.0.1": 20, "127.0.0.2": 13, "127.0.0.3": 12}
 
 
 LOCUSTFILE = """
