@@ -43,6 +43,7 @@ from pathlib import Path
 
 import psutil
 
+from stampede.core.netutil import raise_open_file_limit
 from stampede.core.stops import StopKind, StopProbe, never
 from stampede.plan.run_plan import RunPlan
 from stampede.core.records import GeneratorSample
@@ -258,6 +259,7 @@ def _start(plan: RunPlan, run: LocustRun, *, master_port: int | None,
     env = plan_process_env(plan)
     started = time.time()
     tail_from = log_path.stat().st_size if log_path.exists() else 0
+    raise_open_file_limit()  # inherited: a standalone process holds one socket per user (Locust asks for 10,000 only)
     with open(log_path, "ab", buffering=0) as log_file:  # the master writes it itself: nothing lost with us
         process = subprocess.Popen(
             command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,

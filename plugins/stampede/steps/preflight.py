@@ -44,7 +44,7 @@ from stampede.plan.target import Resolver, Target, TargetInvalid, parse_target
 from stampede.safety import killswitch, lease
 from stampede.safety.health import probe
 from stampede.state import tags
-from stampede.workers.local import default_worker_count
+from stampede.workers.local import check_open_files, default_worker_count
 from stampede.workers.sizing import plan_workers
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,7 @@ def workers_are_possible(state: Preflight) -> None:
         state.workers = sizing.count
     else:
         state.workers = default_worker_count(state.peak_users) if request.workers is None else request.workers
+        check_open_files(state.peak_users, state.workers)  # one socket per user, in processes of this machine
 
 
 def source_ports_suffice(state: Preflight) -> None:

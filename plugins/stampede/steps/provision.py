@@ -19,6 +19,7 @@ from stampede.plan.run_plan import RunPlan
 from stampede.steps.folder import folder_of
 from stampede.steps.preflight import WORKER_TTL_MARGIN_S
 from stampede.workers import LocalWorkers, provider_for
+from stampede.workers.local import check_open_files
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,9 @@ def worker_ttl_s(plan: RunPlan) -> float:
 
 def provision_workers(plan: RunPlan) -> Provisioned:
     folder = folder_of(plan)
-    if not is_cloud(plan):  # preflight may have run on another host: the source addresses must be this one's
+    if not is_cloud(plan):  # preflight may have run on another host: its addresses and limits must be this one's
         check_bindable(plan.local_ips)
+        check_open_files(plan.peak_users, plan.workers)
     if plan.workers == 0:
         return Provisioned(provider="none", count=0)
     if is_cloud(plan):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import psutil
 
-from stampede.core.netutil import free_port
+from stampede.core.errors import Refusal
+from stampede.core.netutil import free_port, users_per_process
 from stampede.load.owner import OWNER_FILE, children_die_with_owner, die_with_parent
 from stampede.workers.base import WorkerSet, load_worker_set
 
@@ -21,9 +22,30 @@ log = logging.getLogger(__name__)
 
 
 def default_worker_count(peak_users: int) -> int:
-    """One worker per core, but no more workers than a few hundred users each justify."""
+    """One worker per core, but no more workers than a few hundred users each justify, and as many
+    as the users' sockets need under one process's open-file limit."""
     cores = os.cpu_count() or 1
-    return max(1, min(cores, -(-peak_users // 200)))
+    return max(1, min(cores, -(-peak_users // 200)), -(-peak_users // users_per_process()))
+
+
+class OpenFilesShort(Refusal):
+    """A local load process would hold more users (one socket each) than its open-file limit allows."""
+
+
+def check_open_files(peak_users: int, workers: int) -> None:
+    """Refuse a local plan whose busiest process would pass the open-file hard limit (``workers``: 0 is one
+    standalone process); every request of a user past it fails with errno 24."""
+    per_process = users_per_process()
+    processes = max(1, workers)
+    busiest = -(-peak_users // processes)
+    if busiest <= per_process:
+        return
+    need = -(-peak_users // per_process)
+    where = "one process" if workers == 0 else f"each of {workers} local workers"
+    raise OpenFilesShort(
+        "workers", f"{peak_users:,} users put {busiest:,} sockets in {where}, past the {per_process:,} this "
+                   "machine's open-file hard limit leaves a load process (ulimit -Hn)",
+        f"workers {need} or more, or raise the hard limit (LimitNOFILE, /etc/security/limits.conf)")
 
 
 class LocalWorkers:
