@@ -6,7 +6,15 @@ apart by run id: each test uses its own.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
+
+PEER_COUNTING_TARGET = Path(__file__).resolve().parent / "load" / "peer_counting_target.py"
 
 
 @pytest.fixture
@@ -28,3 +36,26 @@ def tiny_png() -> bytes:
 
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
+
+
+@contextlib.contextmanager
+def _counting_target(port: int, counts: Path, *, prefix: tuple[str, ...] = (), preexec_fn=None):
+    """``peer_counting_target.py`` on 127.0.0.1:``port`` (``prefix``: e.g. ``ip netns exec NS``), until the block ends."""
+    process = subprocess.Popen([*prefix, sys.executable, str(PEER_COUNTING_TARGET), "127.0.0.1", str(port), str(counts)],
+                               preexec_fn=preexec_fn)
+    deadline = time.monotonic() + 20
+    while not counts.exists():
+        assert time.monotonic() < deadline and process.poll() is None, "the counting target did not start"
+        time.sleep(0.05)
+    time.sleep(0.3)  # the file is written just before the server listens
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def start_counting_target():
+    """A target that counts the connections it accepts by source address (``{ip: n}`` in ``counts``)."""
+    return _counting_target

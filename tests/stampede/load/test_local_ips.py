@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,6 @@ from stampede.core.errors import Refusal
 from stampede.plan import local_ips as local_ips_rules
 from stampede.plan.local_ips import auto_local_ips, check_bindable, parse_local_ips, refuse_unless_fit
 
-HERE = Path(__file__).resolve().parent
 PORTS = (40000, 40019)  # the namespace's whole ephemeral range: 20 source ports per address and destination
 TARGET_PORT = 18080  # below that range, in a namespace nothing else uses
 
@@ -98,20 +96,10 @@ def small_range_namespace():
 
 
 @pytest.fixture
-def counting_target(small_range_namespace, tmp_path):
+def counting_target(small_range_namespace, tmp_path, start_counting_target):
     counts = tmp_path / "peers.json"
-    process = subprocess.Popen(["ip", "netns", "exec", small_range_namespace, sys.executable,
-                                str(HERE / "peer_counting_target.py"), "127.0.0.1", str(TARGET_PORT), str(counts)])
-    deadline = time.monotonic() + 20
-    while not counts.exists():
-        assert time.monotonic() < deadline and process.poll() is None, "the counting target did not start"
-        time.sleep(0.05)
-    time.sleep(0.3)  # the file is written just before the server listens
-    try:
+    with start_counting_target(TARGET_PORT, counts, prefix=("ip", "netns", "exec", small_range_namespace)):
         yield small_range_namespace, counts
-    finally:
-        process.kill()
-        process.wait(timeout=10)
 
 
 CONNECT = textwrap.dedent("""

@@ -24,7 +24,6 @@ import pytest
 
 from stampede.core.netutil import FILES_BEFORE_USERS, free_port
 
-HERE = Path(__file__).resolve().parents[1] / "load"
 LIMIT = 700  # the hard open-file limit the tests' processes get: 500 users per load process
 
 
@@ -88,21 +87,10 @@ class PingUser(FastHttpUser):
 
 
 @pytest.fixture
-def counting_target(tmp_path):
-    port = free_port()
-    counts = tmp_path / "peers.json"
-    process = subprocess.Popen([sys.executable, str(HERE / "peer_counting_target.py"), "127.0.0.1", str(port),
-                                str(counts)], preexec_fn=_limited(8192))
-    deadline = time.monotonic() + 20
-    while not counts.exists():
-        assert time.monotonic() < deadline and process.poll() is None, "the counting target did not start"
-        time.sleep(0.05)
-    time.sleep(0.3)  # the file is written just before the server listens
-    try:
+def counting_target(tmp_path, start_counting_target):
+    port, counts = free_port(), tmp_path / "peers.json"
+    with start_counting_target(port, counts, preexec_fn=_limited(8192)):
         yield port, counts
-    finally:
-        process.kill()
-        process.wait(timeout=10)
 
 
 def _connections(counts: Path) -> int:
