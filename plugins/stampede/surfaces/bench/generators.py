@@ -277,12 +277,12 @@ class Level:
 
 def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) -> list[Figure]:
     """One stepped run of the stock mix (3–8 s think time) through the pipeline, judged level by level."""
-    # a bounded climb past the goal (30,000) to 50,000: the first level not held is the measurement; all held, a lower
-    # bound (past 40,000 the 2 cores, not the generators' design, are what gives out: target, master and workers share them)
+    # a bounded climb past the goal (30,000) to 40,000: the first level not held is the measurement; all held, a lower
+    # bound (a 45,000 and 50,000 climb on 2026-12-03 got 0 req/s at 45,000, not yet understood: see the README)
     if quick:
         levels, spawn_rate, hold_s, settle_s = [500, 1000, 2000], 200.0, 20, 5
     else:
-        levels, spawn_rate, hold_s, settle_s = [1000, 5000, 10_000, 15_000, 20_000, 25_000, 30_000, 35_000, 40_000, 45_000, 50_000], 500.0, 25, 8
+        levels, spawn_rate, hold_s, settle_s = [1000, 5000, 10_000, 15_000, 20_000, 25_000, 30_000, 35_000, 40_000], 500.0, 25, 8
     stages, previous = [], 0
     for users in levels:
         ramp_s = math.ceil((users - previous) / spawn_rate) + 2
