@@ -21,6 +21,7 @@ import psutil
 import pytest
 import yaml
 
+from stampede.core.histogram import LatencyHistogram
 from stampede.core.paths import Artifact
 from stampede.figures import stream as figure_stream
 from stampede.figures.stages import stage_results
@@ -355,3 +356,24 @@ def test_a_pause_between_stages_counts_for_neither():
     tagged = {s: (0, "steady", 4) for s in range(1000, 1004)} | {s: (1, "steady", 8) for s in range(1004, 1007)}
     assert phase_durations({"0/steady": 4, "1/steady": 3}, staged, tagged, 1006.75, 1007.0) == {
         "0/steady": 3.75, "1/steady": 2.75}
+
+
+def test_requests_between_merges_every_endpoint_and_checkpoint_of_those_seconds_only():
+    def hist(*values_ms: float) -> dict[int, int]:
+        histogram = LatencyHistogram()
+        for value in values_ms:
+            histogram.record_ms(value)
+        return histogram.to_dict()
+
+    checkpoints = [
+        {"seconds": [[100, "0/ramp", {"GET /a": [hist(1000.0), 1, {}]}],  # before the window
+                     [101, "0/steady", {"GET /a": [hist(20.0, 21.0), 0, {}], "POST /b": [hist(22.0), 0, {}]}]]},
+        {"seconds": [[101, "0/steady", {"GET /a": [hist(23.0), 0, {}]}],  # a late report of the same second: a delta
+                     [102, None, {"GET /a": [hist(24.0), 0, {}]}],  # no stage's, but requests the target saw
+                     [103, "0/steady", {"GET /a": [hist(900.0), 0, {}]}]]},  # at the window's end: excluded
+    ]
+    merged = figure_stream.requests_between(checkpoints, 101, 103)
+    assert merged.total == 5
+    assert 20.0 <= merged.percentile_ms(0.5) <= 22.5 and merged.percentile_ms(1.0) < 25.0
+    assert figure_stream.requests_between(checkpoints, 100, 104).total == 7
+    assert figure_stream.requests_between(checkpoints, 104, 200).total == 0

@@ -145,3 +145,22 @@ print(json.dumps({"in_flight": in_flight, "late_starts": sum(t > ended for t in 
     assert out["late_starts"] == 0
     assert out["finished_after"] == out["in_flight"]  # none killed mid-request
     assert out["alive"] == 0
+
+
+def test_a_stage_that_ramps_up_late_in_a_second_takes_it_from_the_steady_stage_before():
+    # the next level's spawn starts 0.8 s into the second: its logins and new connections, slower than the
+    # steady requests, must not count in the level before's steady part (the users bench's first level
+    # failed its p95 from that one second)
+    out = _aggregator("""
+agg.stages[1]["users"] = 8
+agg.enter_stage(0, 1000.0); agg.tick(1000.001)
+for sec in range(1001, 1006): agg.tick(sec + 0.001)
+requests(1004, 5)                        # steady requests of stage one
+agg.enter_stage(1, 1005.8)
+requests(1005, 9)                        # the second the spawn began in
+agg.tick(1006.001); agg.tick(1007.001)
+print(json.dumps({"owner": list(agg.timeline[1005][:2]), "one_steady": sum(
+    len(slot["histogram"]) for slot in agg.phases.get("0/steady", {}).values()), "two": stage_requests(1)}))
+""")
+    assert out["owner"] == [1, "ramp"]
+    assert out["one_steady"] == 5 and out["two"] == 9

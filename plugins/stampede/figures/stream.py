@@ -186,6 +186,22 @@ def read_stream(folder: str | Path) -> tuple[list[dict[str, Any]], int]:
     return checkpoints, reader.torn
 
 
+def requests_between(checkpoints: Iterable[Mapping[str, Any]], since: int, until: int) -> LatencyHistogram:
+    """Every request of the whole seconds ``[since, until)``, all endpoints and masters, merged exactly.
+
+    A second's histograms can come in more than one checkpoint (a worker's late report is a
+    delta): they add up. For comparing a run's latency with another clock over the same seconds
+    (the bench's target measures its own service time per second).
+    """
+    merged = LatencyHistogram()
+    for checkpoint in checkpoints:
+        for sec, _key, endpoints in checkpoint.get("seconds", []):
+            if since <= int(sec) < until:
+                for counts, _failures, _errors in endpoints.values():
+                    merged.merge(counts)
+    return merged
+
+
 # -- the rules the master and the rebuild share ----------------------------------------------------------------
 Timeline = Mapping[int, tuple[int, str, int]]  # second -> (stage index, phase, users)
 

@@ -197,10 +197,14 @@ class RunAggregator:
             stage["steady_from"] = int(now)
         # A second's requests belong to one stage. The ticker tags a second as it begins and the
         # shape changes stage a moment later, so the second goes to the stage that runs most of it
-        # (the first stage's first second would otherwise belong to none).
+        # (the first stage's first second would otherwise belong to none). A stage that ramps up takes
+        # it however late it starts: its spawn's first requests (logins, new connections) would
+        # otherwise count in the steady part of the stage before (a 500-user level's steady p95 read
+        # 35.9 ms against the target's 21.2 ms from that one second; every other second 21-22 ms).
         second = int(now)
         tagged = self.timeline.get(second)
-        if tagged is None or (tagged[0] != index and now - second < 0.5):
+        ramps = stage["steady_from"] is None
+        if tagged is None or (tagged[0] != index and (ramps or now - second < 0.5)):
             if tagged is not None:
                 self.phase_seconds[f"{tagged[0]}/{tagged[1]}"] -= 1
             phase = "steady" if stage["steady_from"] is not None else "ramp"

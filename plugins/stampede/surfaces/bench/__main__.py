@@ -6,6 +6,7 @@ Every part runs by default but those in :data:`OPT_IN` (``memory``: a 20-minute 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=[], help=f"parts or figures: {', '.join(PARTS)}")
     parser.add_argument("--quick", action="store_true", help="short runs for development (figures are rougher)")
     parser.add_argument("--out", default="", help="JSON file (default: $STAMPEDE_REPORTS_DIR/bench.json)")
+    parser.add_argument("--keep", default="", metavar="DIR",
+                        help="run in DIR and keep it (each part's run folders and logs); default: a temporary folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("STAMPEDE_TARGET_PASSWORD", os.environ.get("STAMPEDE_DEMO_PASSWORD", "LoadTest123!"))
@@ -129,12 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[Figure] = []
     errors: dict[str, str] = {}
     part_seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="stampede-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = args.keep or stack.enter_context(tempfile.TemporaryDirectory(prefix="stampede-bench-"))
         for part in parts:
             part_started = time.time()
             print(f"\n== {part}", flush=True)
             workdir = Path(tmp) / part
-            workdir.mkdir()
+            workdir.mkdir(parents=True)  # a kept DIR from an earlier run: refused here, not mixed
             try:
                 figures += _runner(part)(workdir, args.quick)
             except Exception as exc:  # one broken part must not hide the others' figures; reported below

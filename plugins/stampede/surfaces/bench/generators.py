@@ -243,8 +243,10 @@ class Level:
     worker_wait_pct: list[float]  # runnable but no core free: the machine, not the generator, was short
     master_cpu_pct: float | None
     p95_ms: float | None
-    target: dict[str, Any]
+    target: dict[str, Any]  # the target's own service time over the level's steady seconds
     window_s: float
+    settled: dict[str, Any]  # both p95s over the settled window only (the rate's and CPU's seconds)
+    workers: int  # the local workers of the run that measured it
 
     @property
     def rate_ratio(self) -> float:
@@ -272,76 +274,51 @@ class Level:
             "worker_wait_pct": [round(w, 1) for w in self.worker_wait_pct],
             "master_cpu_pct": None if self.master_cpu_pct is None else round(self.master_cpu_pct, 1),
             "p95_ms": self.p95_ms, "p95_error_ms": self.p95_error_ms, "target_service": self.target, "window_s": self.window_s,
+            "settled": self.settled, "workers": self.workers,
         }
 
 
 def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) -> list[Figure]:
     """One stepped run of the stock mix (3–8 s think time) through the pipeline, judged level by level."""
-    # a bounded climb past the goal (30,000) to 40,000: the first level not held is the measurement; all held, a lower
-    # bound (a 45,000 and 50,000 climb on 2026-12-03 got 0 req/s at 45,000, not yet understood: see the README)
+    # a bounded climb past the goal (30,000) to 50,000: the first level not held is the measurement; all held, a
+    # lower bound. Past 39,600 users a local run here needs a third worker (20,000 open files a process)
     if quick:
         levels, spawn_rate, hold_s, settle_s = [500, 1000, 2000], 200.0, 20, 5
     else:
-        levels, spawn_rate, hold_s, settle_s = [1000, 5000, 10_000, 15_000, 20_000, 25_000, 30_000, 35_000, 40_000], 500.0, 25, 8
-    stages, previous = [], 0
-    for users in levels:
-        ramp_s = math.ceil((users - previous) / spawn_rate) + 2
-        stages.append({"name": f"u{users}", "users": users, "spawn_rate": spawn_rate, "duration_s": ramp_s + hold_s})
-        previous = users
+        levels = [1000, 5000, 10_000, 15_000, 20_000, 25_000, 30_000, 35_000, 40_000, 45_000, 50_000]
+        spawn_rate, hold_s, settle_s = 500.0, 25, 8
     run_dir = workdir / "users"
     run_dir.mkdir(parents=True, exist_ok=True)
-    scenario = _write_scenario(run_dir / "stepped.yaml", "bench-stepped", (3.0, 8.0), stages)
     # one keep-alive connection per user ends at the target: past one process's open-file limit (20,000
     # in this sandbox, which cannot raise it) the port is served by several processes (SO_REUSEPORT)
     import resource
 
     nofile_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     target_processes = max(1, math.ceil(levels[-1] / (0.75 * nofile_hard)))
+    groups = worker_groups(levels)
+    raw_levels, worker_counts = [], []
     with _local_cap(workdir, levels[-1]), FastCrmTarget(delay_ms=delay_ms, workdir=workdir, seed=500,
                                                         processes=target_processes) as target:
-        plan = preflight(RunRequest(
-            scenarios=(str(scenario),), target=target.base_url, run_id=f"bench-users-{time.time_ns()}",
-            out_dir=str(run_dir), progress_interval_s=10,
-        ))
-        print(f"  {len(levels)} levels up to {levels[-1]:,} users, {plan.workers} local workers "
-              f"(the product's default for {os.cpu_count()} cores), about {plan.load_duration_s} s", flush=True)
-        result = run_load(plan)
-        output = json.loads((run_dir / "locust_output.json").read_text())
-        samples = [GeneratorSample(**s) for s in json.loads((run_dir / "generator_samples.json").read_text())]
-        measured = []
-        for index, stage in enumerate(output["stages"]):
-            if stage.get("steady_from") is None or stage.get("end") is None:
-                continue
-            start, end = stage["steady_from"] + settle_s, int(stage["end"]) - 1
-            measured.append((index, stage, start, end, target.stats(start, end)))
-    series = {s["t"]: s for s in output["series"]}
-    workers = sorted({s.pid for s in samples if s.role == "worker"})
-    master = next((s.pid for s in samples if s.role == "master"), None)
-    raw_levels = []
-    for index, stage, start, end, target_stats in measured:
-        seconds = [series[t] for t in range(start, end) if t in series]
-        requests = sum(s["requests"] for s in seconds)
-        # only the worker processes alive in this window: an agent restarts its Locust worker
-        # when the master quits, and those fresh processes must not count as idle workers
-        cpu = {pid: v for pid in workers if (v := _window_mean(samples, pid, start, end, "cpu_pct")) is not None}
-        live = list(cpu)
-        raw_levels.append((stage["users"], requests / max(1, len(seconds)), sum(s["failures"] for s in seconds) / max(1, requests),
-                           list(cpu.values()),
-                           [_window_mean(samples, pid, start, end, "rss_mib") or 0.0 for pid in live],
-                           [_window_mean(samples, pid, start, end, "wait_pct") or 0.0 for pid in live],
-                           _window_mean(samples, master, start, end, "cpu_pct") if master else None,
-                           result.stages[index].p95_ms, target_stats, float(len(seconds))))
+        for number, group in enumerate(groups):
+            group_dir = run_dir if len(groups) == 1 else run_dir / f"workers-{number}"
+            group_dir.mkdir(parents=True, exist_ok=True)
+            levels_run, workers = _climb(target, group_dir, group, spawn_rate=spawn_rate, hold_s=hold_s,
+                                         settle_s=settle_s)
+            raw_levels += levels_run
+            worker_counts += [workers] * len(levels_run)
     if not raw_levels:
         raise RuntimeError(f"bench: the stepped run measured no level; see {run_dir}/logs")
     # expected rate: the per-user rate of the lowest level, where the generators idle
     per_user = raw_levels[0][1] / raw_levels[0][0]
-    levels_measured = [Level(u, rps, u * per_user, err, cpu, rss, wait, mcpu, p95, tgt, w)
-                       for u, rps, err, cpu, rss, wait, mcpu, p95, tgt, w in raw_levels]
+    levels_measured = [Level(u, rps, u * per_user, err, cpu, rss, wait, mcpu, p95, tgt, w, settled, workers)
+                       for (u, rps, err, cpu, rss, wait, mcpu, p95, tgt, w, settled), workers
+                       in zip(raw_levels, worker_counts)]
     for level in levels_measured:
         print(f"  {level.users:>6} users: {level.rps:7.1f} req/s ({level.rate_ratio:6.1%} of expected), "
               f"workers {', '.join(f'{c:.0f}%' for c in level.worker_cpu_pct)} of a core "
               f"(+{', '.join(f'{w:.0f}%' for w in level.worker_wait_pct)} waiting for one), "
-              f"{sum(level.worker_rss_mib):.0f} MiB, p95 {level.p95_ms} ms (target {level.target.get('p95_ms')} ms), "
+              f"{sum(level.worker_rss_mib):.0f} MiB, p95 {level.p95_ms} ms (target {level.target.get('p95_ms')} ms; "
+              f"settled {level.settled['p95_ms']} / {level.settled['target_p95_ms']}), "
               f"errors {level.error_rate:.2%} -> {'held' if level.held else 'NOT held'}", flush=True)
     held = 0
     for level in levels_measured:
@@ -361,9 +338,9 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
         print(f"  the target served the port from {target_processes} processes (each under the open-file hard "
               f"limit of {nofile_hard:,})", flush=True)
     common = {"nofile_hard_limit": nofile_hard, "target_processes": target_processes, "levels": [lv.to_dict() for lv in levels_measured], "delay_ms": delay_ms,
-              # the workers that carried the held level (a worker an agent started again later is not one more)
-              "workers": len(next((lv for lv in reversed(levels_measured) if lv.held and lv.worker_cpu_pct),
-                                  levels_measured[0]).worker_cpu_pct) or 1,
+              # the workers of the run that measured the held level (its own level's default)
+              "workers": next((lv for lv in reversed(levels_measured) if lv.held), levels_measured[0]).workers,
+              "worker_groups": [[lv.users for lv in levels_measured if lv.workers == n] for n in sorted(set(worker_counts))],
               "spawn_rate": spawn_rate, "settle_s": settle_s, "per_user_rps": round(per_user, 5),
               "cpu_limit_pct": CPU_LIMIT_PCT, "rate_tolerance": RATE_TOLERANCE}
     stamp = _now_iso()
@@ -372,7 +349,10 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
             **common, "how": "highest level (and every level below it) with each worker's mean CPU under "
                              f"{CPU_LIMIT_PCT:.0f}% of a core, rate within 5 % of users x the lowest level's per-user "
                              f"rate, p95 within {P95_TOLERANCE_MS:.0f} ms of the target's own, errors under 1 %; "
-                             "steady part minus the first settle_s seconds"}),
+                             "CPU, rate and errors over the steady part minus its first settle_s seconds, p95 over "
+                             "the whole steady part (the pipeline's own stage figure) against the target's over "
+                             "the same seconds; each level run with the local workers a run of its users gets "
+                             "(worker_groups: one stepped run per worker count)"}),
         Figure("mib_per_1000_users", round(mem_slope * 1000, 2), stamp, details={
             "fit_users": [lv.users for lv in fit_levels], "base_mib": round(mem_base, 1),
             "fit_includes_levels_not_held": any(not lv.held for lv in fit_levels),
@@ -393,6 +373,80 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
             "how": "as p95_error_ms, at this level"})
         for users in (1000, 30_000) if not quick
     ]
+
+
+def worker_groups(levels: list[int]) -> list[list[int]]:
+    """The climb's levels in runs of the same local worker count, the product's default for each level.
+
+    A run gets its workers from its peak (``default_worker_count``): one per core, more when the
+    users' sockets pass one process's open-file limit. A level is measured with the workers a run
+    of that many users gets, not with the top level's (3 workers on 2 cores for 20,000-file limits
+    at 40,000 users: p95 +12 ms at 30,000 on 2026-12-03, against +0.9 ms with the 2 a 30,000-user run gets).
+    """
+    from stampede.workers.local import default_worker_count
+
+    groups: list[list[int]] = []
+    previous = None
+    for users in levels:
+        workers = default_worker_count(users)
+        if workers != previous:
+            groups.append([])
+            previous = workers
+        groups[-1].append(users)
+    return groups
+
+
+def _climb(target: FastCrmTarget, run_dir: Path, levels: list[int], *, spawn_rate: float, hold_s: int,
+           settle_s: int) -> tuple[list[tuple], int]:
+    """One stepped run of ``levels`` through the pipeline; each level's raw figures and the run's worker count."""
+    from stampede.figures.stream import requests_between, stream_of
+
+    stages, previous = [], 0
+    for users in levels:
+        ramp_s = math.ceil((users - previous) / spawn_rate) + 2
+        stages.append({"name": f"u{users}", "users": users, "spawn_rate": spawn_rate, "duration_s": ramp_s + hold_s})
+        previous = users
+    scenario = _write_scenario(run_dir / "stepped.yaml", "bench-stepped", (3.0, 8.0), stages)
+    plan = preflight(RunRequest(
+        scenarios=(str(scenario),), target=target.base_url, run_id=f"bench-users-{time.time_ns()}",
+        out_dir=str(run_dir), progress_interval_s=10,
+    ))
+    print(f"  {len(levels)} levels, {levels[0]:,} to {levels[-1]:,} users, {plan.workers} local workers "
+          f"(the product's default for {levels[-1]:,} users on {os.cpu_count()} cores), about "
+          f"{plan.load_duration_s} s", flush=True)
+    try:
+        result = run_load(plan)
+    finally:
+        release_target(plan)  # the next run of the climb uses the same target
+    output = json.loads((run_dir / "locust_output.json").read_text())
+    samples = [GeneratorSample(**s) for s in json.loads((run_dir / "generator_samples.json").read_text())]
+    series = {s["t"]: s for s in output["series"]}
+    workers = sorted({s.pid for s in samples if s.role == "worker"})
+    master = next((s.pid for s in samples if s.role == "master"), None)
+    raw = []
+    for index, stage in enumerate(output["stages"]):
+        if stage.get("steady_from") is None or stage.get("end") is None:
+            continue
+        steady_from, stage_end = int(stage["steady_from"]), int(stage["end"])
+        start, end = steady_from + settle_s, stage_end - 1
+        seconds = [series[t] for t in range(start, end) if t in series]
+        requests = sum(s["requests"] for s in seconds)
+        # only the worker processes alive in this window: an agent restarts its Locust worker
+        # when the master quits, and those fresh processes must not count as idle workers
+        cpu = {pid: v for pid in workers if (v := _window_mean(samples, pid, start, end, "cpu_pct")) is not None}
+        live = list(cpu)
+        # p95 error: the pipeline's steady p95 against the target's own over the same seconds (the
+        # steady part); the settled window's pair beside it tells a generator's warm-up from the target's
+        settled = requests_between(stream_of(run_dir / "stream"), start, end)
+        raw.append((stage["users"], requests / max(1, len(seconds)), sum(s["failures"] for s in seconds) / max(1, requests),
+                    list(cpu.values()),
+                    [_window_mean(samples, pid, start, end, "rss_mib") or 0.0 for pid in live],
+                    [_window_mean(samples, pid, start, end, "wait_pct") or 0.0 for pid in live],
+                    _window_mean(samples, master, start, end, "cpu_pct") if master else None,
+                    result.stages[index].p95_ms, target.stats(steady_from, stage_end), float(len(seconds)),
+                    {"from": start, "until": end, "p95_ms": settled.percentile_ms(0.95),
+                     "target_p95_ms": target.stats(start, end).get("p95_ms")}))
+    return raw, plan.workers
 
 
 @contextlib.contextmanager
