@@ -94,6 +94,9 @@ def validate_stages(stages: list[StageResult],
         observations = {stage.name: observations_of_figures(stage) for stage in stages}
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    # its import logs ~150 INFO lines about its own API docs ("Skipping registering function ..."):
+    # noise in every validate task's log
+    logging.getLogger("great_expectations._docs_decorators").setLevel(logging.WARNING)
     import great_expectations as gx
     import pandas as pd
     from great_expectations.data_context.types.base import (

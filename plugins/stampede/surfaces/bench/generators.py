@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 CPU_LIMIT_PCT = HELD_CPU_LIMIT_PCT  # users_held: every generator process under this share of one core
 RATE_TOLERANCE = 0.05  # users_held: request rate within 5 % of the expected one
 MAX_ERROR_RATE = 0.01
+MIN_WINDOW_S = 5  # users_held: a level measured over fewer steady seconds was not reached
 P95_TOLERANCE_MS = 5.0  # users_held: the stage's p95 within this of the target's own p95 over the same seconds
 BARE_URL = "/escrows?limit=20"  # the journeys' most frequent request (the dashboard list)
 # journey_rps: both sides wait the same between requests, so they run at about the same rate. With no
@@ -258,9 +259,14 @@ class Level:
         return None if self.p95_ms is None or truth is None else round(self.p95_ms - truth, 2)
 
     @property
+    def reached(self) -> bool:
+        """Its users all ran for a measured window (not so when their spawn outlasted the level)."""
+        return self.window_s >= MIN_WINDOW_S
+
+    @property
     def held(self) -> bool:
         return (
-            bool(self.worker_cpu_pct) and max(self.worker_cpu_pct) < CPU_LIMIT_PCT
+            self.reached and bool(self.worker_cpu_pct) and max(self.worker_cpu_pct) < CPU_LIMIT_PCT
             and abs(self.rate_ratio - 1) <= RATE_TOLERANCE and self.error_rate <= MAX_ERROR_RATE
             and self.p95_error_ms is not None and abs(self.p95_error_ms) <= P95_TOLERANCE_MS
         )
@@ -274,7 +280,7 @@ class Level:
             "worker_wait_pct": [round(w, 1) for w in self.worker_wait_pct],
             "master_cpu_pct": None if self.master_cpu_pct is None else round(self.master_cpu_pct, 1),
             "p95_ms": self.p95_ms, "p95_error_ms": self.p95_error_ms, "target_service": self.target, "window_s": self.window_s,
-            "settled": self.settled, "workers": self.workers,
+            "settled": self.settled, "workers": self.workers, "reached": self.reached,
         }
 
 
@@ -314,6 +320,11 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
                        for (u, rps, err, cpu, rss, wait, mcpu, p95, tgt, w, settled), workers
                        in zip(raw_levels, worker_counts)]
     for level in levels_measured:
+        if not level.reached:
+            print(f"  {level.users:>6} users: NOT reached: they were all running only "
+                  f"{level.settled['spawned_after_s']:.0f} s after the level began (planned "
+                  f"{level.settled['planned_ramp_s']} s), {level.window_s:.0f} s before it ended", flush=True)
+            continue
         print(f"  {level.users:>6} users: {level.rps:7.1f} req/s ({level.rate_ratio:6.1%} of expected), "
               f"workers {', '.join(f'{c:.0f}%' for c in level.worker_cpu_pct)} of a core "
               f"(+{', '.join(f'{w:.0f}%' for w in level.worker_wait_pct)} waiting for one), "
@@ -401,10 +412,11 @@ def _climb(target: FastCrmTarget, run_dir: Path, levels: list[int], *, spawn_rat
     """One stepped run of ``levels`` through the pipeline; each level's raw figures and the run's worker count."""
     from stampede.figures.stream import requests_between, stream_of
 
-    stages, previous = [], 0
+    stages, previous, planned_ramp = [], 0, []
     for users in levels:
         ramp_s = math.ceil((users - previous) / spawn_rate) + 2
         stages.append({"name": f"u{users}", "users": users, "spawn_rate": spawn_rate, "duration_s": ramp_s + hold_s})
+        planned_ramp.append(ramp_s)
         previous = users
     scenario = _write_scenario(run_dir / "stepped.yaml", "bench-stepped", (3.0, 8.0), stages)
     plan = preflight(RunRequest(
@@ -445,7 +457,10 @@ def _climb(target: FastCrmTarget, run_dir: Path, levels: list[int], *, spawn_rat
                     _window_mean(samples, master, start, end, "cpu_pct") if master else None,
                     result.stages[index].p95_ms, target.stats(steady_from, stage_end), float(len(seconds)),
                     {"from": start, "until": end, "p95_ms": settled.percentile_ms(0.95),
-                     "target_p95_ms": target.stats(start, end).get("p95_ms")}))
+                     "target_p95_ms": target.stats(start, end).get("p95_ms"),
+                     # a machine too busy to start the users at the planned rate leaves a level no steady part
+                     "spawned_after_s": round(steady_from - float(stage["start"]), 1),
+                     "planned_ramp_s": planned_ramp[index]}))
     return raw, plan.workers
 
 
