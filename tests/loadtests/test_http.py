@@ -274,3 +274,26 @@ def test_answers_are_framed_by_the_parser_and_the_connection_is_kept_only_when_i
     status, error, waited_ms = out["timed_out"]
     assert (status, error) == (0, "TimeoutError: timed out")  # as gevent's socket timeout says it
     assert 300 <= waited_ms < 900
+
+
+def test_an_answer_that_is_not_standard_json_is_a_value_error_as_the_journeys_judge_expects():
+    # the journeys count "body is not JSON" on ValueError: msgspec's decoder must raise one for each kind
+    code = textwrap.dedent("""
+        import json
+        from stampede.loadtests.journeys.http import JourneyResponse
+        def decoded(content):
+            response = JourneyResponse("GET", "/x", 0.0)
+            response.content = content
+            try:
+                return ["ok", response.json()]
+            except ValueError as exc:
+                return ["ValueError", type(exc).__name__]
+        print(json.dumps([decoded(c) for c in (
+            b'{"items": [{"id": "e1", "price": 450000.5}], "total": 1, "name": "caf\\xc3\\xa9"}',
+            b"<html>502 Bad Gateway</html>", b'{"total": 1', b'{"a": "\\xff"}', b'{"a": NaN}', b"")]))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, *bad = json.loads(done.stdout.strip().splitlines()[-1])
+    assert first == ["ok", {"items": [{"id": "e1", "price": 450000.5}], "total": 1, "name": "café"}]
+    assert [kind for kind, _ in bad] == ["ValueError"] * 5, bad

@@ -22,7 +22,7 @@ import pytest
 from stampede.infra.canary import Canary
 from stampede.core.errors import Refusal
 from stampede.steps.preflight import HEALTH_ATTEMPTS, RunRequest, preflight
-from stampede.steps.teardown import teardown_workers
+from stampede.steps.teardown import release_target, teardown_workers
 from stampede.safety import lease as target_lock
 from stampede.safety.health import probe
 
@@ -215,3 +215,17 @@ def test_cli_refuses_when_the_kill_switch_file_exists(canary, kill_file):
     assert completed.returncode == 2
     assert "stampede: refused: kill switch: freeze" in completed.stderr
     assert canary.hits() == 0
+
+
+def test_stock_journeys_without_the_accounts_password_are_refused_with_zero_requests(canary, monkeypatch):
+    # every login would fail, and with it every request of the run: refused before any is sent
+    monkeypatch.delenv("STAMPEDE_TARGET_PASSWORD", raising=False)
+    text = _refusal(lambda: _preflight(canary.base_url))
+    assert text == ("STAMPEDE_TARGET_PASSWORD: not set, and the stock journeys log every user in with it (every "
+                    "request would fail); fix: set STAMPEDE_TARGET_PASSWORD in the environment where the run's "
+                    "tasks run, to the target accounts' password")
+    assert canary.hits() == 0
+    monkeypatch.setenv("STAMPEDE_TARGET_PASSWORD", "LoadTest123!")
+    plan = _preflight(canary.base_url)
+    release_target(plan)
+    assert plan.run_id == "preflight-test"

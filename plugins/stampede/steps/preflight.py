@@ -285,6 +285,22 @@ def cleanup_can_run(state: Preflight) -> None:
                              f"define def {function}(context) in it, or name one it has")
 
 
+def journeys_can_log_in(state: Preflight) -> None:
+    """The stock journeys log every user in: without the accounts' password every request would fail.
+
+    Local workers read it from this environment (``password_env``); cloud workers get it from
+    their own secret (``STAMPEDE_TARGET_PASSWORD_SECRET_ARN``), not checked here. A team's
+    locustfile logs in its own way, if at all.
+    """
+    plan = state.plan
+    if plan.locustfile is not None or plan.worker_provider != "local":
+        return
+    if not os.environ.get(plan.password_env):
+        raise RunRefused(plan.password_env, "not set, and the stock journeys log every user in with it (every "
+                         "request would fail)", f"set {plan.password_env} in the environment where the run's tasks "
+                         "run, to the target accounts' password")
+
+
 def kill_switch_is_off(state: Preflight) -> None:
     try:
         reason = state.kill_switch()
@@ -339,6 +355,7 @@ CHECKS: tuple[Callable[[Preflight], None], ...] = (
     source_ports_suffice,
     plan_is_whole,
     cleanup_can_run,
+    journeys_can_log_in,
     locustfile_can_run,
     kill_switch_is_off,
     target_is_free,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from stampede.infra.fast_crm_target import FastCrmTarget
@@ -330,6 +331,7 @@ def users_held(workdir: Path, *, quick: bool = False, delay_ms: float = 20.0) ->
               f"(+{', '.join(f'{w:.0f}%' for w in level.worker_wait_pct)} waiting for one), "
               f"{sum(level.worker_rss_mib):.0f} MiB, p95 {level.p95_ms} ms (target {level.target.get('p95_ms')} ms; "
               f"settled {level.settled['p95_ms']} / {level.settled['target_p95_ms']}), "
+              f"target {level.settled['target_cpu_pct']}% of a core, "
               f"errors {level.error_rate:.2%} -> {'held' if level.held else 'NOT held'}", flush=True)
     held = 0
     for level in levels_measured:
@@ -426,9 +428,13 @@ def _climb(target: FastCrmTarget, run_dir: Path, levels: list[int], *, spawn_rat
     print(f"  {len(levels)} levels, {levels[0]:,} to {levels[-1]:,} users, {plan.workers} local workers "
           f"(the product's default for {levels[-1]:,} users on {os.cpu_count()} cores), about "
           f"{plan.load_duration_s} s", flush=True)
+    # the target shares the cores with the generators: its CPU says how much of the machine was left
+    root = psutil.Process(target.pid)
+    target_meter = ProcessMeter(lambda: [root, *root.children()], interval_s=0.5)
     try:
         result = run_load(plan)
     finally:
+        target_meter.stop()
         release_target(plan)  # the next run of the climb uses the same target
     output = json.loads((run_dir / "locust_output.json").read_text())
     samples = [GeneratorSample(**s) for s in json.loads((run_dir / "generator_samples.json").read_text())]
@@ -460,7 +466,9 @@ def _climb(target: FastCrmTarget, run_dir: Path, levels: list[int], *, spawn_rat
                      "target_p95_ms": target.stats(start, end).get("p95_ms"),
                      # a machine too busy to start the users at the planned rate leaves a level no steady part
                      "spawned_after_s": round(steady_from - float(stage["start"]), 1),
-                     "planned_ramp_s": planned_ramp[index]}))
+                     "planned_ramp_s": planned_ramp[index],
+                     "target_cpu_pct": round(100 * target_meter.cpu_between(start, end) / (end - start), 1)
+                     if end > start else None}))
     return raw, plan.workers
 
 

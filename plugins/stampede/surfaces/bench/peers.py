@@ -13,7 +13,8 @@ k6, bare, Stampede), so a machine whose load drifts moves all of them alike:
 - **bare Locust**: the same workflow, step for step, as one plain ``FastHttpUser`` task
   (no plugin, no checks beyond Locust's own);
 - **Stampede**: the stock agent journey through the pipeline (preflight → run_stages →
-  validate), one local Locust process, 3–8 s think time.
+  validate), one local Locust process, 1–4 s think time: the seed script's own pace (2.5 s a request
+  on average), so all three send about the same request rate.
 
 Figures per peer: requests per CPU-second (requests the *target* counted in the
 measured window / the generator's CPU-seconds in it, psutil from outside), peak RSS
@@ -43,6 +44,12 @@ from stampede.surfaces.bench.meter import ProcessMeter, wait_until
 from stampede.surfaces.sequence import run_load
 
 PEER_USERS = 2000
+# Stampede's agent journey paced as the seed's script is (loadtests/k6/bench_agent.js): 5 requests an
+# iteration of 1+2+1+2+1 s of sleeps and 3-8 s of think time, 2.5 s a request on average. At the stock
+# 3-8 s between requests it sent less than half k6's rate (362 vs 800 req/s at 2,000 users), and a
+# process that idles more pays more per request (its loop wakes for fewer requests at a time): the
+# ratio of requests per CPU-second compares tools at the same rate, as journey_rps_ratio does.
+STAMPEDE_THINK_S = (1.0, 4.0)
 DELAY_MS = 20.0
 K6_VERSION = "1.1.0"
 K6_SCRIPT = "k6/bench_agent.js"  # under loadtests/
@@ -197,13 +204,14 @@ def run_bare(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: int, s
                    failures=failures, notes={"window_start": window_start})
 
 
-def run_stampede(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: int, settle_s: int, measure_s: int) -> PeerRun:
+def run_stampede(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: int, settle_s: int, measure_s: int,
+                 think_s: tuple[float, float] = STAMPEDE_THINK_S, label: str = "Stampede") -> PeerRun:
     import yaml
 
     scenario = run_dir / "agent.yaml"
     scenario.write_text(yaml.safe_dump({
         "name": "bench-peer-agent", "description": "written by stampede.surfaces.bench.peers",
-        "journeys": {"agent": 1}, "think_time_s": [3.0, 8.0],
+        "journeys": {"agent": 1}, "think_time_s": list(think_s),
         "stages": [
             {"name": "ramp", "users": users, "spawn_rate": users / ramp_s, "duration_s": ramp_s + settle_s},
             {"name": "measure", "users": users, "spawn_rate": users / ramp_s, "duration_s": measure_s + 2},
@@ -226,7 +234,7 @@ def run_stampede(target: FastCrmTarget, run_dir: Path, *, users: int, ramp_s: in
     stats = target.stats(start, end)
     measure = result.stages[-1]
     truth = target.stats(stage.get("steady_from") or stage["start"], stage["end"])
-    return PeerRun("Stampede", users, stats["requests"], end - start, meter.cpu_between(start, end),
+    return PeerRun(label, users, stats["requests"], end - start, meter.cpu_between(start, end),
                    meter.peak_rss(), measure.p95_ms, truth["p95_ms"],
                    failures=getattr(measure, "failures", None), notes={"window_start": start})
 
@@ -235,7 +243,9 @@ def _round(value: Any) -> float | None:
     return None if value is None else round(float(value), 2)
 
 
-RUNNERS = {"k6": run_k6, "bare Locust": run_bare, "Stampede": run_stampede}
+STOCK_PACE = "Stampede at 3-8 s"  # the stock scenarios' think time: about half the rate, shown beside the figure
+RUNNERS = {"k6": run_k6, "bare Locust": run_bare, "Stampede": run_stampede,
+           STOCK_PACE: lambda *args, **kwargs: run_stampede(*args, **kwargs, think_s=(3.0, 8.0), label=STOCK_PACE)}
 
 
 def peer_figures(workdir: Path, *, quick: bool = False, users: int = PEER_USERS) -> list[Figure]:
@@ -281,7 +291,13 @@ def peer_figures(workdir: Path, *, quick: bool = False, users: int = PEER_USERS)
     common = {"users": users, "delay_ms": DELAY_MS, "rounds": rounds, "measure_s": measure_s, "k6": K6_VERSION,
               "peers": summary, "runs": [r.to_dict() for r in runs],
               "journey_vs_bare_locust": round(rate("Stampede") / rate("bare Locust"), 3),
-              "how": "interleaved k6 / bare Locust / Stampede runs against one fast_crm_target; requests the target "
+              "stampede_think_time_s": list(STAMPEDE_THINK_S),
+              "vs_k6_at_stock_pace": round(rate(STOCK_PACE) / rate("k6"), 3),
+              "rps": {peer: round(sum(r.requests for r in runs if r.peer == peer)
+                                  / max(1e-9, sum(r.seconds for r in runs if r.peer == peer)), 1) for peer in RUNNERS},
+              "how": "interleaved k6 / bare Locust / Stampede runs against one fast_crm_target, Stampede paced as the "
+                     "seed's script (about the same request rate; vs_k6_at_stock_pace: its 3-8 s think time, about "
+                     "half the rate, beside it); requests the target "
                      "counted in the measured window / the generator's CPU-seconds (psutil, process tree); "
                      "MiB per 1,000 users = (peak RSS - peak RSS of the same tool with one user) / users x 1,000 (the worst "
                      "run; peak RSS itself beside it); p95 minus the target's own p95 over the same run"}
