@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", default="", metavar="DIR",
                         help="run in DIR and keep it (each part's run folders and logs); default: a temporary folder")
     args = parser.parse_args(argv)
+    if args.keep and Path(args.keep).exists() and any(Path(args.keep).iterdir()):
+        parser.error(f"--keep: {args.keep} is not empty; fix: name a new folder (an earlier run's would mix in)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("STAMPEDE_TARGET_PASSWORD", os.environ.get("STAMPEDE_DEMO_PASSWORD", "LoadTest123!"))
     os.environ.setdefault("STAMPEDE_DEMO_PASSWORD", os.environ["STAMPEDE_TARGET_PASSWORD"])
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             part_started = time.time()
             print(f"\n== {part}", flush=True)
             workdir = Path(tmp) / part
-            workdir.mkdir(parents=True)  # a kept DIR from an earlier run: refused here, not mixed
+            workdir.mkdir(parents=True)
             try:
                 figures += _runner(part)(workdir, args.quick)
             except Exception as exc:  # one broken part must not hide the others' figures; reported below

@@ -247,7 +247,8 @@ class Level:
     p95_ms: float | None
     target: dict[str, Any]  # the target's own service time over the level's steady seconds
     window_s: float
-    settled: dict[str, Any]  # both p95s over the settled window only (the rate's and CPU's seconds)
+    settled: dict[str, Any]  # the settled window (the rate's and CPU's seconds): both p95s and the target's CPU
+    # in it, and when the level's users were all running against its planned ramp
     workers: int  # the local workers of the run that measured it
 
     @property
@@ -412,7 +413,7 @@ def worker_groups(levels: list[int]) -> list[list[int]]:
 def _climb(target: FastCrmTarget, run_dir: Path, levels: list[int], *, spawn_rate: float, hold_s: int,
            settle_s: int) -> tuple[list[tuple], int]:
     """One stepped run of ``levels`` through the pipeline; each level's raw figures and the run's worker count."""
-    from stampede.figures.stream import requests_between, stream_of
+    from stampede.figures.stream import read_stream, requests_between
 
     stages, previous, planned_ramp = [], 0, []
     for users in levels:
@@ -441,6 +442,7 @@ def _climb(target: FastCrmTarget, run_dir: Path, levels: list[int], *, spawn_rat
     series = {s["t"]: s for s in output["series"]}
     workers = sorted({s.pid for s in samples if s.role == "worker"})
     master = next((s.pid for s in samples if s.role == "master"), None)
+    checkpoints, _torn = read_stream(run_dir / "stream")  # read once: every level's window comes from it
     raw = []
     for index, stage in enumerate(output["stages"]):
         if stage.get("steady_from") is None or stage.get("end") is None:
@@ -455,7 +457,7 @@ def _climb(target: FastCrmTarget, run_dir: Path, levels: list[int], *, spawn_rat
         live = list(cpu)
         # p95 error: the pipeline's steady p95 against the target's own over the same seconds (the
         # steady part); the settled window's pair beside it tells a generator's warm-up from the target's
-        settled = requests_between(stream_of(run_dir / "stream"), start, end)
+        settled = requests_between(checkpoints, start, end)
         raw.append((stage["users"], requests / max(1, len(seconds)), sum(s["failures"] for s in seconds) / max(1, requests),
                     list(cpu.values()),
                     [_window_mean(samples, pid, start, end, "rss_mib") or 0.0 for pid in live],

@@ -293,8 +293,8 @@ def peer_figures(workdir: Path, *, quick: bool = False, users: int = PEER_USERS)
               "journey_vs_bare_locust": round(rate("Stampede") / rate("bare Locust"), 3),
               "stampede_think_time_s": list(STAMPEDE_THINK_S),
               "vs_k6_at_stock_pace": round(rate(STOCK_PACE) / rate("k6"), 3),
-              "rps": {peer: round(sum(r.requests for r in runs if r.peer == peer)
-                                  / max(1e-9, sum(r.seconds for r in runs if r.peer == peer)), 1) for peer in RUNNERS},
+              "rps": {peer: round(sum(r.requests for r in by_peer[peer]) / sum(r.seconds for r in by_peer[peer]), 1)
+                      for peer in RUNNERS},
               "how": "interleaved k6 / bare Locust / Stampede runs against one fast_crm_target, Stampede paced as the "
                      "seed's script (about the same request rate; vs_k6_at_stock_pace: its 3-8 s think time, about "
                      "half the rate, beside it); requests the target "
